@@ -1,0 +1,148 @@
+"""Reference (NumPy/SciPy/scikit-image) post-processing and metrics.
+
+This module is the executable specification that the Rust library is tested
+against: the same marker rules, the same watershed (scikit-image's), the same
+metric definitions.  It is also what ``qcanet-train`` uses to pick thresholds
+on the validation embryos.  It is deliberately plain and slow-ish.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------
+@dataclass
+class Metrics:
+    """One record per comparison; every ratio is 0 when its denominator is."""
+
+    iou: float
+    seg: float
+    mucov: float
+    seg_ctc: float
+    f1: float
+    precision: float
+    recall: float
+    n_gt: int
+    n_pred: int
+    n_matched: int
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _safe_div(a, b):
+    return float(a) / float(b) if b else 0.0
+
+
+def contingency(pred: np.ndarray, gt: np.ndarray):
+    """Voxel counts of every (gt label, pred label) pair, labels compacted.
+
+    Returns (table, gt_ids, pred_ids) where table[i, j] counts voxels with
+    gt == gt_ids[i] and pred == pred_ids[j]; index 0 is background in both.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"shape mismatch: pred {pred.shape} vs gt {gt.shape}")
+    gt_ids, gt_inv = np.unique(gt.ravel(), return_inverse=True)
+    pr_ids, pr_inv = np.unique(pred.ravel(), return_inverse=True)
+    if gt_ids[0] != 0:
+        gt_ids = np.concatenate([[0], gt_ids]); gt_inv = gt_inv + 1
+    if pr_ids[0] != 0:
+        pr_ids = np.concatenate([[0], pr_ids]); pr_inv = pr_inv + 1
+    table = np.bincount(gt_inv.astype(np.int64) * len(pr_ids) + pr_inv,
+                        minlength=len(gt_ids) * len(pr_ids)).reshape(len(gt_ids), len(pr_ids))
+    return table, gt_ids, pr_ids
+
+
+def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
+    """IoU, SEG, MUCov, CTC SEG and F1 of a predicted label volume.
+
+    >>> gt = np.zeros((1, 1, 8), np.uint32); gt[0, 0, :4] = 1; gt[0, 0, 4:] = 2
+    >>> pr = np.zeros_like(gt); pr[0, 0, :3] = 5
+    >>> m = evaluate(pr, gt)
+    >>> (round(m.iou, 3), m.seg, m.mucov, m.n_gt, m.n_pred)
+    (0.375, 0.375, 0.75, 2, 1)
+    """
+    t, _, _ = contingency(pred, gt)
+    t = t.astype(np.float64)
+    fg_inter = t[1:, 1:].sum()
+    fg_union = t.sum() - t[0, 0]
+    iou = _safe_div(fg_inter, fg_union)
+    inter = t[1:, 1:]
+    n_gt, n_pred = inter.shape
+    gt_size = t[1:, :].sum(axis=1)
+    pr_size = t[:, 1:].sum(axis=0)
+    union = gt_size[:, None] + pr_size[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jac = np.where(union > 0, inter / union, 0.0)
+    seg = seg_ctc = mucov = 0.0
+    if n_gt and n_pred:
+        best_p = jac.argmax(axis=1)                  # per gt: best-IoU prediction
+        r = np.arange(n_gt)
+        ok = inter[r, best_p] > 0.5 * gt_size
+        seg = float(np.where(ok, jac[r, best_p], 0.0).mean())
+        cover = inter > 0.5 * gt_size[:, None]       # at most one per gt row
+        seg_ctc = float(np.where(cover, jac, 0.0).sum(axis=1).mean())
+        best_g = jac.argmax(axis=0)                  # per prediction: best-IoU gt
+        c = np.arange(n_pred)
+        ok = inter[best_g, c] > 0.5 * pr_size
+        mucov = float(np.where(ok, jac[best_g, c], 0.0).mean())
+    matched = int((jac > 0.5).sum()) if n_gt and n_pred else 0
+    return Metrics(iou=iou, seg=seg, mucov=mucov, seg_ctc=seg_ctc,
+                   f1=_safe_div(2 * matched, n_gt + n_pred),
+                   precision=_safe_div(matched, n_pred), recall=_safe_div(matched, n_gt),
+                   n_gt=int(n_gt), n_pred=int(n_pred), n_matched=matched)
+
+
+# --------------------------------------------------------------------------
+# post-processing
+# --------------------------------------------------------------------------
+def local_maxima_markers(centre: np.ndarray, mask: np.ndarray, threshold: float,
+                         sigma_um: float, voxel_size) -> np.ndarray:
+    """Markers = 26-connected plateaus of 3x3x3 local maxima of the smoothed
+    centre map, above ``threshold`` and inside ``mask``."""
+    from scipy import ndimage as ndi
+    sm = centre.astype(np.float32)
+    if sigma_um > 0:
+        sm = ndi.gaussian_filter(sm, sigma=[sigma_um / v for v in voxel_size], mode="nearest",
+                                 truncate=2.0)
+    peaks = (sm == ndi.maximum_filter(sm, size=3, mode="nearest")) & (sm > threshold) & mask
+    lab, _ = ndi.label(peaks, structure=np.ones((3, 3, 3), bool))
+    return lab
+
+
+def postprocess(fg: np.ndarray, centre: np.ndarray, voxel_size=(1.75, 0.8, 0.8), *,
+                fg_threshold=0.5, centre_threshold=0.5, markers="local_max", sigma_um=1.0,
+                landscape="edt", min_volume_um3=0.0, fill_holes=True) -> np.ndarray:
+    """NSN/NDN probabilities -> label volume (uint32), the library's pipeline."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+    mask = fg > fg_threshold
+    if fill_holes:
+        mask = ndi.binary_fill_holes(mask)
+    if markers == "local_max":
+        mk = local_maxima_markers(centre, mask, centre_threshold, sigma_um, voxel_size)
+    else:
+        mk, _ = ndi.label((centre > centre_threshold) & mask, structure=np.ones((3, 3, 3), bool))
+    if landscape == "edt":
+        land = -ndi.distance_transform_edt(mask, sampling=voxel_size)
+    else:
+        land = -centre.astype(np.float64)
+    lab = watershed(land, mk, mask=mask).astype(np.uint32)
+    rest, n_rest = ndi.label(mask & (lab == 0), structure=np.ones((3, 3, 3), bool))
+    if n_rest:
+        lab[rest > 0] = rest[rest > 0] + lab.max()
+    if min_volume_um3 > 0:
+        vox = float(np.prod(voxel_size))
+        counts = np.bincount(lab.ravel())
+        small = counts * vox < min_volume_um3
+        small[0] = False
+        lab[small[lab]] = 0
+    ids = np.unique(lab)
+    ids = ids[ids > 0]
+    lut = np.zeros(int(lab.max()) + 1, np.uint32)
+    lut[ids] = np.arange(1, len(ids) + 1, dtype=np.uint32)
+    return lut[lab]

@@ -1,0 +1,1 @@
+"""Training for qcanet's networks (PyTorch).  Entry point: ``qcanet-train``."""

@@ -1,0 +1,129 @@
+"""``qcanet-train``: train, export and check the networks that qcanet runs.
+
+  qcanet-train pack DATA -o data.npz            # TIFF folders -> one compact file
+  qcanet-train fit DATA -o runs/x [--arch lean8] [--val-embryos Emb10 Emb11]
+  qcanet-train export runs/x/best.pt -o models/qcanet-default.onnx
+  qcanet-train evaluate --model M.onnx DATA     # through the Rust `qcanet` command
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _vs(s):
+    v = [float(x) for x in s.split(",")]
+    if len(v) != 3 or min(v) <= 0:
+        raise argparse.ArgumentTypeError("voxel size is Z,Y,X in micrometres, all > 0")
+    return v
+
+
+def _shape(s):
+    v = [int(x) for x in s.split(",")]
+    if len(v) != 3 or min(v) <= 0:
+        raise argparse.ArgumentTypeError("patch is D,H,W voxels")
+    return v
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="qcanet-train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("pack", help="pack a dataset folder into one compressed .npz")
+    p.add_argument("data"); p.add_argument("-o", "--out", required=True)
+    p.add_argument("--voxel-size", type=_vs, default=[1.75, 0.8, 0.8], help="Z,Y,X um (default BBBC050)")
+
+    p = sub.add_parser("fit", help="train the joint NSN+NDN network")
+    p.add_argument("data", help="dataset folder (images/ nsn/ ndn/ [instances/]) or packed .npz")
+    p.add_argument("-o", "--out", required=True, help="run folder (checkpoints, log.csv, curves.png)")
+    p.add_argument("--arch", default="lean8", help="lean8 | lean12 | lean16 | paper-nsn | paper-ndn")
+    p.add_argument("--voxel-size", type=_vs, default=[1.75, 0.8, 0.8])
+    p.add_argument("--val-embryos", nargs="*", default=["Emb10", "Emb11"],
+                   help="embryos held out for validation (split by embryo, never by time point)")
+    p.add_argument("--iters", type=int, default=3000)
+    p.add_argument("--time-limit", type=float, default=0, help="seconds; 0 = no limit")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--patch", type=_shape, default=[32, 96, 96])
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--contact-weight", type=float, default=4.0,
+                   help="extra loss weight where two nuclei touch (against merges)")
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--seg-every", type=int, default=5, help="full SEG/MUCov every N validations")
+    p.add_argument("--epoch-patches", type=int, default=400, help="patches that make one 'epoch' in the log")
+    p.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-sweep", dest="sweep", action="store_false",
+                   help="skip the post-processing parameter sweep at the end")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX (with metadata) + parity check")
+    p.add_argument("checkpoint"); p.add_argument("-o", "--out", required=True)
+    p.add_argument("--split", action="store_true", help="write separate NSN and NDN files")
+    p.add_argument("--opset", type=int, default=17)
+
+    p = sub.add_parser("evaluate", help="segment a dataset with the Rust `qcanet` and score it")
+    p.add_argument("data"); p.add_argument("--model", help="joint .onnx (default: embedded)")
+    p.add_argument("--nsn"); p.add_argument("--ndn")
+    p.add_argument("--voxel-size", default="1.75,0.8,0.8")
+    p.add_argument("--embryos", nargs="*", help="only these embryos (e.g. the validation ones)")
+    p.add_argument("--qcanet", default=shutil.which("qcanet") or "qcanet", help="path of the qcanet command")
+    p.add_argument("--json")
+
+    a = ap.parse_args(argv)
+    if a.cmd == "pack":
+        from .data import load_folder, save_packed
+        ds = load_folder(a.data, tuple(a.voxel_size))
+        save_packed(ds, a.out)
+        print(f"packed {len(ds.volumes)} volumes into {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
+    elif a.cmd == "fit":
+        from .loop import train
+        train(a)
+    elif a.cmd == "export":
+        from .export import export
+        export(a.checkpoint, a.out, split=a.split, opset=a.opset)
+    elif a.cmd == "evaluate":
+        return _evaluate(a)
+    return 0
+
+
+def _evaluate(a):
+    from .data import embryo_of
+    data = Path(a.data)
+    img = data / "images"
+    gt = data / "instances"
+    names = sorted(p.name for p in img.glob("*.tif"))
+    if a.embryos:
+        names = [n for n in names if embryo_of(n) in set(a.embryos)]
+    if not names:
+        raise SystemExit("no images selected")
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        (td / "in").mkdir(); (td / "gt").mkdir()
+        for n in names:
+            os.symlink((img / n).resolve(), td / "in" / n)
+            os.symlink((gt / n).resolve(), td / "gt" / n)
+        cmd = [a.qcanet, "segment", str(td / "in"), "-o", str(td / "out"), "--voxel-size", a.voxel_size]
+        if a.model:
+            cmd += ["--nsn", a.model]
+        if a.nsn:
+            cmd += ["--nsn", a.nsn]
+        if a.ndn:
+            cmd += ["--ndn", a.ndn]
+        subprocess.run(cmd, check=True)
+        cmd = [a.qcanet, "evaluate", str(td / "out"), str(td / "gt")]
+        if a.json:
+            cmd += ["--json", a.json]
+        return subprocess.run(cmd).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
