@@ -1,0 +1,193 @@
+//! qcanet: 3D nuclear segmentation of fluorescence microscopy (QCANet: NSN + NDN
+//! networks through ONNX Runtime, then a marker watershed), with a stable C API.
+//!
+//! ```no_run
+//! let model = qcanet::Model::load_default(&qcanet::LoadOptions::default())?;
+//! let stack = qcanet::io::tiff::read("embryo.tif")?;
+//! let vol = stack.volume(0, 0)?.to_f32();
+//! let params = qcanet::SegmentParams { voxel_size: Some([1.75, 0.8, 0.8]), ..Default::default() };
+//! let seg = model.segment(&vol, stack.dims, &params, None)?;
+//! println!("{} nuclei", seg.n_nuclei);
+//! # Ok::<(), qcanet::Error>(())
+//! ```
+
+pub mod capi;
+pub mod edt;
+pub mod error;
+pub mod io;
+pub mod measure;
+pub mod metrics;
+pub mod model;
+pub mod postprocess;
+pub mod preprocess;
+pub mod runtime;
+pub mod synth;
+pub mod watershed;
+
+use std::path::Path;
+
+pub use error::{Error, Result};
+pub use measure::{measure, Nucleus};
+pub use metrics::{evaluate, Metrics};
+pub use model::{Device, LoadOptions, Network, Progress};
+pub use postprocess::{Landscape, MarkerMode, PostParams};
+pub use watershed::Connectivity;
+
+use error::voxel_count;
+
+include!(concat!(env!("OUT_DIR"), "/default_model.rs"));
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Per-call settings. `None` means "as the model's metadata says".
+#[derive(Clone, Debug, Default)]
+pub struct SegmentParams {
+    /// Voxel size of the input (z, y, x, micrometres). `None`: the input is taken to be
+    /// on the model's training grid (no resampling).
+    pub voxel_size: Option<[f64; 3]>,
+    pub fg_threshold: Option<f32>,
+    pub centre_threshold: Option<f32>,
+    pub markers: Option<MarkerMode>,
+    pub marker_sigma_um: Option<f32>,
+    pub landscape: Option<Landscape>,
+    pub fill_holes: Option<bool>,
+    pub min_volume_um3: Option<f64>,
+    pub connectivity: Option<Connectivity>,
+    /// Tile size and overlap (voxels, on the model grid).
+    pub tile: Option<[usize; 3]>,
+    pub overlap: Option<[usize; 3]>,
+}
+
+/// A segmentation: labels on the input grid (0 background, 1..=n nuclei).
+#[derive(Clone, Debug)]
+pub struct Segmentation {
+    pub labels: Vec<u32>,
+    pub dims: [usize; 3],
+    pub n_nuclei: u32,
+}
+
+/// A loaded NSN/NDN pair (or one joint network). Safe to share between threads.
+pub struct Model {
+    nsn: Network,
+    ndn: Option<Network>,
+    pub name: String,
+}
+
+impl Model {
+    /// Loads an NSN file and an NDN file; `ndn` may be `None` when `nsn` is a joint model.
+    pub fn load(nsn: &Path, ndn: Option<&Path>, opts: &LoadOptions) -> Result<Model> {
+        let a = Network::from_file(nsn, opts)?;
+        let b = match ndn {
+            Some(p) if p != nsn || !a.is_joint() => Some(Network::from_file(p, opts)?),
+            _ => None,
+        };
+        Self::assemble(a, b, format!("{}{}", nsn.display(), ndn.map(|p| format!(" + {}", p.display())).unwrap_or_default()))
+    }
+
+    /// The weights compiled into the library (see `models/`).
+    pub fn load_default(opts: &LoadOptions) -> Result<Model> {
+        let bytes = DEFAULT_MODEL.ok_or_else(|| {
+            Error::Model(
+                "this build of qcanet has no embedded default model (models/ was empty when it was built); \
+                 pass NSN and NDN files"
+                    .into(),
+            )
+        })?;
+        let net = Network::from_bytes(bytes, DEFAULT_MODEL_NAME, opts)?;
+        Self::assemble(net, None, format!("embedded default ({DEFAULT_MODEL_NAME})"))
+    }
+
+    fn assemble(nsn: Network, ndn: Option<Network>, name: String) -> Result<Model> {
+        if ndn.is_none() && !nsn.is_joint() {
+            return Err(Error::Model(format!("{name}: an NSN model alone is not enough; give the NDN model too")));
+        }
+        if let Some(d) = &ndn {
+            if d.info.role == Some(model::Role::Nsn) {
+                return Err(Error::Model(format!("{}: this is an NSN model, given as NDN", d.info.description)));
+            }
+            if nsn.info.role == Some(model::Role::Ndn) {
+                return Err(Error::Model(format!("{}: this is an NDN model, given as NSN", nsn.info.description)));
+            }
+        }
+        Ok(Model { nsn, ndn, name })
+    }
+
+    /// Metadata of the (first) network.
+    pub fn info(&self) -> &model::NetInfo {
+        &self.nsn.info
+    }
+
+    pub fn device_used(&self) -> Device {
+        self.nsn.device_used
+    }
+
+    /// The effective post-processing parameters for `p`.
+    pub fn post_params(&self, p: &SegmentParams) -> PostParams {
+        let d = &self.nsn.info.post;
+        PostParams {
+            fg_threshold: p.fg_threshold.unwrap_or(d.fg_threshold),
+            centre_threshold: p.centre_threshold.unwrap_or(match &self.ndn {
+                Some(n) => n.info.post.centre_threshold,
+                None => d.centre_threshold,
+            }),
+            markers: p.markers.unwrap_or(d.markers),
+            marker_sigma_um: p.marker_sigma_um.unwrap_or(d.marker_sigma_um),
+            landscape: p.landscape.unwrap_or(d.landscape),
+            fill_holes: p.fill_holes.unwrap_or(d.fill_holes),
+            min_volume_um3: p.min_volume_um3.unwrap_or(d.min_volume_um3),
+            connectivity: p.connectivity.unwrap_or(d.connectivity),
+        }
+    }
+
+    /// Network probabilities (foreground, centre) on the model grid, and that grid's
+    /// dims and voxel size.
+    pub fn probabilities(&self, vol: &[f32], dims: [usize; 3], p: &SegmentParams, progress: Option<Progress>) -> Result<(Vec<f32>, Vec<f32>, [usize; 3], [f64; 3])> {
+        let n = voxel_count(dims)?;
+        if vol.len() != n {
+            return Err(Error::invalid(format!("volume holds {} values, dims {dims:?} need {n}", vol.len())));
+        }
+        if let Some(v) = p.voxel_size {
+            if v.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
+                return Err(Error::invalid(format!("voxel size must be positive, got {v:?}")));
+            }
+        }
+        let info = &self.nsn.info;
+        let norm = preprocess::normalise(vol, info.normalization)?;
+        let in_vox = p.voxel_size.or(info.voxel_size).unwrap_or([1.0; 3]);
+        let model_vox = info.voxel_size.unwrap_or(in_vox);
+        // resample only when the grids differ by more than 1 %
+        let differs = (0..3).any(|k| (in_vox[k] / model_vox[k] - 1.0).abs() > 0.01);
+        let (work, wdims) = if differs {
+            let md = preprocess::resampled_dims(dims, in_vox, model_vox);
+            (preprocess::resample_linear(&norm, dims, md), md)
+        } else {
+            (norm, dims)
+        };
+        let wvox = if differs { model_vox } else { in_vox };
+        let tile = p.tile.unwrap_or(info.tile);
+        let overlap = p.overlap.unwrap_or(info.overlap);
+        if tile.iter().any(|&t| t == 0) {
+            return Err(Error::invalid("tile size must be positive"));
+        }
+        let (fg, cen) = model::infer_tiled(&self.nsn, self.ndn.as_ref(), &work, wdims, tile, overlap, progress)?;
+        Ok((fg, cen, wdims, wvox))
+    }
+
+    /// Segments one volume (z, y, x), any voxel type converted to f32.
+    pub fn segment(&self, vol: &[f32], dims: [usize; 3], p: &SegmentParams, progress: Option<Progress>) -> Result<Segmentation> {
+        let (fg, cen, wdims, wvox) = self.probabilities(vol, dims, p, progress)?;
+        let (lab, n) = postprocess::postprocess(&fg, &cen, wdims, wvox, &self.post_params(p))?;
+        if wdims == dims {
+            return Ok(Segmentation { labels: lab, dims, n_nuclei: n });
+        }
+        let mut back = preprocess::resample_nearest(&lab, wdims, dims);
+        // a nucleus thinner than one input voxel can vanish: renumber without gaps
+        let (labels, n) = postprocess::remove_small_and_relabel(&mut back, [1.0; 3], 0.0);
+        Ok(Segmentation { labels, dims, n_nuclei: n })
+    }
+}
+
+/// Post-processing alone, for hosts that run their own networks.
+pub fn postprocess_probabilities(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
+    postprocess::postprocess(fg, centre, dims, voxel, p)
+}

@@ -15,7 +15,8 @@ pids=()
 for a in "${archs[@]}"; do
   "$py" -m qcanet.train fit "$data" -o "$out/run-$a" --arch "$a" --iters 1000000 --time-limit "$secs" \
       --batch "$batch" --val-every "${VAL_EVERY:-250}" --seg-every 2 --workers "${WORKERS:-4}" \
-      --epoch-patches 400 --quiet --seed 1 > "$out/train-$a.log" 2>&1 &
+      --epoch-patches 400 --quiet --seed "${SEED:-1}" --lr "${LR:-2e-3}" \
+      ${INIT_FROM:+--init "$INIT_FROM/run-$a/best.pt"} > "$out/train-$a.log" 2>&1 &
   pids+=($!)
 done
 rc=0

@@ -1,1 +1,573 @@
-fn main(){}
+//! `qcanet`: segment nuclei in 3D fluorescence stacks from the command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use qcanet::io::tiff::{self, Samples};
+use qcanet::{Connectivity, Device, Error, Landscape, LoadOptions, MarkerMode, Model, Result, SegmentParams};
+
+#[derive(Parser)]
+#[command(
+    name = "qcanet",
+    version,
+    about = "Find and separate every nucleus in 3D fluorescence stacks (QCANet).",
+    long_about = "Find and separate every nucleus in 3D fluorescence stacks (QCANet: a segmentation \
+network, a centre-detection network and a marker watershed).\n\n\
+Typical use:\n  qcanet segment embryo.tif -o embryo_labels.tif --voxel-size 1.75,0.8,0.8\n  \
+qcanet measure embryo_labels.tif --image embryo.tif -o nuclei.csv\n  \
+qcanet evaluate labels/ ground_truth/\n\n\
+Voxel sizes are Z,Y,X in micrometres. Results are 16-bit label stacks (0 = background, 1..N = nuclei) \
+that open in Fiji with the input's calibration."
+)]
+struct Cli {
+    /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, beside qcanet, the system)
+    #[arg(long, global = true, value_name = "FILE")]
+    onnxruntime: Option<PathBuf>,
+    /// Hide progress bars
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MarkersArg {
+    /// Local maxima of the smoothed centre map (default of the embedded model)
+    LocalMax,
+    /// Connected components of the thresholded centre map (QCANet's rule)
+    Components,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LandscapeArg {
+    /// Distance to the mask's edge (QCANet)
+    Distance,
+    /// The centre map itself
+    Centre,
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// NSN model (.onnx); a joint model needs no --ndn. Default: the embedded model
+    #[arg(long, value_name = "FILE")]
+    nsn: Option<PathBuf>,
+    /// NDN model (.onnx)
+    #[arg(long, value_name = "FILE", requires = "nsn")]
+    ndn: Option<PathBuf>,
+    /// Where the networks run
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// CUDA device index
+    #[arg(long, default_value_t = 0)]
+    device_id: i32,
+    /// Inference threads (0 = all cores)
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(clap::Args)]
+struct PostArgs {
+    /// Voxel size Z,Y,X in micrometres (overrides the file's calibration)
+    #[arg(long, value_name = "Z,Y,X", value_parser = parse_triple_f64)]
+    voxel_size: Option<[f64; 3]>,
+    /// Threshold on the segmentation network's probability (0..1)
+    #[arg(long, value_name = "P")]
+    fg_threshold: Option<f32>,
+    /// Threshold on the centre network's probability (0..1)
+    #[arg(long, value_name = "P")]
+    centre_threshold: Option<f32>,
+    /// How nucleus markers are found
+    #[arg(long, value_enum)]
+    markers: Option<MarkersArg>,
+    /// Smoothing of the centre map before finding maxima, micrometres
+    #[arg(long, value_name = "UM")]
+    marker_sigma: Option<f32>,
+    /// Landscape the watershed floods
+    #[arg(long, value_enum)]
+    landscape: Option<LandscapeArg>,
+    /// Nuclei smaller than this are dropped (cubic micrometres)
+    #[arg(long, value_name = "UM3")]
+    min_volume: Option<f64>,
+    /// Keep holes in the nuclear mask
+    #[arg(long)]
+    no_fill_holes: bool,
+    /// Watershed connectivity: 6, 18 or 26
+    #[arg(long)]
+    connectivity: Option<i32>,
+    /// Tile size Z,Y,X (voxels of the model grid)
+    #[arg(long, value_name = "Z,Y,X", value_parser = parse_triple_usize)]
+    tile: Option<[usize; 3]>,
+    /// Tile overlap Z,Y,X
+    #[arg(long, value_name = "Z,Y,X", value_parser = parse_triple_usize)]
+    overlap: Option<[usize; 3]>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Segment stacks: one file, several files or a folder of TIFFs
+    Segment {
+        /// Input TIFF files or folders
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output file (one input) or folder (several inputs or a folder)
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Channel holding the nuclei (0-based) in multi-channel stacks
+        #[arg(long, default_value_t = 0)]
+        channel: usize,
+        /// Also write per-nucleus measurements next to each result (NAME.csv)
+        #[arg(long)]
+        measure: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        post: PostArgs,
+    },
+    /// Score predicted labels against ground truth (files or folders paired by name)
+    Evaluate {
+        pred: PathBuf,
+        gt: PathBuf,
+        /// Also write all scores as JSON
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Per-nucleus volume, centroid, bounding box and intensity, as CSV
+    Measure {
+        labels: PathBuf,
+        /// Raw image for intensities
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Voxel size Z,Y,X in micrometres (default: the file's calibration)
+        #[arg(long, value_name = "Z,Y,X", value_parser = parse_triple_f64)]
+        voxel_size: Option<[f64; 3]>,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Generate a synthetic embryo (raw stack and ground-truth labels)
+    Synth {
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Where to write the ground-truth labels
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long, default_value_t = 12)]
+        nuclei: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Developmental time 0..1 (later = dimmer, smaller nuclei)
+        #[arg(long, default_value_t = 0.3)]
+        time: f64,
+        /// Z,Y,X voxels
+        #[arg(long, value_parser = parse_triple_usize, default_value = "51,120,120")]
+        dims: [usize; 3],
+    },
+    /// Segment a generated embryo with the embedded model and score it
+    Demo {
+        /// Keep the generated stacks and the result in this folder
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Versions of qcanet, ONNX Runtime and the model
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+fn parse_triple<T: std::str::FromStr>(s: &str) -> std::result::Result<[T; 3], String> {
+    let v: Vec<T> = s.split(',').map(|a| a.trim().parse::<T>()).collect::<std::result::Result<_, _>>().map_err(|_| format!("'{s}' is not Z,Y,X"))?;
+    v.try_into().map_err(|_| format!("'{s}' is not three values Z,Y,X"))
+}
+fn parse_triple_f64(s: &str) -> std::result::Result<[f64; 3], String> {
+    let t: [f64; 3] = parse_triple(s)?;
+    if t.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
+        return Err(format!("'{s}': voxel sizes must be positive"));
+    }
+    Ok(t)
+}
+fn parse_triple_usize(s: &str) -> std::result::Result<[usize; 3], String> {
+    parse_triple(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qcanet: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(p) = &cli.onnxruntime {
+        qcanet::runtime::init(Some(p))?;
+    }
+    match cli.cmd {
+        Cmd::Segment { inputs, output, channel, measure, model, post } => segment(&inputs, &output, channel, measure, &model, &post, cli.quiet),
+        Cmd::Evaluate { pred, gt, json } => evaluate(&pred, &gt, json.as_deref()),
+        Cmd::Measure { labels, image, voxel_size, output } => measure_cmd(&labels, image.as_deref(), voxel_size, &output),
+        Cmd::Synth { output, labels, nuclei, seed, time, dims } => {
+            let v = qcanet::synth::generate(&qcanet::synth::SynthParams { dims, n_nuclei: nuclei, seed, time, ..Default::default() });
+            tiff::write(&output, &Samples::U16(v.image), v.dims, 1, Some(v.voxel_size))?;
+            tiff::write_labels(&labels, &v.labels, v.dims, 1, Some(v.voxel_size))?;
+            println!("{}: {} nuclei, {:?} voxels of {:?} um", output.display(), v.n_nuclei, v.dims, v.voxel_size);
+            Ok(())
+        }
+        Cmd::Demo { out, model } => demo(out, &model, cli.quiet),
+        Cmd::Info { model } => info(&model),
+    }
+}
+
+fn load_model(a: &ModelArgs) -> Result<Model> {
+    let opts = LoadOptions {
+        device: match a.device {
+            DeviceArg::Auto => Device::Auto,
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+        },
+        device_id: a.device_id,
+        num_threads: a.threads,
+    };
+    match &a.nsn {
+        Some(n) => Model::load(n, a.ndn.as_deref(), &opts),
+        None => Model::load_default(&opts),
+    }
+}
+
+fn params(p: &PostArgs, file_voxel: Option<[f64; 3]>) -> Result<SegmentParams> {
+    for (name, v) in [("--fg-threshold", p.fg_threshold), ("--centre-threshold", p.centre_threshold)] {
+        if let Some(t) = v {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(Error::invalid(format!("{name} {t} is outside 0..1")));
+            }
+        }
+    }
+    Ok(SegmentParams {
+        voxel_size: p.voxel_size.or(file_voxel),
+        fg_threshold: p.fg_threshold,
+        centre_threshold: p.centre_threshold,
+        markers: p.markers.map(|m| match m {
+            MarkersArg::LocalMax => MarkerMode::LocalMaxima,
+            MarkersArg::Components => MarkerMode::Components,
+        }),
+        marker_sigma_um: p.marker_sigma,
+        landscape: p.landscape.map(|l| match l {
+            LandscapeArg::Distance => Landscape::Distance,
+            LandscapeArg::Centre => Landscape::Centre,
+        }),
+        fill_holes: if p.no_fill_holes { Some(false) } else { None },
+        min_volume_um3: p.min_volume,
+        connectivity: p.connectivity.map(Connectivity::from_rank).transpose()?,
+        tile: p.tile,
+        overlap: p.overlap,
+    })
+}
+
+fn is_tiff(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_lowercase()).as_deref(), Some("tif" | "tiff"))
+}
+
+/// Expands folders into their TIFF files (sorted); files are kept as given.
+fn expand_inputs(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, bool)> {
+    let mut out = Vec::new();
+    let mut had_dir = false;
+    for p in inputs {
+        if p.is_dir() {
+            had_dir = true;
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|q| q.is_file() && is_tiff(q))
+                .collect();
+            v.sort();
+            if v.is_empty() {
+                return Err(Error::invalid(format!("{}: no .tif files in this folder", p.display())));
+            }
+            out.extend(v);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
+        }
+    }
+    Ok((out, had_dir))
+}
+
+fn bar(len: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap());
+    b
+}
+
+fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma: &ModelArgs, pa: &PostArgs, quiet: bool) -> Result<()> {
+    let (files, had_dir) = expand_inputs(inputs)?;
+    let to_folder = had_dir || files.len() > 1 || output.is_dir();
+    if to_folder {
+        std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
+    } else if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(Error::io(parent, std::io::Error::new(std::io::ErrorKind::NotFound, "output folder does not exist")));
+        }
+    }
+    let model = load_model(ma)?;
+    let pb = bar(files.len() as u64 * 100, quiet);
+    let t0 = Instant::now();
+    let mut total_nuclei = 0u64;
+    for (i, f) in files.iter().enumerate() {
+        pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let stack = tiff::read(f)?;
+        if channel >= stack.channels {
+            return Err(Error::invalid(format!("{}: channel {channel} requested, the stack has {}", f.display(), stack.channels)));
+        }
+        let file_vox = stack.voxel_size_um();
+        let p = params(pa, file_vox)?;
+        if p.voxel_size.is_none() && model.info().voxel_size.is_some() && !quiet {
+            pb.println(format!(
+                "note: {} has no calibration; assuming the model's voxel size {:?} um (set --voxel-size)",
+                f.display(),
+                model.info().voxel_size.unwrap()
+            ));
+        }
+        let mut labels = Vec::with_capacity(stack.volume_len() * stack.frames);
+        let mut counts = Vec::new();
+        for t in 0..stack.frames {
+            let vol = stack.volume(t, channel)?.to_f32();
+            let base = (i * 100) as u64;
+            let frames = stack.frames as f32;
+            let cb = |frac: f32| {
+                pb.set_position(base + ((t as f32 + frac) / frames * 100.0) as u64);
+                true
+            };
+            let seg = model.segment(&vol, stack.dims, &p, Some(&cb))?;
+            counts.push(seg.n_nuclei);
+            labels.extend(seg.labels);
+        }
+        let out = if to_folder { output.join(f.file_name().unwrap()) } else { output.to_path_buf() };
+        let vox_out = p.voxel_size;
+        tiff::write_labels(&out, &labels, stack.dims, stack.frames, vox_out)?;
+        if want_csv {
+            let n = stack.volume_len();
+            let mut csv = String::new();
+            for t in 0..stack.frames {
+                let raw = stack.volume(t, channel)?.to_f32();
+                let m = qcanet::measure(&labels[t * n..(t + 1) * n], stack.dims, vox_out.unwrap_or([1.0; 3]), Some(&raw))?;
+                let body = qcanet::measure::to_csv(&m);
+                for (k, line) in body.lines().enumerate() {
+                    if k == 0 {
+                        if t == 0 {
+                            csv.push_str(&format!("frame,{line}\n"));
+                        }
+                    } else {
+                        csv.push_str(&format!("{t},{line}\n"));
+                    }
+                }
+            }
+            write_atomic(&out.with_extension("csv"), csv.as_bytes())?;
+        }
+        total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
+        pb.set_position((i as u64 + 1) * 100);
+        let counts_s = if counts.len() == 1 { format!("{} nuclei", counts[0]) } else { format!("nuclei per frame {counts:?}") };
+        pb.println(format!("{} -> {}: {counts_s}", f.display(), out.display()));
+    }
+    pb.finish_and_clear();
+    if !quiet {
+        eprintln!(
+            "segmented {} file(s), {total_nuclei} nuclei, in {:.2} s ({}, {:?})",
+            files.len(),
+            t0.elapsed().as_secs_f64(),
+            model.name,
+            model.device_used()
+        );
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".qcanet-").tempfile_in(dir).map_err(|e| Error::io(path, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+fn read_labels(p: &Path) -> Result<(Vec<u32>, [usize; 3], usize)> {
+    let s = tiff::read(p)?;
+    Ok((s.samples.to_labels()?, s.dims, s.frames * s.channels))
+}
+
+fn pairs(pred: &Path, gt: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    if pred.is_dir() != gt.is_dir() {
+        return Err(Error::invalid("give two files or two folders"));
+    }
+    if !pred.is_dir() {
+        return Ok(vec![(pred.file_name().unwrap_or_default().to_string_lossy().into_owned(), pred.into(), gt.into())]);
+    }
+    let (files, _) = expand_inputs(&[pred.to_path_buf()])?;
+    let mut v = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_owned();
+        let g = gt.join(&name);
+        if g.is_file() {
+            v.push((name.to_string_lossy().into_owned(), f, g));
+        }
+    }
+    if v.is_empty() {
+        return Err(Error::invalid(format!("no file names in common between {} and {}", pred.display(), gt.display())));
+    }
+    Ok(v)
+}
+
+fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
+    let mut rows = Vec::new();
+    println!("{:<28} {:>6} {:>6} {:>6} {:>7} {:>6} {:>5} {:>5}", "file", "IoU", "SEG", "MUCov", "CTC-SEG", "F1", "n_gt", "n_pred");
+    for (name, p, g) in pairs(pred, gt)? {
+        let (a, da, fa) = read_labels(&p)?;
+        let (b, db, fb) = read_labels(&g)?;
+        if da != db || fa != fb {
+            return Err(Error::invalid(format!("{name}: prediction {da:?}x{fa} and ground truth {db:?}x{fb} differ in size")));
+        }
+        let m = qcanet::evaluate(&a, &b)?;
+        println!(
+            "{:<28} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>6.3} {:>5} {:>5}",
+            name, m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, m.n_gt, m.n_pred
+        );
+        rows.push((name, m));
+    }
+    let k = rows.len() as f64;
+    let mean = |f: fn(&qcanet::Metrics) -> f64| rows.iter().map(|(_, m)| f(m)).sum::<f64>() / k;
+    let means = serde_json::json!({
+        "iou": mean(|m| m.iou), "seg": mean(|m| m.seg), "mucov": mean(|m| m.mucov),
+        "seg_ctc": mean(|m| m.seg_ctc), "f1": mean(|m| m.f1),
+    });
+    println!(
+        "{:<28} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>6.3}",
+        format!("mean of {}", rows.len()),
+        means["iou"].as_f64().unwrap(),
+        means["seg"].as_f64().unwrap(),
+        means["mucov"].as_f64().unwrap(),
+        means["seg_ctc"].as_f64().unwrap(),
+        means["f1"].as_f64().unwrap()
+    );
+    if let Some(j) = json {
+        let per: Vec<_> = rows.iter().map(|(n, m)| serde_json::json!({"file": n, "metrics": m})).collect();
+        let doc = serde_json::json!({"files": per, "mean": means});
+        write_atomic(j, serde_json::to_string_pretty(&doc).unwrap().as_bytes())?;
+    }
+    Ok(())
+}
+
+fn measure_cmd(labels: &Path, image: Option<&Path>, voxel: Option<[f64; 3]>, output: &Path) -> Result<()> {
+    let s = tiff::read(labels)?;
+    let lab = s.samples.to_labels()?;
+    let vox = voxel.or(s.voxel_size_um()).unwrap_or([1.0; 3]);
+    let raw = match image {
+        Some(p) => {
+            let r = tiff::read(p)?;
+            if r.dims != s.dims || r.frames != s.frames {
+                return Err(Error::invalid(format!("{}: image {:?} does not match labels {:?}", p.display(), r.dims, s.dims)));
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    let n = s.volume_len();
+    let mut csv = String::new();
+    let mut count = 0;
+    for t in 0..s.frames {
+        let iv = match &raw {
+            Some(r) => Some(r.volume(t, 0)?.to_f32()),
+            None => None,
+        };
+        let m = qcanet::measure(&lab[t * n..(t + 1) * n], s.dims, vox, iv.as_deref())?;
+        count += m.len();
+        for (k, line) in qcanet::measure::to_csv(&m).lines().enumerate() {
+            if k == 0 {
+                if t == 0 {
+                    csv.push_str(&format!("frame,{line}\n"));
+                }
+            } else {
+                csv.push_str(&format!("{t},{line}\n"));
+            }
+        }
+    }
+    write_atomic(output, csv.as_bytes())?;
+    println!("{count} nuclei -> {}", output.display());
+    Ok(())
+}
+
+fn demo(out: Option<PathBuf>, ma: &ModelArgs, quiet: bool) -> Result<()> {
+    let keep;
+    let dir = match out {
+        Some(d) => {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            keep = None;
+            d
+        }
+        None => {
+            let t = tempfile::tempdir().map_err(|e| Error::io("temporary folder", e))?;
+            let p = t.path().to_path_buf();
+            keep = Some(t);
+            p
+        }
+    };
+    let _ = &keep;
+    let v = qcanet::synth::generate(&qcanet::synth::SynthParams { n_nuclei: 16, seed: 7, time: 0.5, ..Default::default() });
+    let raw = dir.join("demo_embryo.tif");
+    let gt = dir.join("demo_ground_truth.tif");
+    tiff::write(&raw, &Samples::U16(v.image.clone()), v.dims, 1, Some(v.voxel_size))?;
+    tiff::write_labels(&gt, &v.labels, v.dims, 1, Some(v.voxel_size))?;
+    println!("generated a synthetic embryo: {} nuclei, {:?} voxels (z,y,x) of {:?} um", v.n_nuclei, v.dims, v.voxel_size);
+    let t0 = Instant::now();
+    let model = load_model(ma)?;
+    let t_load = t0.elapsed().as_secs_f64();
+    let vol: Vec<f32> = v.image.iter().map(|&a| a as f32).collect();
+    let p = SegmentParams { voxel_size: Some(v.voxel_size), ..Default::default() };
+    let t1 = Instant::now();
+    let seg = model.segment(&vol, v.dims, &p, None)?;
+    let t_seg = t1.elapsed().as_secs_f64();
+    let res = dir.join("demo_labels.tif");
+    tiff::write_labels(&res, &seg.labels, v.dims, 1, Some(v.voxel_size))?;
+    let m = qcanet::evaluate(&seg.labels, &v.labels)?;
+    println!("model: {} ({:?}); loaded in {t_load:.2} s", model.name, model.device_used());
+    println!("segmented in {t_seg:.2} s: {} nuclei found, {} in the ground truth", seg.n_nuclei, v.n_nuclei);
+    println!("IoU {:.3}  SEG {:.3}  MUCov {:.3}  CTC-SEG {:.3}  F1 {:.3}", m.iou, m.seg, m.mucov, m.seg_ctc, m.f1);
+    if keep.is_none() {
+        println!("files: {}, {}, {}", raw.display(), gt.display(), res.display());
+    }
+    let _ = quiet;
+    Ok(())
+}
+
+fn info(ma: &ModelArgs) -> Result<()> {
+    println!("qcanet {} (C ABI {})", qcanet::VERSION, qcanet::capi::QCA_ABI_VERSION);
+    let path = qcanet::runtime::init(None)?;
+    println!("ONNX Runtime: {path}");
+    println!("  {}", qcanet::runtime::build_info().unwrap_or_default());
+    let m = load_model(ma)?;
+    println!("model: {} on {:?}", m.name, m.device_used());
+    let mut keys: Vec<_> = m.info().raw.iter().collect();
+    keys.sort();
+    for (k, v) in keys {
+        println!("  {k} = {v}");
+    }
+    Ok(())
+}

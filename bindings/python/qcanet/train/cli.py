@@ -63,6 +63,7 @@ def main(argv=None):
     p.add_argument("--no-sweep", dest="sweep", action="store_false",
                    help="skip the post-processing parameter sweep at the end")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init", help="start from this checkpoint's weights (fine-tuning, new schedule)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("export", help="checkpoint -> ONNX (with metadata) + parity check")

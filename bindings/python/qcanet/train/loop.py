@@ -18,8 +18,8 @@ from .. import reference
 from . import model as M
 from .augment import PatchSampler
 
-DEFAULT_POST = dict(fg_threshold=0.5, centre_threshold=0.5, markers="local_max", sigma_um=1.0,
-                    landscape="centre", min_volume_um3=20.0, fill_holes=True)
+DEFAULT_POST = dict(fg_threshold=0.6, centre_threshold=0.5, markers="local_max", sigma_um=1.0,
+                    landscape="edt", min_volume_um3=450.0, fill_holes=True)
 
 
 def pick_device(name="auto"):
@@ -86,12 +86,12 @@ def sweep(net, volumes, device, workers, amp):
     _, _, preds = evaluate_set(net, volumes[:1], device, DEFAULT_POST, 1, amp)  # warm
     preds = [predict_volume(net, v.image, device, net.spatial_multiple, amp) for v in volumes]
     rows = []
-    for land in ("centre", "edt"):
-        for fg_t in (0.4, 0.5, 0.6):
+    for mv in (300.0, 500.0, 700.0):
+        for fg_t in (0.5, 0.6, 0.7):
             for c_t in (0.3, 0.5):
-                for sig in (1.0,):
+                for land in ("edt",):
                     post = dict(DEFAULT_POST, landscape=land, fg_threshold=fg_t, centre_threshold=c_t,
-                                sigma_um=sig)
+                                min_volume_um3=mv)
                     mean, _, _ = evaluate_set(net, volumes, device, post, workers, amp, preds)
                     rows.append(dict(post=post, **mean))
     rows.sort(key=lambda r: -(r["seg"] + r["mucov"]))
@@ -118,6 +118,12 @@ def train(args):
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     state = dict(it=0, elapsed=0.0, best=-1.0, history=[])
     ckpt_last = out / "last.pt"
+    if args.init:
+        ck = torch.load(args.init, map_location=device, weights_only=False)
+        if ck["config"] != net.config:
+            raise SystemExit(f"--init {args.init}: architecture {ck['config']} differs from {net.config}")
+        net.load_state_dict(ck["model"])
+        print(f"initialised from {args.init}", flush=True)
     if args.resume and ckpt_last.exists():
         ck = torch.load(ckpt_last, map_location=device, weights_only=False)
         net.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); state = ck["state"]

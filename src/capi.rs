@@ -1,0 +1,951 @@
+//! The C API (ABI version 1): every `extern "C"` function of the library, and nothing else.
+//!
+//! Conventions, for every function below:
+//! - Fallible functions return a [`QcaStatus`]; `QCA_OK` (0) is success. On failure,
+//!   [`qca_last_error`] gives a message for the calling thread, and every
+//!   out-parameter is left untouched.
+//! - Arrays are C order `[z][y][x]` (x fastest): the same memory as a MATLAB array
+//!   of size `[X Y Z]`.
+//! - No Rust panic crosses this boundary: it becomes `QCA_ERR_INTERNAL`.
+//! - Handles (`QcaModel`, `QcaImage`, `QcaMeasurements`) are created by one function
+//!   and freed by the `_free` function named in their documentation; `_free(NULL)` is fine.
+//! - A `QcaModel` may be used from several threads at once.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use crate::error::{voxel_count, Error, Result};
+use crate::io::tiff::{self, Samples};
+use crate::{Connectivity, Device, Landscape, LoadOptions, MarkerMode, Model, PostParams, SegmentParams};
+
+/// Library major version (semantic versioning of the crate).
+pub const QCA_VERSION_MAJOR: u32 = 0;
+/// Library minor version.
+pub const QCA_VERSION_MINOR: u32 = 1;
+/// Library patch version.
+pub const QCA_VERSION_PATCH: u32 = 0;
+/// Version of this C interface; changes only when old callers would break.
+pub const QCA_ABI_VERSION: u32 = 1;
+
+/// Inference device: CUDA when it starts, else the CPU.
+pub const QCA_DEVICE_AUTO: i32 = 0;
+/// Inference device: the CPU.
+pub const QCA_DEVICE_CPU: i32 = 1;
+/// Inference device: CUDA (an error if it cannot start).
+pub const QCA_DEVICE_CUDA: i32 = 2;
+
+/// Marker rule: as the model's metadata says.
+pub const QCA_MARKERS_MODEL: i32 = 0;
+/// Marker rule: 26-connected components of NDN > threshold (QCANet).
+pub const QCA_MARKERS_COMPONENTS: i32 = 1;
+/// Marker rule: local maxima of the smoothed NDN output above the threshold.
+pub const QCA_MARKERS_LOCAL_MAXIMA: i32 = 2;
+
+/// Watershed landscape: as the model's metadata says.
+pub const QCA_LANDSCAPE_MODEL: i32 = 0;
+/// Watershed landscape: negative distance transform of the NSN mask (QCANet).
+pub const QCA_LANDSCAPE_DISTANCE: i32 = 1;
+/// Watershed landscape: negative NDN probability.
+pub const QCA_LANDSCAPE_CENTRE: i32 = 2;
+
+/// Sample type of a `QcaImage`: 8-bit unsigned.
+pub const QCA_SAMPLE_U8: i32 = 1;
+/// Sample type: 16-bit unsigned.
+pub const QCA_SAMPLE_U16: i32 = 2;
+/// Sample type: 32-bit unsigned.
+pub const QCA_SAMPLE_U32: i32 = 3;
+/// Sample type: 32-bit float.
+pub const QCA_SAMPLE_F32: i32 = 4;
+
+/// Result of every fallible call. Values are fixed for ABI 1.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum QcaStatus {
+    /// Success.
+    QCA_OK = 0,
+    /// A required pointer was NULL.
+    QCA_ERR_NULL_POINTER = 1,
+    /// An argument is out of range, or dimensions are zero, overflow or do not match.
+    QCA_ERR_INVALID_ARGUMENT = 2,
+    /// The input holds NaN or infinite values.
+    QCA_ERR_NON_FINITE = 3,
+    /// A file could not be read or written.
+    QCA_ERR_IO = 4,
+    /// A file is corrupt or in a format qcanet does not read.
+    QCA_ERR_FORMAT = 5,
+    /// ONNX Runtime could not be found or started.
+    QCA_ERR_RUNTIME = 6,
+    /// A model file is missing, not ONNX, or breaks the tensor contract.
+    QCA_ERR_MODEL = 7,
+    /// Inference failed.
+    QCA_ERR_INFERENCE = 8,
+    /// The progress callback asked to stop.
+    QCA_ERR_CANCELLED = 9,
+    /// A bug in qcanet (a caught panic); please report it.
+    QCA_ERR_INTERNAL = 10,
+}
+
+use QcaStatus::*;
+
+/// How to load a model. Fill with `qca_model_options_default` first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QcaModelOptions {
+    /// `sizeof(QcaModelOptions)` as the caller knows it.
+    pub struct_size: u32,
+    /// `QCA_DEVICE_AUTO`, `QCA_DEVICE_CPU` or `QCA_DEVICE_CUDA`.
+    pub device: i32,
+    /// CUDA device index.
+    pub device_id: i32,
+    /// Inference threads; 0 = all cores.
+    pub num_threads: i32,
+}
+
+/// Progress callback: `fraction` in [0, 1]; return 0 to go on, non-zero to cancel.
+pub type QcaProgressFn = Option<unsafe extern "C" fn(fraction: f32, user_data: *mut c_void) -> i32>;
+
+/// Per-call settings. Fill with `qca_segment_params_default` first: every field then
+/// means "as the model says", and you change only what you want.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QcaSegmentParams {
+    /// `sizeof(QcaSegmentParams)` as the caller knows it.
+    pub struct_size: u32,
+    /// Input voxel size z, y, x in micrometres; 0 = the model's (no resampling).
+    pub voxel_size: [f32; 3],
+    /// NSN probability threshold; < 0 = the model's.
+    pub fg_threshold: f32,
+    /// NDN probability threshold; < 0 = the model's.
+    pub centre_threshold: f32,
+    /// `QCA_MARKERS_*`.
+    pub markers: i32,
+    /// Smoothing of the NDN output before local maxima (micrometres); < 0 = the model's.
+    pub marker_sigma_um: f32,
+    /// `QCA_LANDSCAPE_*`.
+    pub landscape: i32,
+    /// Fill holes in the mask: 1 yes, 0 no, -1 = the model's.
+    pub fill_holes: i32,
+    /// Nuclei smaller than this (cubic micrometres) are dropped; < 0 = the model's.
+    pub min_volume_um3: f32,
+    /// Watershed connectivity: 6, 18 or 26; 0 = the model's.
+    pub connectivity: i32,
+    /// Tile size z, y, x in voxels of the model grid; 0 = the model's.
+    pub tile: [u32; 3],
+    /// Tile overlap z, y, x; -1 = the model's.
+    pub overlap: [i32; 3],
+    /// Optional progress/cancel callback (NULL for none), called from the calling thread.
+    pub progress: QcaProgressFn,
+    /// Passed to `progress` unchanged.
+    pub user_data: *mut c_void,
+}
+
+/// Accuracy of a segmentation against ground truth (see `qca_evaluate`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaMetrics {
+    /// Voxel IoU of the foregrounds.
+    pub iou: f64,
+    /// QCANet SEG: mean over ground-truth nuclei of the best IoU (counted when > half covered).
+    pub seg: f64,
+    /// Mean over predicted nuclei of the best IoU (same rule).
+    pub mucov: f64,
+    /// Cell Tracking Challenge SEG.
+    pub seg_ctc: f64,
+    /// Detection F1 at IoU > 0.5.
+    pub f1: f64,
+    /// Ground-truth nuclei.
+    pub n_gt: u32,
+    /// Predicted nuclei.
+    pub n_pred: u32,
+    /// Pairs matched at IoU > 0.5.
+    pub n_matched: u32,
+    /// Matched / predicted.
+    pub precision: f64,
+    /// Matched / ground truth.
+    pub recall: f64,
+}
+
+/// One nucleus (see `qca_measure`). Voxel coordinates are z, y, x indices.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaNucleus {
+    pub label: u32,
+    /// Bounding box, inclusive, in voxels.
+    pub bbox_min: [u32; 3],
+    pub bbox_max: [u32; 3],
+    pub voxels: u64,
+    pub volume_um3: f64,
+    /// Centroid in voxels (z, y, x).
+    pub centroid: [f64; 3],
+    /// Centroid in micrometres (z, y, x).
+    pub centroid_um: [f64; 3],
+    pub mean_intensity: f64,
+    pub total_intensity: f64,
+}
+
+/// What a TIFF stack holds (see `qca_image_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaImageInfo {
+    /// `sizeof(QcaImageInfo)` as the caller knows it.
+    pub struct_size: u32,
+    /// `QCA_SAMPLE_*`.
+    pub sample_type: i32,
+    /// z, y, x of one volume.
+    pub dims: [usize; 3],
+    pub channels: u32,
+    pub frames: u32,
+    /// 1 when the file carries a calibration (then `voxel_size_um` holds it), else 0.
+    pub has_voxel_size: i32,
+    /// z, y, x in micrometres.
+    pub voxel_size_um: [f64; 3],
+}
+
+/// A loaded model. Create with `qca_model_load` or `qca_model_load_default`; free with `qca_model_free`.
+pub struct QcaModel {
+    inner: Model,
+}
+
+/// A TIFF stack in memory. Create with `qca_image_read`; free with `qca_image_free`.
+pub struct QcaImage {
+    stack: tiff::Stack,
+}
+
+/// Per-nucleus measurements. Create with `qca_measure`; free with `qca_measurements_free`.
+pub struct QcaMeasurements {
+    nuclei: Vec<QcaNucleus>,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+fn status_of(e: &Error) -> QcaStatus {
+    match e {
+        Error::InvalidArgument(_) => QCA_ERR_INVALID_ARGUMENT,
+        Error::NonFinite(_) => QCA_ERR_NON_FINITE,
+        Error::Io { .. } => QCA_ERR_IO,
+        Error::Tiff { .. } | Error::Unsupported(_) => QCA_ERR_FORMAT,
+        Error::Runtime(_) => QCA_ERR_RUNTIME,
+        Error::Model(_) => QCA_ERR_MODEL,
+        Error::Inference(_) => QCA_ERR_INFERENCE,
+        Error::Cancelled => QCA_ERR_CANCELLED,
+        Error::Internal(_) => QCA_ERR_INTERNAL,
+    }
+}
+
+/// Runs `f`, turning errors and panics into a status and a thread-local message.
+fn guard<F: FnOnce() -> std::result::Result<(), (QcaStatus, String)>>(f: F) -> QcaStatus {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => QCA_OK,
+        Ok(Err((s, m))) => {
+            set_error(&m);
+            s
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_error(&format!("internal error (please report): {what}"));
+            QCA_ERR_INTERNAL
+        }
+    }
+}
+
+trait IntoCErr<T> {
+    fn c(self) -> std::result::Result<T, (QcaStatus, String)>;
+}
+impl<T> IntoCErr<T> for Result<T> {
+    fn c(self) -> std::result::Result<T, (QcaStatus, String)> {
+        self.map_err(|e| (status_of(&e), e.to_string()))
+    }
+}
+
+fn null(what: &str) -> (QcaStatus, String) {
+    (QCA_ERR_NULL_POINTER, format!("{what} is NULL"))
+}
+
+fn invalid(msg: String) -> (QcaStatus, String) {
+    (QCA_ERR_INVALID_ARGUMENT, msg)
+}
+
+/// Reads `dims[3]` and checks it; returns dims and voxel count.
+unsafe fn read_dims(dims: *const usize) -> std::result::Result<([usize; 3], usize), (QcaStatus, String)> {
+    if dims.is_null() {
+        return Err(null("dims"));
+    }
+    let d = [*dims, *dims.add(1), *dims.add(2)];
+    let n = voxel_count(d).c()?;
+    Ok((d, n))
+}
+
+/// A `len`-element slice from a caller's pointer, or a NULL error.
+unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> std::result::Result<&'a [T], (QcaStatus, String)> {
+    if p.is_null() {
+        return Err(null(what));
+    }
+    Ok(std::slice::from_raw_parts(p, len))
+}
+
+unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a Path, (QcaStatus, String)> {
+    if p.is_null() {
+        return Err(null(what));
+    }
+    let s = CStr::from_ptr(p).to_str().map_err(|_| invalid(format!("{what} is not UTF-8")))?;
+    if s.is_empty() {
+        return Err(invalid(format!("{what} is empty")));
+    }
+    Ok(Path::new(s))
+}
+
+/// Copies a caller's versioned struct over defaults: only the bytes it says it has.
+unsafe fn read_versioned<T: Copy>(p: *const T, default: T, what: &str) -> std::result::Result<T, (QcaStatus, String)> {
+    let size = *(p as *const u32) as usize;
+    if size < 4 {
+        return Err(invalid(format!("{what}.struct_size is {size}: call the _default function first")));
+    }
+    let mut out = default;
+    let n = size.min(std::mem::size_of::<T>());
+    std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, n);
+    // the copy overwrote struct_size with the caller's; keep ours
+    *(&mut out as *mut T as *mut u32) = std::mem::size_of::<T>() as u32;
+    Ok(out)
+}
+
+/// Version of this C interface (`QCA_ABI_VERSION` of the loaded library).
+#[no_mangle]
+pub extern "C" fn qca_abi_version() -> u32 {
+    QCA_ABI_VERSION
+}
+
+/// Version of the loaded library, "MAJOR.MINOR.PATCH"; static storage.
+#[no_mangle]
+pub extern "C" fn qca_version() -> *const c_char {
+    static V: &[u8] = concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes();
+    V.as_ptr() as *const c_char
+}
+
+/// Message of the last failure on this thread ("" if none). Valid until the next
+/// failing call on the same thread; do not free.
+#[no_mangle]
+pub extern "C" fn qca_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Name of a status code ("QCA_OK", ...), static storage; NULL for an unknown code.
+#[no_mangle]
+pub extern "C" fn qca_status_str(status: i32) -> *const c_char {
+    let s: &'static [u8] = match status {
+        0 => b"QCA_OK\0",
+        1 => b"QCA_ERR_NULL_POINTER\0",
+        2 => b"QCA_ERR_INVALID_ARGUMENT\0",
+        3 => b"QCA_ERR_NON_FINITE\0",
+        4 => b"QCA_ERR_IO\0",
+        5 => b"QCA_ERR_FORMAT\0",
+        6 => b"QCA_ERR_RUNTIME\0",
+        7 => b"QCA_ERR_MODEL\0",
+        8 => b"QCA_ERR_INFERENCE\0",
+        9 => b"QCA_ERR_CANCELLED\0",
+        10 => b"QCA_ERR_INTERNAL\0",
+        _ => return std::ptr::null(),
+    };
+    s.as_ptr() as *const c_char
+}
+
+/// Loads ONNX Runtime from `onnxruntime_library_path`, or (NULL) searches for it:
+/// `ORT_DYLIB_PATH`, beside libqcanet, beside the program, the system path.
+/// Optional: model loading does the search by itself.
+///
+/// # Safety
+/// `onnxruntime_library_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn qca_runtime_init(onnxruntime_library_path: *const c_char) -> QcaStatus {
+    guard(|| {
+        let p = if onnxruntime_library_path.is_null() { None } else { Some(path_arg(onnxruntime_library_path, "onnxruntime_library_path")?) };
+        crate::runtime::init(p).c().map(|_| ())
+    })
+}
+
+/// ONNX Runtime's build string once it is loaded, else NULL. Static storage.
+#[no_mangle]
+pub extern "C" fn qca_runtime_info() -> *const c_char {
+    static INFO: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
+    match crate::runtime::build_info() {
+        Some(s) => INFO.get_or_init(|| CString::new(s).unwrap_or_default()).as_ptr(),
+        None => std::ptr::null(),
+    }
+}
+
+/// Fills `o` with the defaults (automatic device, all cores). NULL is ignored.
+///
+/// # Safety
+/// `o` is NULL or points to a writable `QcaModelOptions`.
+#[no_mangle]
+pub unsafe extern "C" fn qca_model_options_default(o: *mut QcaModelOptions) {
+    if !o.is_null() {
+        *o = QcaModelOptions { struct_size: std::mem::size_of::<QcaModelOptions>() as u32, device: QCA_DEVICE_AUTO, device_id: 0, num_threads: 0 };
+    }
+}
+
+unsafe fn load_options(o: *const QcaModelOptions) -> std::result::Result<LoadOptions, (QcaStatus, String)> {
+    let mut d = QcaModelOptions { struct_size: 0, device: 0, device_id: 0, num_threads: 0 };
+    qca_model_options_default(&mut d);
+    let o = if o.is_null() { d } else { read_versioned(o, d, "QcaModelOptions")? };
+    let device = match o.device {
+        QCA_DEVICE_AUTO => Device::Auto,
+        QCA_DEVICE_CPU => Device::Cpu,
+        QCA_DEVICE_CUDA => Device::Cuda,
+        x => return Err(invalid(format!("device {x} is not QCA_DEVICE_AUTO/CPU/CUDA"))),
+    };
+    if o.num_threads < 0 || o.device_id < 0 {
+        return Err(invalid("num_threads and device_id must be >= 0".into()));
+    }
+    Ok(LoadOptions { device, device_id: o.device_id, num_threads: o.num_threads as usize })
+}
+
+/// Loads an NSN and an NDN ONNX file (`ndn_onnx` may be NULL when `nsn_onnx` is a
+/// joint model). `o` may be NULL (defaults). On success `*out` owns a new model:
+/// free it with `qca_model_free`.
+///
+/// # Safety
+/// Paths are NULL or NUL-terminated; `o` is NULL or a filled `QcaModelOptions`; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_model_load(nsn_onnx: *const c_char, ndn_onnx: *const c_char, o: *const QcaModelOptions, out: *mut *mut QcaModel) -> QcaStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let nsn = path_arg(nsn_onnx, "nsn_onnx")?;
+        let ndn = if ndn_onnx.is_null() { None } else { Some(path_arg(ndn_onnx, "ndn_onnx")?) };
+        let opts = load_options(o)?;
+        let m = Model::load(nsn, ndn, &opts).c()?;
+        *out = Box::into_raw(Box::new(QcaModel { inner: m }));
+        Ok(())
+    })
+}
+
+/// Loads the model compiled into the library. Free with `qca_model_free`.
+///
+/// # Safety
+/// `o` is NULL or a filled `QcaModelOptions`; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_model_load_default(o: *const QcaModelOptions, out: *mut *mut QcaModel) -> QcaStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let opts = load_options(o)?;
+        let m = Model::load_default(&opts).c()?;
+        *out = Box::into_raw(Box::new(QcaModel { inner: m }));
+        Ok(())
+    })
+}
+
+/// Frees a model from `qca_model_load*`. NULL is fine.
+///
+/// # Safety
+/// `m` is NULL or a model not yet freed, and no other thread is using it.
+#[no_mangle]
+pub unsafe extern "C" fn qca_model_free(m: *mut QcaModel) {
+    if !m.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(m))));
+    }
+}
+
+/// Describes a model: its name, device and metadata, as one line of text written
+/// into `buf` (NUL-terminated, cut to `capacity`). `*needed` (may be NULL) gets the full length + 1.
+///
+/// # Safety
+/// `m` is a live model; `buf` has `capacity` writable bytes (or is NULL with capacity 0).
+#[no_mangle]
+pub unsafe extern "C" fn qca_model_describe(m: *const QcaModel, buf: *mut c_char, capacity: usize, needed: *mut usize) -> QcaStatus {
+    guard(|| {
+        let m = m.as_ref().ok_or_else(|| null("model"))?;
+        let i = m.inner.info();
+        let mut keys: Vec<_> = i.raw.iter().filter(|(k, _)| k.starts_with("qcanet.") && k.as_str() != "qcanet.architecture").collect();
+        keys.sort();
+        let meta: Vec<String> = keys.iter().map(|(k, v)| format!("{}={}", &k[7..], v)).collect();
+        let s = format!("{} on {:?}; {}", m.inner.name, m.inner.device_used(), meta.join("; "));
+        let bytes = s.as_bytes();
+        if !needed.is_null() {
+            *needed = bytes.len() + 1;
+        }
+        if capacity > 0 {
+            if buf.is_null() {
+                return Err(null("buf"));
+            }
+            let n = bytes.len().min(capacity - 1);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, n);
+            *buf.add(n) = 0;
+        }
+        Ok(())
+    })
+}
+
+/// Fills `p` with "as the model says" for every field. NULL is ignored.
+///
+/// # Safety
+/// `p` is NULL or points to a writable `QcaSegmentParams`.
+#[no_mangle]
+pub unsafe extern "C" fn qca_segment_params_default(p: *mut QcaSegmentParams) {
+    if !p.is_null() {
+        *p = default_params();
+    }
+}
+
+fn default_params() -> QcaSegmentParams {
+    QcaSegmentParams {
+        struct_size: std::mem::size_of::<QcaSegmentParams>() as u32,
+        voxel_size: [0.0; 3],
+        fg_threshold: -1.0,
+        centre_threshold: -1.0,
+        markers: QCA_MARKERS_MODEL,
+        marker_sigma_um: -1.0,
+        landscape: QCA_LANDSCAPE_MODEL,
+        fill_holes: -1,
+        min_volume_um3: -1.0,
+        connectivity: 0,
+        tile: [0; 3],
+        overlap: [-1; 3],
+        progress: None,
+        user_data: std::ptr::null_mut(),
+    }
+}
+
+/// Checked conversion of C parameters into the library's.
+unsafe fn segment_params(p: *const QcaSegmentParams) -> std::result::Result<(SegmentParams, QcaSegmentParams), (QcaStatus, String)> {
+    let c = if p.is_null() { default_params() } else { read_versioned(p, default_params(), "QcaSegmentParams")? };
+    let finite = |v: f32, what: &str| if v.is_nan() { Err(invalid(format!("{what} is NaN"))) } else { Ok(v) };
+    let mut s = SegmentParams::default();
+    let v = c.voxel_size;
+    if v.iter().any(|a| !a.is_finite() || *a < 0.0) {
+        return Err(invalid(format!("voxel_size {v:?} must be >= 0 (0 = the model's)")));
+    }
+    if v.iter().all(|&a| a > 0.0) {
+        s.voxel_size = Some([v[0] as f64, v[1] as f64, v[2] as f64]);
+    } else if v.iter().any(|&a| a > 0.0) {
+        return Err(invalid(format!("voxel_size {v:?}: give all three values or none")));
+    }
+    let t = finite(c.fg_threshold, "fg_threshold")?;
+    if t > 1.0 {
+        return Err(invalid(format!("fg_threshold {t} is above 1")));
+    }
+    s.fg_threshold = (t >= 0.0).then_some(t);
+    let t = finite(c.centre_threshold, "centre_threshold")?;
+    if t > 1.0 {
+        return Err(invalid(format!("centre_threshold {t} is above 1")));
+    }
+    s.centre_threshold = (t >= 0.0).then_some(t);
+    s.markers = match c.markers {
+        QCA_MARKERS_MODEL => None,
+        QCA_MARKERS_COMPONENTS => Some(MarkerMode::Components),
+        QCA_MARKERS_LOCAL_MAXIMA => Some(MarkerMode::LocalMaxima),
+        x => return Err(invalid(format!("markers {x} is not a QCA_MARKERS_* value"))),
+    };
+    let t = finite(c.marker_sigma_um, "marker_sigma_um")?;
+    s.marker_sigma_um = (t >= 0.0).then_some(t);
+    s.landscape = match c.landscape {
+        QCA_LANDSCAPE_MODEL => None,
+        QCA_LANDSCAPE_DISTANCE => Some(Landscape::Distance),
+        QCA_LANDSCAPE_CENTRE => Some(Landscape::Centre),
+        x => return Err(invalid(format!("landscape {x} is not a QCA_LANDSCAPE_* value"))),
+    };
+    s.fill_holes = match c.fill_holes {
+        -1 => None,
+        0 => Some(false),
+        1 => Some(true),
+        x => return Err(invalid(format!("fill_holes {x} is not -1, 0 or 1"))),
+    };
+    let t = finite(c.min_volume_um3, "min_volume_um3")?;
+    s.min_volume_um3 = (t >= 0.0).then_some(t as f64);
+    s.connectivity = if c.connectivity == 0 { None } else { Some(Connectivity::from_rank(c.connectivity).c()?) };
+    if c.tile.iter().any(|&t| t > 0) {
+        if c.tile.iter().any(|&t| t == 0) {
+            return Err(invalid(format!("tile {:?}: give all three sizes or none", c.tile)));
+        }
+        s.tile = Some([c.tile[0] as usize, c.tile[1] as usize, c.tile[2] as usize]);
+    }
+    if c.overlap.iter().any(|&o| o >= 0) {
+        if c.overlap.iter().any(|&o| o < 0) {
+            return Err(invalid(format!("overlap {:?}: give all three or none", c.overlap)));
+        }
+        s.overlap = Some([c.overlap[0] as usize, c.overlap[1] as usize, c.overlap[2] as usize]);
+    }
+    Ok((s, c))
+}
+
+unsafe fn segment_any(
+    m: *const QcaModel,
+    voxels: std::result::Result<Vec<f32>, (QcaStatus, String)>,
+    dims: [usize; 3],
+    n: usize,
+    p: *const QcaSegmentParams,
+    labels_out: *mut u32,
+    n_nuclei: *mut u32,
+) -> std::result::Result<(), (QcaStatus, String)> {
+    let m = m.as_ref().ok_or_else(|| null("model"))?;
+    if labels_out.is_null() {
+        return Err(null("labels_out"));
+    }
+    let vol = voxels?;
+    let (params, c) = segment_params(p)?;
+    let cb = c.progress;
+    let user = c.user_data as usize;
+    let progress = move |f: f32| -> bool {
+        match cb {
+            // SAFETY: the caller promised a valid callback and user_data for this call
+            Some(f_) => unsafe { f_(f, user as *mut c_void) == 0 },
+            None => true,
+        }
+    };
+    let seg = m.inner.segment(&vol, dims, &params, Some(&progress)).c()?;
+    std::ptr::copy_nonoverlapping(seg.labels.as_ptr(), labels_out, n);
+    if !n_nuclei.is_null() {
+        *n_nuclei = seg.n_nuclei;
+    }
+    Ok(())
+}
+
+/// Segments a 16-bit volume of `dims[0] x dims[1] x dims[2]` (z, y, x) voxels.
+/// `labels_out` (caller-allocated, same voxel count) receives 0 for background and
+/// 1..N for nuclei; `*n_nuclei` (may be NULL) receives N. `p` may be NULL (defaults).
+///
+/// # Safety
+/// `m` is a live model; `voxels` and `labels_out` hold `dims[0]*dims[1]*dims[2]`
+/// elements; `dims` has 3 elements; `p` is NULL or filled by `qca_segment_params_default`.
+#[no_mangle]
+pub unsafe extern "C" fn qca_segment_u16(m: *const QcaModel, voxels: *const u16, dims: *const usize, p: *const QcaSegmentParams, labels_out: *mut u32, n_nuclei: *mut u32) -> QcaStatus {
+    guard(|| {
+        let (d, n) = read_dims(dims)?;
+        let v = slice(voxels, n, "voxels").map(|s| s.iter().map(|&a| a as f32).collect());
+        segment_any(m, v, d, n, p, labels_out, n_nuclei)
+    })
+}
+
+/// As `qca_segment_u16`, for 8-bit voxels.
+///
+/// # Safety
+/// As `qca_segment_u16`.
+#[no_mangle]
+pub unsafe extern "C" fn qca_segment_u8(m: *const QcaModel, voxels: *const u8, dims: *const usize, p: *const QcaSegmentParams, labels_out: *mut u32, n_nuclei: *mut u32) -> QcaStatus {
+    guard(|| {
+        let (d, n) = read_dims(dims)?;
+        let v = slice(voxels, n, "voxels").map(|s| s.iter().map(|&a| a as f32).collect());
+        segment_any(m, v, d, n, p, labels_out, n_nuclei)
+    })
+}
+
+/// As `qca_segment_u16`, for float voxels (NaN or infinite values are an error).
+///
+/// # Safety
+/// As `qca_segment_u16`.
+#[no_mangle]
+pub unsafe extern "C" fn qca_segment_f32(m: *const QcaModel, voxels: *const f32, dims: *const usize, p: *const QcaSegmentParams, labels_out: *mut u32, n_nuclei: *mut u32) -> QcaStatus {
+    guard(|| {
+        let (d, n) = read_dims(dims)?;
+        let v = slice(voxels, n, "voxels").map(|s| s.to_vec());
+        segment_any(m, v, d, n, p, labels_out, n_nuclei)
+    })
+}
+
+/// Post-processing alone, for hosts with their own networks: NSN and NDN
+/// probabilities (0..1) in, labels out. Fields "as the model's" take the library
+/// defaults (thresholds 0.5, local-maxima markers, distance landscape, no minimum
+/// size); a voxel size of 0 means 1 micrometre in each axis.
+///
+/// # Safety
+/// Both probability arrays and `labels_out` hold `dims[0]*dims[1]*dims[2]` elements.
+#[no_mangle]
+pub unsafe extern "C" fn qca_postprocess_f32(nsn_prob: *const f32, ndn_prob: *const f32, dims: *const usize, p: *const QcaSegmentParams, labels_out: *mut u32, n_nuclei: *mut u32) -> QcaStatus {
+    guard(|| {
+        let (d, n) = read_dims(dims)?;
+        let fg = slice(nsn_prob, n, "nsn_prob")?;
+        let cen = slice(ndn_prob, n, "ndn_prob")?;
+        if labels_out.is_null() {
+            return Err(null("labels_out"));
+        }
+        let (s, _) = segment_params(p)?;
+        let base = PostParams::default();
+        let pp = PostParams {
+            fg_threshold: s.fg_threshold.unwrap_or(base.fg_threshold),
+            centre_threshold: s.centre_threshold.unwrap_or(base.centre_threshold),
+            markers: s.markers.unwrap_or(base.markers),
+            marker_sigma_um: s.marker_sigma_um.unwrap_or(base.marker_sigma_um),
+            landscape: s.landscape.unwrap_or(base.landscape),
+            fill_holes: s.fill_holes.unwrap_or(base.fill_holes),
+            min_volume_um3: s.min_volume_um3.unwrap_or(base.min_volume_um3),
+            connectivity: s.connectivity.unwrap_or(base.connectivity),
+        };
+        let vox = s.voxel_size.unwrap_or([1.0; 3]);
+        let (lab, k) = crate::postprocess_probabilities(fg, cen, d, vox, &pp).c()?;
+        std::ptr::copy_nonoverlapping(lab.as_ptr(), labels_out, n);
+        if !n_nuclei.is_null() {
+            *n_nuclei = k;
+        }
+        Ok(())
+    })
+}
+
+/// Marker watershed alone: floods `landscape` from `markers` (0 = none) inside
+/// `mask` (non-zero = inside), exactly as scikit-image's
+/// `watershed(landscape, markers, mask=mask, connectivity=c)` with c = 1, 2, 3 for
+/// `connectivity` 6, 18, 26.
+///
+/// # Safety
+/// All arrays hold `dims[0]*dims[1]*dims[2]` elements.
+#[no_mangle]
+pub unsafe extern "C" fn qca_watershed_f64(landscape: *const f64, markers: *const u32, mask: *const u8, dims: *const usize, connectivity: i32, labels_out: *mut u32) -> QcaStatus {
+    guard(|| {
+        let (d, n) = read_dims(dims)?;
+        let l = slice(landscape, n, "landscape")?;
+        let mk = slice(markers, n, "markers")?;
+        let ms: Vec<bool> = slice(mask, n, "mask")?.iter().map(|&v| v != 0).collect();
+        if labels_out.is_null() {
+            return Err(null("labels_out"));
+        }
+        let conn = Connectivity::from_rank(connectivity).c()?;
+        let out = crate::watershed::watershed(l, mk, &ms, d, conn).c()?;
+        std::ptr::copy_nonoverlapping(out.as_ptr(), labels_out, n);
+        Ok(())
+    })
+}
+
+/// Euclidean distance transform: for each non-zero voxel of `mask`, the distance
+/// (in the units of `spacing`, z, y, x) to the nearest zero voxel; 0 elsewhere.
+///
+/// # Safety
+/// `mask` and `out` hold `dims[0]*dims[1]*dims[2]` elements; `spacing` has 3.
+#[no_mangle]
+pub unsafe extern "C" fn qca_edt_f64(mask: *const u8, dims: *const usize, spacing: *const f64, out: *mut f64) -> QcaStatus {
+    guard(|| {
+        let (d, n) = read_dims(dims)?;
+        let ms: Vec<bool> = slice(mask, n, "mask")?.iter().map(|&v| v != 0).collect();
+        let sp = slice(spacing, 3, "spacing")?;
+        if sp.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(invalid(format!("spacing {sp:?} must be positive")));
+        }
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let e = crate::edt::edt(&ms, d, [sp[0], sp[1], sp[2]]);
+        std::ptr::copy_nonoverlapping(e.as_ptr(), out, n);
+        Ok(())
+    })
+}
+
+/// Scores predicted labels against ground-truth labels (same dims) into `*out`.
+///
+/// # Safety
+/// `pred` and `gt` hold `dims[0]*dims[1]*dims[2]` elements; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_evaluate(pred: *const u32, gt: *const u32, dims: *const usize, out: *mut QcaMetrics) -> QcaStatus {
+    guard(|| {
+        let (_, n) = read_dims(dims)?;
+        let p = slice(pred, n, "pred")?;
+        let g = slice(gt, n, "gt")?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let m = crate::metrics::evaluate(p, g).c()?;
+        *out = QcaMetrics {
+            iou: m.iou,
+            seg: m.seg,
+            mucov: m.mucov,
+            seg_ctc: m.seg_ctc,
+            f1: m.f1,
+            n_gt: m.n_gt,
+            n_pred: m.n_pred,
+            n_matched: m.n_matched,
+            precision: m.precision,
+            recall: m.recall,
+        };
+        Ok(())
+    })
+}
+
+/// Measures every nucleus of a label volume: volume, centroid, bounding box and
+/// (when `intensity` is not NULL) mean and total intensity. `voxel_size` (z, y, x
+/// micrometres) may be NULL for 1, 1, 1. Free `*out` with `qca_measurements_free`.
+///
+/// # Safety
+/// `labels` (and `intensity` if given) hold `dims[0]*dims[1]*dims[2]` elements.
+#[no_mangle]
+pub unsafe extern "C" fn qca_measure(labels: *const u32, intensity: *const f32, dims: *const usize, voxel_size: *const f64, out: *mut *mut QcaMeasurements) -> QcaStatus {
+    guard(|| {
+        let (d, n) = read_dims(dims)?;
+        let l = slice(labels, n, "labels")?;
+        let i = if intensity.is_null() { None } else { Some(slice(intensity, n, "intensity")?) };
+        let v = if voxel_size.is_null() { [1.0; 3] } else { let s = slice(voxel_size, 3, "voxel_size")?; [s[0], s[1], s[2]] };
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let nuc = crate::measure::measure(l, d, v, i).c()?;
+        let nuclei = nuc
+            .iter()
+            .map(|x| QcaNucleus {
+                label: x.label,
+                bbox_min: x.bbox_min,
+                bbox_max: x.bbox_max,
+                voxels: x.voxels,
+                volume_um3: x.volume_um3,
+                centroid: x.centroid,
+                centroid_um: x.centroid_um,
+                mean_intensity: x.mean_intensity,
+                total_intensity: x.total_intensity,
+            })
+            .collect();
+        *out = Box::into_raw(Box::new(QcaMeasurements { nuclei }));
+        Ok(())
+    })
+}
+
+/// Number of nuclei in a measurement set (0 for NULL).
+///
+/// # Safety
+/// `m` is NULL or a live measurement set.
+#[no_mangle]
+pub unsafe extern "C" fn qca_measurements_count(m: *const QcaMeasurements) -> usize {
+    m.as_ref().map(|m| m.nuclei.len()).unwrap_or(0)
+}
+
+/// Copies nucleus `index` (0-based, in label order) into `*out`.
+///
+/// # Safety
+/// `m` is a live measurement set; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_measurements_get(m: *const QcaMeasurements, index: usize, out: *mut QcaNucleus) -> QcaStatus {
+    guard(|| {
+        let m = m.as_ref().ok_or_else(|| null("measurements"))?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let n = m.nuclei.get(index).ok_or_else(|| invalid(format!("index {index} out of range ({} nuclei)", m.nuclei.len())))?;
+        *out = *n;
+        Ok(())
+    })
+}
+
+/// Frees a measurement set from `qca_measure`. NULL is fine.
+///
+/// # Safety
+/// `m` is NULL or a measurement set not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn qca_measurements_free(m: *mut QcaMeasurements) {
+    if !m.is_null() {
+        drop(Box::from_raw(m));
+    }
+}
+
+/// Reads a TIFF stack (8/16/32-bit, uncompressed/LZW/Deflate, ImageJ metadata).
+/// Free `*out` with `qca_image_free`.
+///
+/// # Safety
+/// `path` is NUL-terminated; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_image_read(path: *const c_char, out: *mut *mut QcaImage) -> QcaStatus {
+    guard(|| {
+        let p = path_arg(path, "path")?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let stack = tiff::read(p).c()?;
+        *out = Box::into_raw(Box::new(QcaImage { stack }));
+        Ok(())
+    })
+}
+
+/// Describes an image into `*info` (set `info->struct_size` first).
+///
+/// # Safety
+/// `img` is a live image; `info` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_image_info(img: *const QcaImage, info: *mut QcaImageInfo) -> QcaStatus {
+    guard(|| {
+        let s = &img.as_ref().ok_or_else(|| null("image"))?.stack;
+        if info.is_null() {
+            return Err(null("info"));
+        }
+        let size = (*info).struct_size as usize;
+        if size < 4 {
+            return Err(invalid("info->struct_size must be set to sizeof(QcaImageInfo)".into()));
+        }
+        let vs = s.voxel_size_um();
+        let full = QcaImageInfo {
+            struct_size: std::mem::size_of::<QcaImageInfo>().min(size) as u32,
+            sample_type: match s.samples {
+                Samples::U8(_) => QCA_SAMPLE_U8,
+                Samples::U16(_) => QCA_SAMPLE_U16,
+                Samples::U32(_) => QCA_SAMPLE_U32,
+                Samples::F32(_) => QCA_SAMPLE_F32,
+            },
+            dims: s.dims,
+            channels: s.channels as u32,
+            frames: s.frames as u32,
+            has_voxel_size: vs.is_some() as i32,
+            voxel_size_um: vs.unwrap_or([0.0; 3]),
+        };
+        let n = size.min(std::mem::size_of::<QcaImageInfo>());
+        std::ptr::copy_nonoverlapping(&full as *const QcaImageInfo as *const u8, info as *mut u8, n);
+        Ok(())
+    })
+}
+
+/// Copies one volume (frame `frame`, channel `channel`) as float into `out`
+/// (`dims[0]*dims[1]*dims[2]` elements from `qca_image_info`).
+///
+/// # Safety
+/// `img` is live; `out` has room for one volume.
+#[no_mangle]
+pub unsafe extern "C" fn qca_image_volume_f32(img: *const QcaImage, frame: u32, channel: u32, out: *mut f32) -> QcaStatus {
+    guard(|| {
+        let s = &img.as_ref().ok_or_else(|| null("image"))?.stack;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let v = s.volume(frame as usize, channel as usize).c()?.to_f32();
+        std::ptr::copy_nonoverlapping(v.as_ptr(), out, v.len());
+        Ok(())
+    })
+}
+
+/// Frees an image from `qca_image_read`. NULL is fine.
+///
+/// # Safety
+/// `img` is NULL or an image not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn qca_image_free(img: *mut QcaImage) {
+    if !img.is_null() {
+        drop(Box::from_raw(img));
+    }
+}
+
+/// Writes `frames` label volumes of `dims` as a 16-bit TIFF (32-bit when a label
+/// exceeds 65535) with ImageJ calibration (`voxel_size` z, y, x micrometres, or NULL).
+/// The file appears complete or not at all.
+///
+/// # Safety
+/// `labels` holds `frames*dims[0]*dims[1]*dims[2]` elements.
+#[no_mangle]
+pub unsafe extern "C" fn qca_labels_write(path: *const c_char, labels: *const u32, dims: *const usize, frames: u32, voxel_size: *const f64) -> QcaStatus {
+    guard(|| {
+        let p = path_arg(path, "path")?;
+        let (d, n) = read_dims(dims)?;
+        if frames == 0 {
+            return Err(invalid("frames must be >= 1".into()));
+        }
+        let total = n.checked_mul(frames as usize).ok_or_else(|| invalid("size overflows".into()))?;
+        let l = slice(labels, total, "labels")?;
+        let v = if voxel_size.is_null() { None } else { let s = slice(voxel_size, 3, "voxel_size")?; Some([s[0], s[1], s[2]]) };
+        tiff::write_labels(p, l, d, frames as usize, v).c()
+    })
+}

@@ -1,0 +1,521 @@
+//! ONNX networks: loading, the metadata contract, and tiled inference.
+//!
+//! Contract (DESIGN.md): input `image` float32 [N,1,D,H,W]; output `prob`
+//! float32 [N,C,D,H,W] with C = 1 (sigmoid) or C = 2 (softmax, channel 1 is
+//! foreground). A *joint* model (`qcanet.role = joint`) also has an output
+//! `centre` and serves as both NSN and NDN in one pass. Metadata keys
+//! (`qcanet.*`) carry the training voxel size, normalisation, spatial multiple,
+//! tile size and post-processing defaults; a model without them loads with the
+//! defaults documented on [`NetInfo::default`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::error::{Error, Result};
+use crate::postprocess::{Landscape, MarkerMode, PostParams};
+use crate::preprocess::Normalization;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Nsn,
+    Ndn,
+    Joint,
+}
+
+/// Where inference runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// CUDA when it starts, else the CPU.
+    Auto,
+    Cpu,
+    /// CUDA or an error.
+    Cuda,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub device_id: i32,
+    /// Inference threads; 0 = all cores.
+    pub num_threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { device: Device::Auto, device_id: 0, num_threads: 0 }
+    }
+}
+
+/// What a network's metadata says (with defaults for what it does not).
+#[derive(Clone, Debug)]
+pub struct NetInfo {
+    pub role: Option<Role>,
+    /// Voxel size (z, y, x, micrometres) of the training data; `None` = use the input's grid.
+    pub voxel_size: Option<[f64; 3]>,
+    pub normalization: Normalization,
+    /// Each spatial input size must be a multiple of this.
+    pub spatial_multiple: [usize; 3],
+    pub tile: [usize; 3],
+    pub overlap: [usize; 3],
+    /// Post-processing defaults the model was validated with.
+    pub post: PostParams,
+    pub description: String,
+    pub raw: HashMap<String, String>,
+}
+
+impl Default for NetInfo {
+    /// Without metadata: no resampling, percentile 1–99.9 normalisation, multiple 16
+    /// in every axis, 64x128x128 tiles with 16-voxel overlap, QCANet's marker rule
+    /// (connected components of NDN > 0.5) and no minimum size.
+    fn default() -> Self {
+        NetInfo {
+            role: None,
+            voxel_size: None,
+            normalization: Normalization::Percentile { lo: 1.0, hi: 99.9 },
+            spatial_multiple: [16, 16, 16],
+            tile: [64, 128, 128],
+            overlap: [16, 16, 16],
+            post: PostParams { markers: MarkerMode::Components, ..PostParams::default() },
+            description: String::new(),
+            raw: HashMap::new(),
+        }
+    }
+}
+
+fn triple<T: std::str::FromStr>(key: &str, s: &str) -> Result<[T; 3]> {
+    let v: Vec<T> = s
+        .split(',')
+        .map(|a| a.trim().parse::<T>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Model(format!("metadata {key} = '{s}' is not three numbers")))?;
+    v.try_into().map_err(|_| Error::Model(format!("metadata {key} = '{s}' is not three numbers")))
+}
+
+fn num<T: std::str::FromStr>(key: &str, s: &str) -> Result<T> {
+    s.trim().parse::<T>().map_err(|_| Error::Model(format!("metadata {key} = '{s}' is not a number")))
+}
+
+impl NetInfo {
+    pub fn from_metadata(raw: HashMap<String, String>) -> Result<Self> {
+        let mut i = NetInfo::default();
+        for (k, v) in &raw {
+            match k.as_str() {
+                "qcanet.role" => {
+                    i.role = Some(match v.as_str() {
+                        "nsn" => Role::Nsn,
+                        "ndn" => Role::Ndn,
+                        "joint" => Role::Joint,
+                        _ => return Err(Error::Model(format!("qcanet.role '{v}' (nsn | ndn | joint)"))),
+                    })
+                }
+                "qcanet.voxel_size" => {
+                    let t: [f64; 3] = triple(k, v)?;
+                    if t.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
+                        return Err(Error::Model(format!("qcanet.voxel_size '{v}' must be positive")));
+                    }
+                    i.voxel_size = Some(t);
+                }
+                "qcanet.normalization" => i.normalization = Normalization::parse(v)?,
+                "qcanet.spatial_multiple" => i.spatial_multiple = triple(k, v)?,
+                "qcanet.tile" => i.tile = triple(k, v)?,
+                "qcanet.overlap" => i.overlap = triple(k, v)?,
+                "qcanet.markers" => {
+                    i.post.markers = match v.as_str() {
+                        "local_max" => MarkerMode::LocalMaxima,
+                        "components" | "cc" => MarkerMode::Components,
+                        _ => return Err(Error::Model(format!("qcanet.markers '{v}' (local_max | components)"))),
+                    }
+                }
+                "qcanet.landscape" => {
+                    i.post.landscape = match v.as_str() {
+                        "edt" => Landscape::Distance,
+                        "centre" => Landscape::Centre,
+                        _ => return Err(Error::Model(format!("qcanet.landscape '{v}' (edt | centre)"))),
+                    }
+                }
+                "qcanet.fg_threshold" => i.post.fg_threshold = num(k, v)?,
+                "qcanet.centre_threshold" => i.post.centre_threshold = num(k, v)?,
+                "qcanet.marker_sigma_um" => i.post.marker_sigma_um = num(k, v)?,
+                "qcanet.min_volume_um3" => i.post.min_volume_um3 = num(k, v)?,
+                _ => {}
+            }
+        }
+        if i.spatial_multiple.iter().any(|&m| m == 0) || i.tile.iter().any(|&t| t == 0) {
+            return Err(Error::Model("qcanet.spatial_multiple and qcanet.tile must be positive".into()));
+        }
+        for k in 0..3 {
+            // tiles are whole multiples; overlaps leave a positive stride
+            let m = i.spatial_multiple[k];
+            i.tile[k] = (i.tile[k] / m).max(1) * m;
+            i.overlap[k] = i.overlap[k].min(i.tile[k].saturating_sub(1) / 2);
+        }
+        i.raw = raw;
+        Ok(i)
+    }
+}
+
+/// How to read a probability output.
+#[derive(Clone, Debug)]
+struct Output {
+    name: String,
+}
+
+/// One ONNX network, ready to run. Sessions are not re-entrant in `ort`, so runs
+/// on the same network are serialised; different models run in parallel.
+pub struct Network {
+    session: Mutex<Session>,
+    pub info: NetInfo,
+    input: String,
+    prob: Output,
+    centre: Option<Output>,
+    pub device_used: Device,
+}
+
+fn model_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Model(format!("{what}: {e}"))
+}
+
+impl Network {
+    pub fn from_file(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, &path.display().to_string(), opts)
+    }
+
+    pub fn from_bytes(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(Error::Model(format!("{name}: empty file")));
+        }
+        let env = crate::runtime::environment()?;
+        let threads = if opts.num_threads == 0 { num_cpus() } else { opts.num_threads };
+        let build = |cuda: bool| -> Result<Session> {
+            let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;
+            b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
+            if cuda {
+                let ep = ort::ep::CUDA::default().with_device_id(opts.device_id).build().error_on_failure();
+                b = b.with_execution_providers([ep]).map_err(|e| Error::Model(format!("CUDA could not start: {e}")))?;
+            }
+            b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))
+        };
+        let (session, device_used) = match opts.device {
+            Device::Cpu => (build(false)?, Device::Cpu),
+            Device::Cuda => (build(true)?, Device::Cuda),
+            Device::Auto => match build(true) {
+                Ok(s) => (s, Device::Cuda),
+                Err(_) => (build(false)?, Device::Cpu),
+            },
+        };
+        let mut raw = HashMap::new();
+        if let Ok(md) = session.metadata() {
+            if let Ok(keys) = md.custom_keys() {
+                for k in keys {
+                    if let Some(v) = md.custom(&k) {
+                        raw.insert(k, v);
+                    }
+                }
+            }
+        }
+        let mut info = NetInfo::from_metadata(raw)?;
+        info.description = name.to_string();
+        // tensor contract
+        let ins = session.inputs();
+        if ins.len() != 1 {
+            return Err(Error::Model(format!("{name}: expected one input tensor, found {}", ins.len())));
+        }
+        check_5d(name, ins[0].name(), ins[0].dtype(), true)?;
+        let outs = session.outputs();
+        let pick = |want: &str| outs.iter().find(|o| o.name() == want);
+        let prob = pick("prob").or_else(|| outs.first()).ok_or_else(|| Error::Model(format!("{name}: no output")))?;
+        check_5d(name, prob.name(), prob.dtype(), false)?;
+        let centre = match pick("centre") {
+            Some(c) => {
+                check_5d(name, c.name(), c.dtype(), false)?;
+                Some(Output { name: c.name().to_string() })
+            }
+            None => None,
+        };
+        if info.role == Some(Role::Joint) && centre.is_none() {
+            return Err(Error::Model(format!("{name}: a joint model needs a 'centre' output")));
+        }
+        if info.role.is_none() && centre.is_some() {
+            info.role = Some(Role::Joint);
+        }
+        let input = ins[0].name().to_string();
+        let prob = Output { name: prob.name().to_string() };
+        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used })
+    }
+
+    pub fn is_joint(&self) -> bool {
+        self.centre.is_some()
+    }
+
+    /// Runs one tile [d, h, w]; returns (prob, centre?) as foreground probabilities.
+    fn run_tile(&self, tile: &[f32], shape: [usize; 3]) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let [d, h, w] = shape;
+        let t = TensorRef::from_array_view(([1usize, 1, d, h, w], tile)).map_err(|e| Error::Inference(e.to_string()))?;
+        let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let out = s
+            .run(ort::inputs![self.input.as_str() => t])
+            .map_err(|e| Error::Inference(format!("{}: {e}", self.info.description)))?;
+        let read = |o: &Output| -> Result<Vec<f32>> {
+            let v = out.get(o.name.as_str()).ok_or_else(|| Error::Inference(format!("output {} missing", o.name)))?;
+            let (sh, data) = v.try_extract_tensor::<f32>().map_err(|e| Error::Inference(e.to_string()))?;
+            let sh: Vec<i64> = sh.iter().copied().collect();
+            if sh.len() != 5 || sh[0] != 1 || sh[2..] != [d as i64, h as i64, w as i64] {
+                return Err(Error::Model(format!(
+                    "{}: output {} has shape {sh:?} for input [1, 1, {d}, {h}, {w}]",
+                    self.info.description, o.name
+                )));
+            }
+            let n = d * h * w;
+            match sh[1] {
+                1 => Ok(data[..n].to_vec()),
+                // softmax pair: channel 1 is the foreground
+                2 => Ok(data[n..2 * n].to_vec()),
+                c => Err(Error::Model(format!("{}: output {} has {c} channels (1 or 2 expected)", self.info.description, o.name))),
+            }
+        };
+        let p = read(&self.prob)?;
+        let c = match &self.centre {
+            Some(o) => Some(read(o)?),
+            None => None,
+        };
+        Ok((p, c))
+    }
+}
+
+fn check_5d(name: &str, tensor: &str, t: &ort::value::ValueType, input: bool) -> Result<()> {
+    use ort::value::{TensorElementType, ValueType};
+    match t {
+        ValueType::Tensor { ty, shape, .. } => {
+            if *ty != TensorElementType::Float32 {
+                return Err(Error::Model(format!("{name}: tensor '{tensor}' is {ty:?}, float32 expected")));
+            }
+            if shape.len() != 5 {
+                return Err(Error::Model(format!(
+                    "{name}: tensor '{tensor}' has rank {} ({:?}); [N, C, D, H, W] expected",
+                    shape.len(),
+                    &shape[..]
+                )));
+            }
+            if input && shape[1] != 1 && shape[1] != -1 {
+                return Err(Error::Model(format!("{name}: input '{tensor}' has {} channels, 1 expected", shape[1])));
+            }
+            if !input && !(shape[1] == 1 || shape[1] == 2 || shape[1] == -1) {
+                return Err(Error::Model(format!("{name}: output '{tensor}' has {} channels, 1 or 2 expected", shape[1])));
+            }
+            Ok(())
+        }
+        other => Err(Error::Model(format!("{name}: '{tensor}' is not a tensor ({other:?})"))),
+    }
+}
+
+pub fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Reflect an index into [0, n) (numpy's "reflect": no edge repeat), any distance away.
+#[inline]
+fn mirror(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let p = 2 * (n as isize - 1);
+    let mut j = i.rem_euclid(p);
+    if j >= n as isize {
+        j = p - j;
+    }
+    j as usize
+}
+
+/// Tile starts along one axis. An axis that fits in one tile is padded (mirrored)
+/// only up to the network's multiple, as in training; a longer axis gets `overlap / 2`
+/// of mirrored context at each end and tiles overlapping by `overlap`.
+/// Returns (tile size, starts); starts may be negative (mirrored context).
+fn axis_tiles(n: usize, tile: usize, overlap: usize, multiple: usize) -> (usize, Vec<isize>) {
+    let single = n.div_ceil(multiple) * multiple;
+    if single <= tile {
+        return (single, vec![0]);
+    }
+    let pad = overlap / 2;
+    let span = n + 2 * pad;
+    let stride = (tile - overlap).max(1);
+    let k = (span - tile).div_ceil(stride) + 1;
+    let last = (span - tile) as f64;
+    let starts = (0..k)
+        .map(|i| (last * i as f64 / (k - 1) as f64).round() as isize - pad as isize)
+        .collect();
+    (tile, starts)
+}
+
+/// Blending weight along one axis of a tile: ramps over the overlap so that seams vanish.
+fn ramp(size: usize, overlap: usize) -> Vec<f32> {
+    (0..size)
+        .map(|i| {
+            let e = i.min(size - 1 - i) as f32 + 1.0;
+            (e / (overlap as f32 + 1.0)).min(1.0)
+        })
+        .collect()
+}
+
+/// Progress callback: fraction done in [0, 1]; return false to cancel.
+pub type Progress<'a> = &'a (dyn Fn(f32) -> bool + Sync);
+
+/// Runs `nets` (one joint network, or NSN and NDN) over `vol` (already normalised,
+/// on the model grid) in overlapping tiles. Returns (foreground, centre) probabilities.
+pub fn infer_tiled(
+    nsn: &Network,
+    ndn: Option<&Network>,
+    vol: &[f32],
+    dims: [usize; 3],
+    tile: [usize; 3],
+    overlap: [usize; 3],
+    progress: Option<Progress>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let m = nsn.info.spatial_multiple;
+    let mut m2 = m;
+    if let Some(d) = ndn {
+        for k in 0..3 {
+            m2[k] = lcm(m[k], d.info.spatial_multiple[k]);
+        }
+    }
+    let mut grid = Vec::new();
+    let mut sizes = [0usize; 3];
+    for k in 0..3 {
+        let t = (tile[k].max(m2[k]) / m2[k]) * m2[k];
+        let o = overlap[k].min(t / 2);
+        let (size, starts) = axis_tiles(dims[k], t, o, m2[k]);
+        sizes[k] = size;
+        grid.push((starts, ramp(size, o)));
+    }
+    let n = dims[0] * dims[1] * dims[2];
+    let mut acc_p = vec![0f32; n];
+    let mut acc_c = vec![0f32; n];
+    let mut acc_w = vec![0f32; n];
+    let total = grid[0].0.len() * grid[1].0.len() * grid[2].0.len();
+    let mut done = 0usize;
+    let [td, th, tw] = sizes;
+    let mut buf = vec![0f32; td * th * tw];
+    for &sz in &grid[0].0 {
+        for &sy in &grid[1].0 {
+            for &sx in &grid[2].0 {
+                // gather with mirror padding
+                for z in 0..td {
+                    let iz = mirror(sz + z as isize, dims[0]);
+                    for y in 0..th {
+                        let iy = mirror(sy + y as isize, dims[1]);
+                        let row = (iz * dims[1] + iy) * dims[2];
+                        let dst = (z * th + y) * tw;
+                        for x in 0..tw {
+                            buf[dst + x] = vol[row + mirror(sx + x as isize, dims[2])];
+                        }
+                    }
+                }
+                let (p, c) = nsn.run_tile(&buf, sizes)?;
+                let c = match (c, ndn) {
+                    (Some(c), _) => c,
+                    (None, Some(d)) => d.run_tile(&buf, sizes)?.0,
+                    (None, None) => return Err(Error::Model("an NDN model is needed (the NSN model is not a joint model)".into())),
+                };
+                // scatter the part inside the volume, weighted
+                for z in 0..td {
+                    let gz = sz + z as isize;
+                    if gz < 0 || gz >= dims[0] as isize {
+                        continue;
+                    }
+                    let wz = grid[0].1[z];
+                    for y in 0..th {
+                        let gy = sy + y as isize;
+                        if gy < 0 || gy >= dims[1] as isize {
+                            continue;
+                        }
+                        let wzy = wz * grid[1].1[y];
+                        for x in 0..tw {
+                            let gx = sx + x as isize;
+                            if gx < 0 || gx >= dims[2] as isize {
+                                continue;
+                            }
+                            let w = wzy * grid[2].1[x];
+                            let gi = (gz as usize * dims[1] + gy as usize) * dims[2] + gx as usize;
+                            let ti = (z * th + y) * tw + x;
+                            acc_p[gi] += w * p[ti];
+                            acc_c[gi] += w * c[ti];
+                            acc_w[gi] += w;
+                        }
+                    }
+                }
+                done += 1;
+                if let Some(cb) = progress {
+                    if !cb(done as f32 / total as f32) {
+                        return Err(Error::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+    for i in 0..n {
+        let w = acc_w[i];
+        acc_p[i] /= w;
+        acc_c[i] /= w;
+    }
+    let bad = acc_p.iter().chain(&acc_c).filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::Inference(format!("the network produced {bad} non-finite values")));
+    }
+    Ok((acc_p, acc_c))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_reflects_without_repeating_the_edge() {
+        let got: Vec<usize> = (-3..7).map(|i| mirror(i, 4)).collect();
+        assert_eq!(got, vec![3, 2, 1, 0, 1, 2, 3, 2, 1, 0]);
+        assert_eq!(mirror(-5, 1), 0);
+    }
+
+    #[test]
+    fn tiles_cover_every_voxel() {
+        for n in [1usize, 7, 51, 120, 300, 1000] {
+            let (size, starts) = axis_tiles(n, 64, 8, 8);
+            assert_eq!(size % 8, 0);
+            let mut hit = vec![false; n];
+            for s in &starts {
+                for i in 0..size as isize {
+                    let g = s + i;
+                    if g >= 0 && (g as usize) < n {
+                        hit[g as usize] = true;
+                    }
+                }
+            }
+            assert!(hit.iter().all(|&h| h), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn metadata_is_parsed_and_checked() {
+        let mut raw = HashMap::new();
+        raw.insert("qcanet.voxel_size".into(), "1.75,0.8,0.8".into());
+        raw.insert("qcanet.tile".into(), "50,130,130".into());
+        raw.insert("qcanet.spatial_multiple".into(), "4,8,8".into());
+        raw.insert("qcanet.markers".into(), "local_max".into());
+        let i = NetInfo::from_metadata(raw.clone()).unwrap();
+        assert_eq!(i.voxel_size, Some([1.75, 0.8, 0.8]));
+        assert_eq!(i.tile, [48, 128, 128]);
+        assert_eq!(i.post.markers, MarkerMode::LocalMaxima);
+        raw.insert("qcanet.voxel_size".into(), "1,2".into());
+        assert!(NetInfo::from_metadata(raw).is_err());
+    }
+}

@@ -1,0 +1,310 @@
+//! NSN/NDN probabilities -> nucleus labels (DESIGN.md data flow, after inference).
+//!
+//! mask = NSN > threshold (holes filled); markers = NDN blobs (connected
+//! components, as QCANet) or local maxima of the smoothed NDN output; landscape
+//! = -EDT(mask); marker watershed inside the mask; mask components that got no
+//! marker become nuclei of their own; nuclei under a minimum volume are dropped;
+//! labels are renumbered 1..N in order of their first voxel's label id.
+//! `qcanet.reference.postprocess` (Python) is the same pipeline and the tests hold
+//! the two together.
+
+use rayon::prelude::*;
+
+use crate::edt::edt;
+use crate::error::{voxel_count, Error, Result};
+use crate::watershed::{label_components, watershed, Connectivity};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkerMode {
+    /// 26-connected components of NDN > threshold (QCANet's rule).
+    Components,
+    /// Local maxima (3x3x3) of the Gaussian-smoothed NDN output above the threshold.
+    LocalMaxima,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Landscape {
+    /// -EDT of the mask (QCANet).
+    Distance,
+    /// -NDN probability (the centre map itself).
+    Centre,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostParams {
+    pub fg_threshold: f32,
+    pub centre_threshold: f32,
+    pub markers: MarkerMode,
+    /// Gaussian sigma (micrometres) applied to the NDN output before finding maxima.
+    pub marker_sigma_um: f32,
+    pub landscape: Landscape,
+    pub fill_holes: bool,
+    /// Nuclei smaller than this (cubic micrometres) are removed.
+    pub min_volume_um3: f64,
+    /// Neighbourhood of the watershed flood (scikit-image's default: faces).
+    pub connectivity: Connectivity,
+}
+
+impl Default for PostParams {
+    fn default() -> Self {
+        PostParams {
+            fg_threshold: 0.5,
+            centre_threshold: 0.5,
+            markers: MarkerMode::LocalMaxima,
+            marker_sigma_um: 1.0,
+            landscape: Landscape::Distance,
+            fill_holes: true,
+            min_volume_um3: 0.0,
+            connectivity: Connectivity::Faces6,
+        }
+    }
+}
+
+/// Runs the post-processing on probability volumes of shape `dims` (z, y, x)
+/// with voxel size `voxel` (z, y, x, micrometres). Returns labels and their count.
+pub fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
+    let n = voxel_count(dims)?;
+    if fg.len() != n || centre.len() != n {
+        return Err(Error::invalid(format!(
+            "probability volumes hold {} and {} values, dims {dims:?} need {n}",
+            fg.len(),
+            centre.len()
+        )));
+    }
+    let bad = fg.par_iter().chain(centre.par_iter()).filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::NonFinite(bad));
+    }
+    if voxel.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err(Error::invalid(format!("voxel size must be positive, got {voxel:?}")));
+    }
+    let mut mask: Vec<bool> = fg.par_iter().map(|&v| v > p.fg_threshold).collect();
+    if p.fill_holes {
+        fill_holes(&mut mask, dims);
+    }
+    let (markers, _) = match p.markers {
+        MarkerMode::Components => {
+            let m: Vec<bool> = centre.par_iter().zip(&mask).map(|(&c, &k)| k && c > p.centre_threshold).collect();
+            label_components(&m, dims, Connectivity::Full26)
+        }
+        MarkerMode::LocalMaxima => {
+            let sigma = [
+                p.marker_sigma_um as f64 / voxel[0],
+                p.marker_sigma_um as f64 / voxel[1],
+                p.marker_sigma_um as f64 / voxel[2],
+            ];
+            let sm = if p.marker_sigma_um > 0.0 { gaussian(centre, dims, sigma) } else { centre.to_vec() };
+            let mx = max_filter3(&sm, dims);
+            let peaks: Vec<bool> = (0..n)
+                .into_par_iter()
+                .map(|i| mask[i] && sm[i] > p.centre_threshold && sm[i] == mx[i])
+                .collect();
+            label_components(&peaks, dims, Connectivity::Full26)
+        }
+    };
+    let land: Vec<f64> = match p.landscape {
+        Landscape::Distance => edt(&mask, dims, voxel).into_par_iter().map(|d| -d).collect(),
+        Landscape::Centre => centre.par_iter().map(|&c| -(c as f64)).collect(),
+    };
+    let mut lab = watershed(&land, &markers, &mask, dims, p.connectivity)?;
+    // mask components the flood did not reach (no marker): nuclei of their own
+    let rest: Vec<bool> = (0..n).into_par_iter().map(|i| mask[i] && lab[i] == 0).collect();
+    let (rl, nr) = label_components(&rest, dims, Connectivity::Full26);
+    if nr > 0 {
+        let top = lab.iter().copied().max().unwrap_or(0);
+        lab.par_iter_mut().zip(rl.par_iter()).for_each(|(l, &r)| {
+            if r > 0 {
+                *l = r + top;
+            }
+        });
+    }
+    Ok(remove_small_and_relabel(&mut lab, voxel, p.min_volume_um3))
+}
+
+/// Drops labels whose volume is under `min_volume_um3` and renumbers the rest
+/// 1..N in increasing order of their old id. Returns (labels, N).
+pub fn remove_small_and_relabel(lab: &mut [u32], voxel: [f64; 3], min_volume_um3: f64) -> (Vec<u32>, u32) {
+    let top = lab.iter().copied().max().unwrap_or(0) as usize;
+    let mut counts = vec![0u64; top + 1];
+    for &l in lab.iter() {
+        counts[l as usize] += 1;
+    }
+    let vv = voxel[0] * voxel[1] * voxel[2];
+    let mut lut = vec![0u32; top + 1];
+    let mut next = 0u32;
+    for id in 1..=top {
+        if counts[id] > 0 && (counts[id] as f64) * vv >= min_volume_um3 {
+            next += 1;
+            lut[id] = next;
+        }
+    }
+    let out: Vec<u32> = lab.par_iter().map(|&l| lut[l as usize]).collect();
+    (out, next)
+}
+
+/// Fills cavities: background not 6-connected to the volume border becomes foreground
+/// (as `scipy.ndimage.binary_fill_holes`).
+pub fn fill_holes(mask: &mut [bool], dims: [usize; 3]) {
+    let [nz, ny, nx] = dims;
+    let mut outside = vec![false; mask.len()];
+    let mut stack = Vec::new();
+    let idx = |z: usize, y: usize, x: usize| (z * ny + y) * nx + x;
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let border = z == 0 || y == 0 || x == 0 || z == nz - 1 || y == ny - 1 || x == nx - 1;
+                let i = idx(z, y, x);
+                if border && !mask[i] && !outside[i] {
+                    outside[i] = true;
+                    stack.push(i);
+                }
+            }
+        }
+    }
+    while let Some(i) = stack.pop() {
+        let (z, y, x) = (i / (ny * nx), (i / nx) % ny, i % nx);
+        let mut visit = |j: usize| {
+            if !mask[j] && !outside[j] {
+                outside[j] = true;
+                stack.push(j);
+            }
+        };
+        if z > 0 { visit(i - ny * nx) }
+        if z + 1 < nz { visit(i + ny * nx) }
+        if y > 0 { visit(i - nx) }
+        if y + 1 < ny { visit(i + nx) }
+        if x > 0 { visit(i - 1) }
+        if x + 1 < nx { visit(i + 1) }
+    }
+    mask.par_iter_mut().zip(outside.par_iter()).for_each(|(m, &o)| *m = *m || !o);
+}
+
+/// Separable Gaussian filter, per-axis sigma in voxels, kernel truncated at 2 sigma,
+/// borders by nearest-edge extension (as scipy's `mode="nearest", truncate=2.0`).
+pub fn gaussian(v: &[f32], dims: [usize; 3], sigma: [f64; 3]) -> Vec<f32> {
+    let mut cur: Vec<f64> = v.iter().map(|&a| a as f64).collect();
+    let strides = [dims[1] * dims[2], dims[2], 1];
+    for ax in 0..3 {
+        if sigma[ax] <= 0.0 || dims[ax] == 1 {
+            continue;
+        }
+        let r = (2.0 * sigma[ax] + 0.5) as isize;
+        let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i * i) as f64 / (sigma[ax] * sigma[ax])).exp()).collect();
+        let s: f64 = k.iter().sum();
+        k.iter_mut().for_each(|a| *a /= s);
+        let (n, st) = (dims[ax] as isize, strides[ax]);
+        let src = cur.clone();
+        cur.par_iter_mut().enumerate().for_each(|(i, o)| {
+            let pos = ((i / st) % dims[ax]) as isize;
+            let base = i as isize - pos * st as isize;
+            let mut acc = 0.0;
+            for (j, w) in k.iter().enumerate() {
+                let q = (pos + j as isize - r).clamp(0, n - 1);
+                acc += w * src[(base + q * st as isize) as usize];
+            }
+            *o = acc;
+        });
+    }
+    cur.into_iter().map(|a| a as f32).collect()
+}
+
+/// 3x3x3 maximum filter with nearest-edge borders.
+fn max_filter3(v: &[f32], dims: [usize; 3]) -> Vec<f32> {
+    let strides = [dims[1] * dims[2], dims[2], 1];
+    let mut cur = v.to_vec();
+    for ax in 0..3 {
+        let (n, st) = (dims[ax], strides[ax]);
+        let src = cur.clone();
+        cur.par_iter_mut().enumerate().for_each(|(i, o)| {
+            let pos = (i / st) % n;
+            let mut m = src[i];
+            if pos > 0 {
+                m = m.max(src[i - st]);
+            }
+            if pos + 1 < n {
+                m = m.max(src[i + st]);
+            }
+            *o = m;
+        });
+    }
+    cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ball(dims: [usize; 3], c: [f64; 3], r: f64, voxel: [f64; 3]) -> Vec<f32> {
+        let [nz, ny, nx] = dims;
+        let mut out = vec![0f32; nz * ny * nx];
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let d = (((z as f64 - c[0]) * voxel[0]).powi(2)
+                        + ((y as f64 - c[1]) * voxel[1]).powi(2)
+                        + ((x as f64 - c[2]) * voxel[2]).powi(2))
+                    .sqrt();
+                    out[(z * ny + y) * nx + x] = (1.0 - d / r).max(0.0) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn two_touching_balls_become_two_nuclei() {
+        let dims = [12, 24, 40];
+        let v = [1.0, 1.0, 1.0];
+        let a = ball(dims, [6.0, 12.0, 13.0], 7.0, v);
+        let b = ball(dims, [6.0, 12.0, 26.0], 7.0, v);
+        let fg: Vec<f32> = a.iter().zip(&b).map(|(x, y)| if x.max(*y) > 0.0 { 0.95 } else { 0.02 }).collect();
+        let cen: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect();
+        for mode in [MarkerMode::LocalMaxima, MarkerMode::Components] {
+            let p = PostParams { markers: mode, centre_threshold: 0.6, ..Default::default() };
+            let (lab, n) = postprocess(&fg, &cen, dims, v, &p).unwrap();
+            assert_eq!(n, 2, "{mode:?}");
+            assert_ne!(lab[(6 * 24 + 12) * 40 + 13], lab[(6 * 24 + 12) * 40 + 26]);
+        }
+        // QCANet's rule with a low threshold merges the blobs into one marker
+        let p = PostParams { markers: MarkerMode::Components, centre_threshold: 0.01, ..Default::default() };
+        assert_eq!(postprocess(&fg, &cen, dims, v, &p).unwrap().1, 1);
+    }
+
+    #[test]
+    fn unmarked_components_are_kept_and_small_ones_dropped() {
+        let dims = [4, 10, 10];
+        let mut fg = vec![0f32; 400];
+        for z in 0..4 {
+            for y in 2..6 {
+                for x in 2..6 {
+                    fg[(z * 10 + y) * 10 + x] = 1.0;
+                }
+            }
+        }
+        fg[(1 * 10 + 8) * 10 + 8] = 1.0; // one stray voxel
+        let cen = vec![0f32; 400];
+        let p = PostParams::default();
+        assert_eq!(postprocess(&fg, &cen, dims, [1.0; 3], &p).unwrap().1, 2);
+        let p = PostParams { min_volume_um3: 2.0, ..Default::default() };
+        assert_eq!(postprocess(&fg, &cen, dims, [1.0; 3], &p).unwrap().1, 1);
+    }
+
+    #[test]
+    fn holes_are_filled() {
+        let dims = [5, 5, 5];
+        let mut m = vec![true; 125];
+        m[62] = false; // centre
+        m[0] = false; // corner touches the border: stays background
+        fill_holes(&mut m, dims);
+        assert!(m[62]);
+        assert!(!m[0]);
+    }
+
+    #[test]
+    fn nan_and_size_mismatch_are_errors() {
+        let p = PostParams::default();
+        assert!(matches!(postprocess(&[f32::NAN; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &p), Err(Error::NonFinite(1))));
+        assert!(postprocess(&[0.0; 7], &[0.0; 8], [2, 2, 2], [1.0; 3], &p).is_err());
+        assert!(postprocess(&[0.0; 8], &[0.0; 8], [2, 2, 2], [0.0, 1.0, 1.0], &p).is_err());
+    }
+}
