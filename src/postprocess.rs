@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn nan_and_size_mismatch_are_errors() {
         let p = PostParams::default();
-        assert!(matches!(postprocess(&[f32::NAN; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &p), Err(Error::NonFinite(1))));
+        assert!(matches!(postprocess(&[f32::NAN; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &p), Err(Error::NonFinite(8))));
         assert!(postprocess(&[0.0; 7], &[0.0; 8], [2, 2, 2], [1.0; 3], &p).is_err());
         assert!(postprocess(&[0.0; 8], &[0.0; 8], [2, 2, 2], [0.0, 1.0, 1.0], &p).is_err());
     }

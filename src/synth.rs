@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_labelled() {
-        let p = SynthParams { dims: [20, 48, 48], n_nuclei: 6, ..Default::default() };
+        let p = SynthParams { n_nuclei: 6, ..Default::default() };
         let a = generate(&p);
         let b = generate(&p);
         assert_eq!(a.image, b.image);

@@ -1,0 +1,279 @@
+"""qcanet: 3D nuclear segmentation of fluorescence microscopy, from Python.
+
+>>> import qcanet                                   # doctest: +SKIP
+>>> model = qcanet.Model()                          # the embedded default networks
+>>> labels = model.segment(volume, voxel_size=(1.75, 0.8, 0.8))
+>>> qcanet.evaluate(labels, ground_truth).seg
+
+Arrays are (z, y, x) numpy arrays; labels are uint32 (0 = background).
+The native library is ``libqcanet.so`` (found inside the package, or through
+``QCANET_LIBRARY``); training lives in :mod:`qcanet.train` (``qcanet-train``).
+"""
+from __future__ import annotations
+
+import ctypes as C
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _native as N
+
+__all__ = ["Model", "QcanetError", "evaluate", "measure", "postprocess", "watershed", "edt",
+           "read_tiff", "write_tiff", "Metrics", "version"]
+
+_LIB = None
+
+
+def _lib():
+    global _LIB
+    if _LIB is None:
+        _LIB, _ = N.load()
+    return _LIB
+
+
+class QcanetError(RuntimeError):
+    """A failed library call: ``status`` is the C status name, the message is the library's."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.status_name = (_lib().qca_status_str(status) or b"?").decode()
+        super().__init__(f"{message} [{self.status_name}]")
+
+
+def _check(status: int):
+    if status != 0:
+        raise QcanetError(status, (_lib().qca_last_error() or b"").decode(errors="replace"))
+
+
+def version() -> str:
+    return _lib().qca_version().decode()
+
+
+def _dims(a: np.ndarray):
+    if a.ndim != 3:
+        raise ValueError(f"expected a 3-D (z, y, x) array, got shape {a.shape}")
+    return (C.c_size_t * 3)(*a.shape)
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(C.c_void_p)
+
+
+@dataclass
+class Metrics:
+    iou: float
+    seg: float
+    mucov: float
+    seg_ctc: float
+    f1: float
+    precision: float
+    recall: float
+    n_gt: int
+    n_pred: int
+    n_matched: int
+
+
+_MARKERS = {None: 0, "components": 1, "local_max": 2}
+_LANDSCAPE = {None: 0, "distance": 1, "edt": 1, "centre": 2}
+
+
+def _params(voxel_size=None, fg_threshold=None, centre_threshold=None, markers=None, marker_sigma_um=None,
+            landscape=None, fill_holes=None, min_volume_um3=None, connectivity=None, tile=None, overlap=None):
+    p = N.QcaSegmentParams()
+    _lib().qca_segment_params_default(C.byref(p))
+    if voxel_size is not None:
+        if len(voxel_size) != 3:
+            raise ValueError("voxel_size is (z, y, x)")
+        p.voxel_size[:] = [float(v) for v in voxel_size]
+    if fg_threshold is not None:
+        p.fg_threshold = fg_threshold
+    if centre_threshold is not None:
+        p.centre_threshold = centre_threshold
+    if markers not in _MARKERS:
+        raise ValueError(f"markers must be one of {list(_MARKERS)[1:]}")
+    p.markers = _MARKERS[markers]
+    if marker_sigma_um is not None:
+        p.marker_sigma_um = marker_sigma_um
+    if landscape not in _LANDSCAPE:
+        raise ValueError(f"landscape must be one of {list(_LANDSCAPE)[1:]}")
+    p.landscape = _LANDSCAPE[landscape]
+    if fill_holes is not None:
+        p.fill_holes = int(bool(fill_holes))
+    if min_volume_um3 is not None:
+        p.min_volume_um3 = min_volume_um3
+    if connectivity is not None:
+        p.connectivity = connectivity
+    if tile is not None:
+        p.tile[:] = list(tile)
+    if overlap is not None:
+        p.overlap[:] = list(overlap)
+    return p
+
+
+class Model:
+    """NSN + NDN networks (or one joint network). ``Model()`` loads the embedded default.
+
+    device: "auto" | "cpu" | "cuda"; threads: 0 = all cores.
+    """
+
+    _DEV = {"auto": 0, "cpu": 1, "cuda": 2}
+
+    def __init__(self, nsn=None, ndn=None, device="cpu", threads=0, device_id=0):
+        lib = _lib()
+        o = N.QcaModelOptions()
+        lib.qca_model_options_default(C.byref(o))
+        if device not in self._DEV:
+            raise ValueError(f"device must be one of {list(self._DEV)}")
+        o.device, o.num_threads, o.device_id = self._DEV[device], int(threads), int(device_id)
+        h = C.c_void_p()
+        if nsn is None:
+            if ndn is not None:
+                raise ValueError("give nsn with ndn")
+            _check(lib.qca_model_load_default(C.byref(o), C.byref(h)))
+        else:
+            _check(lib.qca_model_load(str(nsn).encode(), None if ndn is None else str(ndn).encode(),
+                                      C.byref(o), C.byref(h)))
+        self._h = h
+
+    def close(self):
+        if getattr(self, "_h", None):
+            _lib().qca_model_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def describe(self) -> str:
+        n = C.c_size_t()
+        _check(_lib().qca_model_describe(self._h, None, 0, C.byref(n)))
+        buf = C.create_string_buffer(n.value)
+        _check(_lib().qca_model_describe(self._h, buf, n.value, None))
+        return buf.value.decode()
+
+    def segment(self, volume: np.ndarray, voxel_size=None, progress=None, **post) -> np.ndarray:
+        """Labels (uint32, same shape) for a (z, y, x) uint8/uint16/float volume.
+
+        ``progress(fraction) -> bool`` may return False to cancel.  Keyword
+        arguments override post-processing (fg_threshold, centre_threshold,
+        markers, marker_sigma_um, landscape, fill_holes, min_volume_um3,
+        connectivity, tile, overlap).
+        """
+        if not self._h:
+            raise ValueError("model is closed")
+        v = np.asarray(volume)
+        if v.dtype == np.uint8:
+            fn, v = _lib().qca_segment_u8, np.ascontiguousarray(v)
+        elif v.dtype == np.uint16:
+            fn, v = _lib().qca_segment_u16, np.ascontiguousarray(v)
+        else:
+            fn, v = _lib().qca_segment_f32, np.ascontiguousarray(v, dtype=np.float32)
+        p = _params(voxel_size=voxel_size, **post)
+        if progress is not None:
+            cb = N.PROGRESS_FN(lambda f, _u: 0 if progress(float(f)) is not False else 1)
+            p.progress = cb
+        out = np.empty(v.shape, np.uint32)
+        n = C.c_uint32()
+        _check(fn(self._h, _ptr(v), _dims(v), C.byref(p), _ptr(out), C.byref(n)))
+        return out
+
+
+def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
+    """IoU, SEG, MUCov, CTC SEG, F1 (one record) of predicted vs ground-truth labels."""
+    p = np.ascontiguousarray(pred, dtype=np.uint32)
+    g = np.ascontiguousarray(gt, dtype=np.uint32)
+    if p.shape != g.shape:
+        raise ValueError(f"shapes differ: {p.shape} vs {g.shape}")
+    m = N.QcaMetrics()
+    _check(_lib().qca_evaluate(_ptr(p), _ptr(g), _dims(p), C.byref(m)))
+    return Metrics(m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, m.precision, m.recall, m.n_gt, m.n_pred, m.n_matched)
+
+
+def measure(labels: np.ndarray, image: np.ndarray | None = None, voxel_size=(1.0, 1.0, 1.0)):
+    """Per-nucleus measurements: a list of dicts (label, voxels, volume_um3, centroid,
+    centroid_um, bbox_min, bbox_max, mean_intensity, total_intensity)."""
+    lab = np.ascontiguousarray(labels, dtype=np.uint32)
+    img = None if image is None else np.ascontiguousarray(image, dtype=np.float32)
+    if img is not None and img.shape != lab.shape:
+        raise ValueError("image and labels differ in shape")
+    vs = (C.c_double * 3)(*voxel_size)
+    h = C.c_void_p()
+    _check(_lib().qca_measure(_ptr(lab), None if img is None else _ptr(img), _dims(lab), vs, C.byref(h)))
+    try:
+        out = []
+        nuc = N.QcaNucleus()
+        for i in range(_lib().qca_measurements_count(h)):
+            _check(_lib().qca_measurements_get(h, i, C.byref(nuc)))
+            out.append(dict(label=nuc.label, voxels=nuc.voxels, volume_um3=nuc.volume_um3,
+                            centroid=tuple(nuc.centroid), centroid_um=tuple(nuc.centroid_um),
+                            bbox_min=tuple(nuc.bbox_min), bbox_max=tuple(nuc.bbox_max),
+                            mean_intensity=nuc.mean_intensity, total_intensity=nuc.total_intensity))
+        return out
+    finally:
+        _lib().qca_measurements_free(h)
+
+
+def postprocess(nsn_prob, ndn_prob, voxel_size=(1.0, 1.0, 1.0), **post) -> np.ndarray:
+    """Post-processing alone: NSN/NDN probabilities -> labels."""
+    a = np.ascontiguousarray(nsn_prob, dtype=np.float32)
+    b = np.ascontiguousarray(ndn_prob, dtype=np.float32)
+    if a.shape != b.shape:
+        raise ValueError("probability volumes differ in shape")
+    p = _params(voxel_size=voxel_size, **post)
+    out = np.empty(a.shape, np.uint32)
+    _check(_lib().qca_postprocess_f32(_ptr(a), _ptr(b), _dims(a), C.byref(p), _ptr(out), None))
+    return out
+
+
+def watershed(landscape, markers, mask, connectivity=6) -> np.ndarray:
+    """Marker watershed, identical to skimage.segmentation.watershed(landscape, markers, mask=mask)."""
+    land = np.ascontiguousarray(landscape, dtype=np.float64)
+    mk = np.ascontiguousarray(markers, dtype=np.uint32)
+    ms = np.ascontiguousarray(mask, dtype=np.uint8)
+    if not (land.shape == mk.shape == ms.shape):
+        raise ValueError("landscape, markers and mask differ in shape")
+    out = np.empty(land.shape, np.uint32)
+    _check(_lib().qca_watershed_f64(_ptr(land), _ptr(mk), _ptr(ms), _dims(land), connectivity, _ptr(out)))
+    return out
+
+
+def edt(mask, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Euclidean distance transform of a (z, y, x) mask with anisotropic spacing."""
+    ms = np.ascontiguousarray(mask, dtype=np.uint8)
+    out = np.empty(ms.shape, np.float64)
+    _check(_lib().qca_edt_f64(_ptr(ms), _dims(ms), (C.c_double * 3)(*spacing), _ptr(out)))
+    return out
+
+
+def read_tiff(path, frame=0, channel=0):
+    """(volume float32 (z, y, x), voxel_size (z, y, x) um or None) of one frame/channel."""
+    h = C.c_void_p()
+    _check(_lib().qca_image_read(str(path).encode(), C.byref(h)))
+    try:
+        info = N.QcaImageInfo()
+        info.struct_size = C.sizeof(N.QcaImageInfo)
+        _check(_lib().qca_image_info(h, C.byref(info)))
+        out = np.empty(tuple(info.dims), np.float32)
+        _check(_lib().qca_image_volume_f32(h, frame, channel, _ptr(out)))
+        vs = tuple(info.voxel_size_um) if info.has_voxel_size else None
+        return out, vs
+    finally:
+        _lib().qca_image_free(h)
+
+
+def write_tiff(path, labels, voxel_size=None):
+    """Writes labels (z, y, x) or (t, z, y, x) as a 16-bit (or 32-bit) ImageJ TIFF, atomically."""
+    lab = np.ascontiguousarray(labels, dtype=np.uint32)
+    frames = 1
+    if lab.ndim == 4:
+        frames = lab.shape[0]
+    elif lab.ndim != 3:
+        raise ValueError("labels are (z, y, x) or (t, z, y, x)")
+    dims = (C.c_size_t * 3)(*lab.shape[-3:])
+    vs = None if voxel_size is None else (C.c_double * 3)(*voxel_size)
+    _check(_lib().qca_labels_write(str(path).encode(), _ptr(lab), dims, frames, vs))

@@ -1,0 +1,108 @@
+"""ctypes declarations of the qcanet C API (include/qcanet.h, ABI version 1)."""
+from __future__ import annotations
+
+import ctypes as C
+import os
+from pathlib import Path
+
+ABI_VERSION = 1
+
+
+class QcaModelOptions(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("device", C.c_int32), ("device_id", C.c_int32),
+                ("num_threads", C.c_int32)]
+
+
+PROGRESS_FN = C.CFUNCTYPE(C.c_int32, C.c_float, C.c_void_p)
+
+
+class QcaSegmentParams(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("voxel_size", C.c_float * 3), ("fg_threshold", C.c_float),
+                ("centre_threshold", C.c_float), ("markers", C.c_int32), ("marker_sigma_um", C.c_float),
+                ("landscape", C.c_int32), ("fill_holes", C.c_int32), ("min_volume_um3", C.c_float),
+                ("connectivity", C.c_int32), ("tile", C.c_uint32 * 3), ("overlap", C.c_int32 * 3),
+                ("progress", PROGRESS_FN), ("user_data", C.c_void_p)]
+
+
+class QcaMetrics(C.Structure):
+    _fields_ = [("iou", C.c_double), ("seg", C.c_double), ("mucov", C.c_double), ("seg_ctc", C.c_double),
+                ("f1", C.c_double), ("n_gt", C.c_uint32), ("n_pred", C.c_uint32), ("n_matched", C.c_uint32),
+                ("precision", C.c_double), ("recall", C.c_double)]
+
+
+class QcaNucleus(C.Structure):
+    _fields_ = [("label", C.c_uint32), ("bbox_min", C.c_uint32 * 3), ("bbox_max", C.c_uint32 * 3),
+                ("voxels", C.c_uint64), ("volume_um3", C.c_double), ("centroid", C.c_double * 3),
+                ("centroid_um", C.c_double * 3), ("mean_intensity", C.c_double),
+                ("total_intensity", C.c_double)]
+
+
+class QcaImageInfo(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("sample_type", C.c_int32), ("dims", C.c_size_t * 3),
+                ("channels", C.c_uint32), ("frames", C.c_uint32), ("has_voxel_size", C.c_int32),
+                ("voxel_size_um", C.c_double * 3)]
+
+
+def _candidates():
+    env = os.environ.get("QCANET_LIBRARY")
+    if env:
+        yield Path(env)
+        return
+    here = Path(__file__).resolve().parent
+    yield here / "lib" / "libqcanet.so"          # installed wheel
+    for up in here.parents:                      # source checkout
+        yield up / "target" / "release" / "libqcanet.so"
+
+
+def load():
+    tried = []
+    for p in _candidates():
+        if p.exists():
+            lib = C.CDLL(str(p))
+            _declare(lib)
+            abi = lib.qca_abi_version()
+            if abi != ABI_VERSION:
+                raise OSError(f"{p}: C ABI {abi}, this binding needs {ABI_VERSION}")
+            return lib, p
+        tried.append(str(p))
+    raise OSError("libqcanet.so not found (set QCANET_LIBRARY); tried: " + ", ".join(tried))
+
+
+def _declare(lib):
+    P = C.POINTER
+    st = C.c_int32
+    sz3 = P(C.c_size_t)
+    sig = {
+        "qca_abi_version": (C.c_uint32, []),
+        "qca_version": (C.c_char_p, []),
+        "qca_last_error": (C.c_char_p, []),
+        "qca_status_str": (C.c_char_p, [C.c_int32]),
+        "qca_runtime_init": (st, [C.c_char_p]),
+        "qca_runtime_info": (C.c_char_p, []),
+        "qca_model_options_default": (None, [P(QcaModelOptions)]),
+        "qca_model_load": (st, [C.c_char_p, C.c_char_p, P(QcaModelOptions), P(C.c_void_p)]),
+        "qca_model_load_default": (st, [P(QcaModelOptions), P(C.c_void_p)]),
+        "qca_model_free": (None, [C.c_void_p]),
+        "qca_model_describe": (st, [C.c_void_p, C.c_char_p, C.c_size_t, P(C.c_size_t)]),
+        "qca_segment_params_default": (None, [P(QcaSegmentParams)]),
+        "qca_segment_u8": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),
+        "qca_segment_u16": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),
+        "qca_segment_f32": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),
+        "qca_postprocess_f32": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),
+        "qca_watershed_f64": (st, [C.c_void_p, C.c_void_p, C.c_void_p, sz3, C.c_int32, C.c_void_p]),
+        "qca_edt_f64": (st, [C.c_void_p, sz3, P(C.c_double), C.c_void_p]),
+        "qca_evaluate": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaMetrics)]),
+        "qca_measure": (st, [C.c_void_p, C.c_void_p, sz3, P(C.c_double), P(C.c_void_p)]),
+        "qca_measurements_count": (C.c_size_t, [C.c_void_p]),
+        "qca_measurements_get": (st, [C.c_void_p, C.c_size_t, P(QcaNucleus)]),
+        "qca_measurements_free": (None, [C.c_void_p]),
+        "qca_image_read": (st, [C.c_char_p, P(C.c_void_p)]),
+        "qca_image_info": (st, [C.c_void_p, P(QcaImageInfo)]),
+        "qca_image_volume_f32": (st, [C.c_void_p, C.c_uint32, C.c_uint32, C.c_void_p]),
+        "qca_image_free": (None, [C.c_void_p]),
+        "qca_labels_write": (st, [C.c_char_p, C.c_void_p, sz3, C.c_uint32, P(C.c_double)]),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args

@@ -1,0 +1,72 @@
+"""The Python binding end to end: embedded model, errors, TIFF round trip, measurements."""
+import numpy as np
+import pytest
+
+import qcanet
+
+
+def test_version_and_describe():
+    assert qcanet.version().count(".") == 2
+    with qcanet.Model() as m:
+        d = m.describe()
+    assert "embedded default" in d and "voxel_size=1.75,0.8,0.8" in d
+
+
+def test_segment_generated_embryo(synth_embryo):
+    raw, gt, _, _ = synth_embryo
+    seen = []
+    with qcanet.Model(threads=2) as m:
+        lab = m.segment(raw, voxel_size=(1.75, 0.8, 0.8), progress=lambda f: seen.append(f) or True)
+    assert lab.shape == raw.shape and lab.dtype == np.uint32
+    met = qcanet.evaluate(lab, gt)
+    assert met.n_gt == 14
+    assert met.f1 >= 0.7 and met.seg >= 0.5, met
+    assert seen and seen[-1] == pytest.approx(1.0)
+
+
+def test_cancel_from_progress(synth_embryo):
+    raw, _, _, _ = synth_embryo
+    with qcanet.Model() as m:
+        with pytest.raises(qcanet.QcanetError) as e:
+            m.segment(raw, voxel_size=(1.75, 0.8, 0.8), progress=lambda f: False)
+    assert e.value.status_name == "QCA_ERR_CANCELLED"
+
+
+def test_errors_carry_the_library_message(tmp_path):
+    with pytest.raises(qcanet.QcanetError) as e:
+        qcanet.Model(nsn=tmp_path / "missing.onnx")
+    assert e.value.status_name == "QCA_ERR_IO" and "missing.onnx" in str(e.value)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a model")
+    with pytest.raises(qcanet.QcanetError) as e:
+        qcanet.Model(nsn=bad)
+    assert e.value.status_name == "QCA_ERR_MODEL"
+    with qcanet.Model() as m:
+        v = np.zeros((8, 16, 16), np.float32)
+        v[2, 3, 4] = np.nan
+        with pytest.raises(qcanet.QcanetError) as e:
+            m.segment(v)
+        assert e.value.status_name == "QCA_ERR_NON_FINITE"
+        with pytest.raises(qcanet.QcanetError) as e:
+            m.segment(np.zeros((8, 16, 16), np.uint16), voxel_size=(0, 0.8, 0.8))
+        assert e.value.status_name == "QCA_ERR_INVALID_ARGUMENT"
+
+
+def test_tiff_round_trip_and_measure(tmp_path, synth_embryo):
+    raw, gt, raw_path, _ = synth_embryo
+    v, vs = qcanet.read_tiff(raw_path)
+    assert np.array_equal(v, raw.astype(np.float32))
+    assert vs == pytest.approx((1.75, 0.8, 0.8))
+    out = tmp_path / "lab.tif"
+    qcanet.write_tiff(out, gt, voxel_size=(1.75, 0.8, 0.8))
+    back, vs2 = qcanet.read_tiff(out)
+    assert np.array_equal(back.astype(np.uint32), gt) and vs2 == pytest.approx((1.75, 0.8, 0.8))
+    nuc = qcanet.measure(gt, raw, voxel_size=(1.75, 0.8, 0.8))
+    assert [n["label"] for n in nuc] == list(range(1, 15))
+    n1 = nuc[0]
+    assert n1["voxels"] == int((gt == 1).sum())
+    assert n1["volume_um3"] == pytest.approx(n1["voxels"] * 1.75 * 0.8 * 0.8)
+    assert n1["mean_intensity"] == pytest.approx(raw[gt == 1].mean(), rel=1e-9)
+    with pytest.raises(qcanet.QcanetError) as e:
+        qcanet.read_tiff(tmp_path / "nope.tif")
+    assert e.value.status_name == "QCA_ERR_IO"
