@@ -1,0 +1,227 @@
+//! The C API's contract, called exactly as a C host would: exact status codes,
+//! out-parameters untouched on failure, bad models refused at load time.
+mod common;
+
+use std::ffi::{CStr, CString};
+use std::ptr;
+
+use qcanet::capi::*;
+use qcanet::capi::QcaStatus::*;
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(qca_last_error()) }.to_string_lossy().into_owned()
+}
+
+fn cpath(p: &std::path::Path) -> CString {
+    CString::new(p.to_str().unwrap()).unwrap()
+}
+
+fn params() -> QcaSegmentParams {
+    let mut p = std::mem::MaybeUninit::<QcaSegmentParams>::zeroed();
+    unsafe {
+        qca_segment_params_default(p.as_mut_ptr());
+        p.assume_init()
+    }
+}
+
+fn load(nsn: &str, ndn: Option<&str>) -> (QcaStatus, *mut QcaModel) {
+    common::runtime();
+    let a = cpath(&common::data(nsn));
+    let b = ndn.map(|n| cpath(&common::data(n)));
+    let mut m: *mut QcaModel = 0x1 as *mut QcaModel;
+    let s = unsafe { qca_model_load(a.as_ptr(), b.as_ref().map_or(ptr::null(), |b| b.as_ptr()), ptr::null(), &mut m) };
+    (s, m)
+}
+
+#[test]
+fn models_with_wrong_tensors_are_refused_and_out_is_untouched() {
+    for (f, want) in [("rank4.onnx", "rank 4"), ("three_channels.onnx", "3 channels"), ("int_input.onnx", "Int64")] {
+        let (s, m) = load(f, None);
+        assert_eq!(s, QCA_ERR_MODEL, "{f}");
+        assert_eq!(m as usize, 1, "{f}: out-parameter changed");
+        assert!(last_error().contains(want), "{f}: {}", last_error());
+    }
+    let (s, _) = load("make_models.py", None); // not ONNX at all
+    assert_eq!(s, QCA_ERR_MODEL);
+    assert!(last_error().contains("not a loadable ONNX model"), "{}", last_error());
+    let (s, _) = load("missing.onnx", None);
+    assert_eq!(s, QCA_ERR_IO);
+    // NSN alone (not joint) is not enough; NSN and NDN swapped are refused
+    let (s, _) = load("threshold_nsn.onnx", None);
+    assert_eq!(s, QCA_ERR_MODEL);
+    let (s, _) = load("threshold_ndn.onnx", Some("threshold_nsn.onnx"));
+    assert_eq!(s, QCA_ERR_MODEL);
+    assert!(last_error().contains("NSN model, given as NDN"), "{}", last_error());
+}
+
+#[test]
+fn segment_with_a_custom_pair_and_every_bad_argument() {
+    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
+    assert_eq!(s, QCA_OK, "{}", last_error());
+    // two bright cubes (1.0) on a dim background (0.1): centre > 0.8 only inside
+    let dims = [10usize, 20, 40];
+    let n = 10 * 20 * 40;
+    let mut v = vec![0.1f32; n];
+    for z in 2..8 {
+        for y in 5..15 {
+            for x in (4..14).chain(24..34) {
+                v[(z * 20 + y) * 40 + x] = 1.0;
+            }
+        }
+    }
+    let p = params();
+    let mut lab = vec![0u32; n];
+    let mut k = 0u32;
+    let s = unsafe { qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k) };
+    assert_eq!(s, QCA_OK, "{}", last_error());
+    assert_eq!(k, 2);
+    assert_ne!(lab[(5 * 20 + 10) * 40 + 8], lab[(5 * 20 + 10) * 40 + 28]);
+    assert_eq!(lab[0], 0);
+
+    let mut k = 99u32;
+    let zero = [10usize, 0, 40];
+    let huge = [usize::MAX / 2, 4, 4];
+    unsafe {
+        assert_eq!(qca_segment_f32(ptr::null(), v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_NULL_POINTER);
+        assert_eq!(qca_segment_f32(m, ptr::null(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_NULL_POINTER);
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), ptr::null(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_NULL_POINTER);
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, ptr::null_mut(), &mut k), QCA_ERR_NULL_POINTER);
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), zero.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), huge.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        let mut bad = p;
+        bad.voxel_size = [1.0, 0.0, 1.0];
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &bad, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        let mut bad = p;
+        bad.markers = 9;
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &bad, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        let mut bad = p;
+        bad.tile = [4, 0, 0];
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &bad, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        let mut nan = v.clone();
+        nan[17] = f32::INFINITY;
+        assert_eq!(qca_segment_f32(m, nan.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_NON_FINITE);
+        assert!(last_error().contains("NaN or infinite"));
+        assert_eq!(k, 99, "n_nuclei must be untouched on failure");
+        qca_model_free(m);
+    }
+}
+
+extern "C" fn cancel_at_once(_f: f32, _u: *mut std::ffi::c_void) -> i32 {
+    1
+}
+
+extern "C" fn count_calls(_f: f32, u: *mut std::ffi::c_void) -> i32 {
+    unsafe { *(u as *mut u32) += 1 };
+    0
+}
+
+#[test]
+fn progress_callback_reports_and_cancels() {
+    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
+    assert_eq!(s, QCA_OK);
+    let dims = [20usize, 40, 80]; // several 16x32x32 tiles
+    let v = vec![0.5f32; 20 * 40 * 80];
+    let mut lab = vec![7u32; v.len()];
+    let mut calls = 0u32;
+    let mut p = params();
+    p.progress = Some(count_calls);
+    p.user_data = &mut calls as *mut u32 as *mut std::ffi::c_void;
+    unsafe {
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), ptr::null_mut()), QCA_OK);
+        assert!(calls >= 4, "{calls} progress calls");
+        p.progress = Some(cancel_at_once);
+        let before = lab.clone();
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), ptr::null_mut()), QCA_ERR_CANCELLED);
+        assert_eq!(lab, before, "labels must be untouched when cancelled");
+        qca_model_free(m);
+    }
+}
+
+#[test]
+fn model_is_shared_between_threads() {
+    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
+    assert_eq!(s, QCA_OK);
+    let addr = m as usize;
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let dims = [8usize, 16, 16];
+                let mut v = vec![0.1f32; 8 * 16 * 16];
+                for z in 2..6 {
+                    for y in 4..12 {
+                        for x in 4..12 {
+                            v[(z * 16 + y) * 16 + x] = 1.0 + i as f32 * 0.01;
+                        }
+                    }
+                }
+                let mut lab = vec![0u32; v.len()];
+                let mut k = 0;
+                let p = params();
+                let s = unsafe { qca_segment_f32(addr as *const QcaModel, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k) };
+                (s, k)
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), (QCA_OK, 1));
+    }
+    unsafe { qca_model_free(m) };
+}
+
+#[test]
+fn tiff_errors_have_their_own_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("corrupt.tif");
+    std::fs::write(&bad, b"II*\0garbage that is not a TIFF directory").unwrap();
+    let mut img: *mut QcaImage = ptr::null_mut();
+    unsafe {
+        assert_eq!(qca_image_read(cpath(&bad).as_ptr(), &mut img), QCA_ERR_FORMAT);
+        assert!(img.is_null());
+        assert!(last_error().contains("corrupt.tif"));
+        let labels = [1u32; 8];
+        let dims = [2usize, 2, 2];
+        let nowhere = dir.path().join("no/such/folder/out.tif");
+        assert_eq!(qca_labels_write(cpath(&nowhere).as_ptr(), labels.as_ptr(), dims.as_ptr(), 1, ptr::null()), QCA_ERR_IO);
+        let ok = dir.path().join("ok.tif");
+        assert_eq!(qca_labels_write(cpath(&ok).as_ptr(), labels.as_ptr(), dims.as_ptr(), 1, ptr::null()), QCA_OK);
+        assert_eq!(qca_image_read(cpath(&ok).as_ptr(), &mut img), QCA_OK);
+        let mut info = QcaImageInfo { struct_size: std::mem::size_of::<QcaImageInfo>() as u32, ..Default::default() };
+        assert_eq!(qca_image_info(img, &mut info), QCA_OK);
+        assert_eq!((info.dims, info.sample_type, info.frames), ([2, 2, 2], QCA_SAMPLE_U16, 1));
+        let mut out = [0f32; 8];
+        assert_eq!(qca_image_volume_f32(img, 1, 0, out.as_mut_ptr()), QCA_ERR_INVALID_ARGUMENT);
+        assert_eq!(qca_image_volume_f32(img, 0, 0, out.as_mut_ptr()), QCA_OK);
+        assert_eq!(out, [1.0; 8]);
+        qca_image_free(img);
+    }
+}
+
+#[test]
+fn runtime_path_errors_are_clear() {
+    // once loaded, a different explicit library is refused with a message naming both
+    common::runtime();
+    let other = CString::new("/nonexistent/libonnxruntime.so").unwrap();
+    assert_eq!(unsafe { qca_runtime_init(other.as_ptr()) }, QCA_ERR_RUNTIME);
+    assert!(last_error().contains("already loaded"), "{}", last_error());
+    assert!(!qca_runtime_info().is_null());
+}
+
+#[test]
+fn measurements_through_the_handle() {
+    let dims = [1usize, 2, 3];
+    let labels = [0u32, 2, 2, 0, 5, 0];
+    let inten = [0f32, 1.0, 3.0, 0.0, 4.0, 0.0];
+    let vs = [2.0f64, 1.0, 1.0];
+    let mut h: *mut QcaMeasurements = ptr::null_mut();
+    unsafe {
+        assert_eq!(qca_measure(labels.as_ptr(), inten.as_ptr(), dims.as_ptr(), vs.as_ptr(), &mut h), QCA_OK);
+        assert_eq!(qca_measurements_count(h), 2);
+        let mut n = QcaNucleus::default();
+        assert_eq!(qca_measurements_get(h, 0, &mut n), QCA_OK);
+        assert_eq!((n.label, n.voxels, n.volume_um3, n.mean_intensity), (2, 2, 4.0, 2.0));
+        assert_eq!(n.centroid, [0.0, 0.0, 1.5]);
+        assert_eq!(qca_measurements_get(h, 2, &mut n), QCA_ERR_INVALID_ARGUMENT);
+        assert_eq!(n.label, 2, "untouched on failure");
+        qca_measurements_free(h);
+    }
+}
