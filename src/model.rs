@@ -332,31 +332,38 @@ fn mirror(i: isize, n: usize) -> usize {
 }
 
 /// Tile starts along one axis. An axis that fits in one tile is padded (mirrored)
-/// only up to the network's multiple, as in training; a longer axis gets `overlap / 2`
-/// of mirrored context at each end and tiles overlapping by `overlap`.
-/// Returns (tile size, starts); starts may be negative (mirrored context).
+/// only up to the network's multiple, exactly as in training; a longer axis is
+/// covered by tiles that overlap by at least `overlap`, the first starting at 0 and
+/// the last ending at the volume's edge (mirrored context at the borders would make
+/// the network see a nucleus continuing there, unlike in training).
+/// Returns (tile size, starts).
 fn axis_tiles(n: usize, tile: usize, overlap: usize, multiple: usize) -> (usize, Vec<isize>) {
     let single = n.div_ceil(multiple) * multiple;
     if single <= tile {
         return (single, vec![0]);
     }
-    let pad = overlap / 2;
-    let span = n + 2 * pad;
     let stride = (tile - overlap).max(1);
-    let k = (span - tile).div_ceil(stride) + 1;
-    let last = (span - tile) as f64;
-    let starts = (0..k)
-        .map(|i| (last * i as f64 / (k - 1) as f64).round() as isize - pad as isize)
-        .collect();
+    let k = (n - tile).div_ceil(stride) + 1;
+    let last = (n - tile) as f64;
+    let starts = (0..k).map(|i| (last * i as f64 / (k - 1) as f64).round() as isize).collect();
     (tile, starts)
 }
 
-/// Blending weight along one axis of a tile: ramps over the overlap so that seams vanish.
+/// Blending weight along one axis of a tile. The outer quarter of the overlap
+/// (the voxels with the least context) gets almost no weight, the next half ramps
+/// up smoothly (raised cosine): where two tiles overlap, each voxel is taken from
+/// the tile that saw more around it, with no visible seam.
 fn ramp(size: usize, overlap: usize) -> Vec<f32> {
+    const EPS: f32 = 1e-3;
+    if overlap == 0 {
+        return vec![1.0; size];
+    }
+    let (skip, width) = (overlap as f32 / 4.0, (overlap as f32 / 2.0).max(1.0));
     (0..size)
         .map(|i| {
-            let e = i.min(size - 1 - i) as f32 + 1.0;
-            (e / (overlap as f32 + 1.0)).min(1.0)
+            let e = i.min(size - 1 - i) as f32;
+            let t = ((e - skip + 0.5) / width).clamp(0.0, 1.0);
+            EPS + (1.0 - EPS) * (0.5 - 0.5 * (std::f32::consts::PI * t).cos())
         })
         .collect()
 }

@@ -340,11 +340,13 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma
         let file_vox = stack.voxel_size_um();
         let p = params(pa, file_vox)?;
         if p.voxel_size.is_none() && model.info().voxel_size.is_some() && !quiet {
-            pb.println(format!(
-                "note: {} has no calibration; assuming the model's voxel size {:?} um (set --voxel-size)",
-                f.display(),
-                model.info().voxel_size.unwrap()
-            ));
+            pb.suspend(|| {
+                eprintln!(
+                    "note: {} has no calibration; assuming the model's voxel size {:?} um (set --voxel-size)",
+                    f.display(),
+                    model.info().voxel_size.unwrap()
+                )
+            });
         }
         let mut labels = Vec::with_capacity(stack.volume_len() * stack.frames);
         let mut counts = Vec::new();
@@ -385,7 +387,9 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma
         total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
         pb.set_position((i as u64 + 1) * 100);
         let counts_s = if counts.len() == 1 { format!("{} nuclei", counts[0]) } else { format!("nuclei per frame {counts:?}") };
-        pb.println(format!("{} -> {}: {counts_s}", f.display(), out.display()));
+        if !quiet {
+            pb.suspend(|| eprintln!("{} -> {}: {counts_s}", f.display(), out.display()));
+        }
     }
     pb.finish_and_clear();
     if !quiet {

@@ -1,0 +1,103 @@
+//! The `qcanet` command as a user runs it: exit status, one readable error line, files.
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn qcanet(args: &[&str]) -> Output {
+    let ort = std::env::var("ORT_DYLIB_PATH").expect("run through `make test` (ORT_DYLIB_PATH)");
+    Command::new(env!("CARGO_BIN_EXE_qcanet")).args(args).env("ORT_DYLIB_PATH", ort).output().unwrap()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "stderr: {}\nstdout: {}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+}
+
+fn one_error_line(o: &Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<_> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(lines[0].starts_with("qcanet: error: ") && lines[0].contains(needle), "{e}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn segment_measure_evaluate_round_trip() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("emb.tif");
+    let gt = d.path().join("gt.tif");
+    ok(&qcanet(&["synth", "-o", s(&raw), "--labels", s(&gt), "--nuclei", "8", "--seed", "4"]));
+    let out = d.path().join("labels.tif");
+    ok(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--measure"]));
+    let st = qcanet::io::tiff::read(&out).unwrap();
+    assert_eq!(st.dims, [51, 120, 120]);
+    let v = st.voxel_size_um().unwrap();
+    assert!((v[0] - 1.75).abs() < 1e-6 && (v[2] - 0.8).abs() < 1e-6, "calibration carried over: {v:?}");
+    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
+    assert!(csv.starts_with("frame,label,voxels,volume_um3"));
+    let j = d.path().join("scores.json");
+    let o = qcanet(&["evaluate", s(&out), s(&gt), "--json", s(&j)]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("mean of 1"));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+    assert!(doc["mean"]["seg"].as_f64().unwrap() > 0.5, "{doc}");
+    let m = d.path().join("nuclei.csv");
+    let o = qcanet(&["measure", s(&gt), "--image", s(&raw), "-o", s(&m)]);
+    ok(&o);
+    assert_eq!(std::fs::read_to_string(&m).unwrap().lines().count(), 9);
+}
+
+#[test]
+fn a_folder_in_gives_a_folder_out_with_the_same_names() {
+    let d = tempfile::tempdir().unwrap();
+    let inp = d.path().join("in");
+    std::fs::create_dir(&inp).unwrap();
+    for (i, name) in ["a.tif", "b.tiff"].iter().enumerate() {
+        ok(&qcanet(&["synth", "-o", s(&inp.join(name)), "--labels", s(&d.path().join(format!("g{i}.tif"))), "--nuclei", "3",
+            "--dims", "20,48,48", "--seed", &i.to_string()]));
+    }
+    let out = d.path().join("out");
+    ok(&qcanet(&["segment", s(&inp), "-o", s(&out), "-q"]));
+    assert!(out.join("a.tif").is_file() && out.join("b.tiff").is_file());
+}
+
+#[test]
+fn time_series_is_segmented_frame_by_frame() {
+    let d = tempfile::tempdir().unwrap();
+    let mut frames = Vec::new();
+    for seed in [1u64, 2] {
+        let e = qcanet::synth::generate(&qcanet::synth::SynthParams { dims: [16, 48, 48], n_nuclei: 2 + seed as usize, seed, ..Default::default() });
+        frames.extend(e.image);
+    }
+    let p = d.path().join("series.tif");
+    qcanet::io::tiff::write(&p, &qcanet::io::tiff::Samples::U16(frames), [16, 48, 48], 2, Some([1.75, 0.8, 0.8])).unwrap();
+    let out = d.path().join("series_labels.tif");
+    let o = qcanet(&["segment", s(&p), "-o", s(&out)]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nuclei per frame"));
+    let st = qcanet::io::tiff::read(&out).unwrap();
+    assert_eq!((st.frames, st.dims), (2, [16, 48, 48]));
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line_and_leave_no_file() {
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("junk.tif");
+    std::fs::write(&junk, b"definitely not a tiff").unwrap();
+    let out = d.path().join("out.tif");
+    one_error_line(&qcanet(&["segment", s(&junk), "-o", s(&out), "-q"]), "junk.tif");
+    assert!(!out.exists());
+    one_error_line(&qcanet(&["segment", s(&d.path().join("absent.tif")), "-o", s(&out), "-q"]), "absent.tif");
+    let raw = d.path().join("emb.tif");
+    ok(&qcanet(&["synth", "-o", s(&raw), "--labels", s(&d.path().join("g.tif")), "--nuclei", "2", "--dims", "16,40,40"]));
+    one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&d.path().join("no/such/dir/x.tif")), "-q"]), "does not exist");
+    one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--fg-threshold", "2"]), "outside 0..1");
+    one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--nsn", s(&junk)]), "not a loadable ONNX model");
+    one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--onnxruntime", "/nonexistent/libonnxruntime.so"]), "could not load");
+    assert!(!out.exists());
+    // usage errors are clap's (exit 2), with help
+    assert_eq!(qcanet(&["segment"]).status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&qcanet(&["--help"]).stdout).contains("micrometres"));
+}
