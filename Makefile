@@ -76,7 +76,7 @@ test-python: build venv venv-train
 	    $(VPY) -m pytest -q bindings/python/tests
 
 bench: build venv
-	cargo build --release --locked --bin qcanet-bench
+	cargo build --release --locked --example bench_postprocess
 	QCANET_LIBRARY=$(CURDIR)/$(REL)/libqcanet.so PYTHONPATH=$(CURDIR)/bindings/python \
 	    $(VPY) benches/compare.py
 

@@ -23,18 +23,28 @@ pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f6
     let [nz, ny, nx] = dims;
     assert_eq!(mask.len(), nz * ny * nx, "mask length does not match dims");
     let mut f: Vec<f64> = mask.par_iter().map(|&m| if m { f64::INFINITY } else { 0.0 }).collect();
-    // x: contiguous rows
+    // x: contiguous rows; a row without foreground is already final
     f.par_chunks_mut(nx).for_each_init(
         || Scratch::new(nx),
-        |s, row| s.line_inplace(row, spacing[2]),
+        |s, row| {
+            if row.iter().any(|v| *v != 0.0) {
+                s.line_inplace(row, spacing[2]);
+            }
+        },
     );
     // y: within each z slab, columns of stride nx
     f.par_chunks_mut(ny * nx).for_each_init(
         || Scratch::new(ny),
         |s, slab| {
             for x in 0..nx {
+                let mut any = false;
                 for y in 0..ny {
-                    s.buf[y] = slab[y * nx + x];
+                    let v = slab[y * nx + x];
+                    any |= v != 0.0;
+                    s.buf[y] = v;
+                }
+                if !any {
+                    continue;
                 }
                 s.transform(ny, spacing[1]);
                 for y in 0..ny {
@@ -43,39 +53,57 @@ pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f6
             }
         },
     );
-    // z: columns of stride ny*nx
+    // z: columns of stride ny*nx. Each task owns one y and so a disjoint set of
+    // positions {z * plane + y * nx + x}; it copies its nz rows out, transforms
+    // the columns and writes the rows back.
     if nz > 1 {
         let plane = ny * nx;
-        let src = f.clone();
-        // parallel over y: each task transforms the z-columns of one y row into
-        // its own buffer; the buffers are then scattered back plane by plane.
-        let cols: Vec<Vec<f64>> = (0..ny)
-            .into_par_iter()
-            .map_init(
-                || Scratch::new(nz),
-                |s, y| {
-                    let mut res = vec![0.0; nz * nx];
-                    for x in 0..nx {
-                        for z in 0..nz {
-                            s.buf[z] = src[z * plane + y * nx + x];
-                        }
-                        s.transform(nz, spacing[0]);
-                        for z in 0..nz {
-                            res[z * nx + x] = s.out[z];
-                        }
+        let base = SyncPtr(f.as_mut_ptr());
+        (0..ny).into_par_iter().for_each_init(
+            || (Scratch::new(nz), vec![0f64; nz * nx]),
+            |(s, block), y| {
+                let p = base;
+                for z in 0..nz {
+                    // SAFETY: rows (z, y) for this y are touched by this task only, and lie
+                    // inside `f` (z < nz, y < ny, row length nx).
+                    let row = unsafe { std::slice::from_raw_parts(p.0.add(z * plane + y * nx), nx) };
+                    block[z * nx..(z + 1) * nx].copy_from_slice(row);
+                }
+                let mut changed = false;
+                for x in 0..nx {
+                    let mut any = false;
+                    for z in 0..nz {
+                        let v = block[z * nx + x];
+                        any |= v != 0.0;
+                        s.buf[z] = v;
                     }
-                    res
-                },
-            )
-            .collect();
-        f.par_chunks_mut(plane).enumerate().for_each(|(z, pl)| {
-            for (y, col) in cols.iter().enumerate() {
-                pl[y * nx..(y + 1) * nx].copy_from_slice(&col[z * nx..(z + 1) * nx]);
-            }
-        });
+                    if !any {
+                        continue;
+                    }
+                    s.transform(nz, spacing[0]);
+                    for z in 0..nz {
+                        block[z * nx + x] = s.out[z];
+                    }
+                    changed = true;
+                }
+                if changed {
+                    for z in 0..nz {
+                        // SAFETY: as above.
+                        let row = unsafe { std::slice::from_raw_parts_mut(p.0.add(z * plane + y * nx), nx) };
+                        row.copy_from_slice(&block[z * nx..(z + 1) * nx]);
+                    }
+                }
+            },
+        );
     }
     f
 }
+
+/// A pointer that may cross threads; users guarantee disjoint access.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f64);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
 
 /// Per-thread buffers for the 1-D transform.
 struct Scratch {
