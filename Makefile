@@ -14,7 +14,7 @@ VPY         := $(VENV)/bin/python
 REL         := target/release
 export ORT_DYLIB_PATH := $(CURDIR)/$(ORT_LIB)
 
-.PHONY: all build demo test test-rust test-c test-python header bench runtime venv venv-train clean help
+.PHONY: all build demo test test-rust test-c test-python test-install test-python-install python-package install header bench runtime venv venv-train clean help
 
 all: build
 
@@ -62,7 +62,7 @@ $(VENV)/.stamp-train: $(VENV)/.stamp-base
 	$(VPY) -m pip install --quiet --no-deps -e bindings/python
 	touch $@
 
-test: build venv venv-train test-rust test-c test-python
+test: build venv venv-train test-rust test-c test-python test-install test-python-install
 	@echo "all test suites passed"
 
 test-rust: build
@@ -79,6 +79,54 @@ bench: build venv
 	cargo build --release --locked --example bench_postprocess
 	QCANET_LIBRARY=$(CURDIR)/$(REL)/libqcanet.so PYTHONPATH=$(CURDIR)/bindings/python \
 	    $(VPY) benches/compare.py
+
+# Installs the library, the runtime beside it, the header, pkg-config and CMake files,
+# and the command-line tool:  make install PREFIX=/opt/qcanet
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+install: build
+	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/lib/cmake/qcanet $(PREFIX)/include $(PREFIX)/bin
+	install -m 755 $(REL)/libqcanet.so $(PREFIX)/lib/libqcanet.so
+	install -m 755 $(ORT_LIB) $(PREFIX)/lib/libonnxruntime.so
+	install -m 755 $(REL)/qcanet $(PREFIX)/bin/qcanet
+	install -m 644 include/qcanet.h $(PREFIX)/include/qcanet.h
+	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|' -e 's|@VERSION@|$(VERSION)|' packaging/qcanet.pc.in > $(PREFIX)/lib/pkgconfig/qcanet.pc
+	install -m 644 packaging/qcanetConfig.cmake $(PREFIX)/lib/cmake/qcanet/qcanetConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|' packaging/qcanetConfigVersion.cmake.in > $(PREFIX)/lib/cmake/qcanet/qcanetConfigVersion.cmake
+	@echo "installed qcanet $(VERSION) into $(PREFIX)"
+
+# Builds the C example against an installed prefix with pkg-config and with CMake (from PyPI),
+# and runs both with no environment set up.
+test-install: build venv
+	test -x $(VENV)/bin/cmake || $(VPY) -m pip install --quiet "cmake>=3.20"
+	rm -rf $(CACHE)/install-test && mkdir -p $(CACHE)/install-test
+	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(CACHE)/install-test/prefix
+	cd $(CACHE)/install-test && \
+	  gcc -std=c99 -Wall -Werror ../../bindings/c/example.c -o example_pc \
+	      $$(PKG_CONFIG_PATH=prefix/lib/pkgconfig pkg-config --cflags --libs qcanet) -lm && \
+	  ../../$(VENV)/bin/cmake -S ../../bindings/c -B cmake-build -DCMAKE_PREFIX_PATH=$$PWD/prefix > /dev/null && \
+	  ../../$(VENV)/bin/cmake --build cmake-build > /dev/null && \
+	  prefix/bin/qcanet synth -o embryo.tif --labels truth.tif --nuclei 6 --seed 9 > /dev/null && \
+	  env -u ORT_DYLIB_PATH ./example_pc embryo.tif labels_pc.tif | grep "^nuclei: " && \
+	  env -u ORT_DYLIB_PATH ./cmake-build/qcanet_example embryo.tif labels_cmake.tif | grep "^nuclei: " && \
+	  env -u ORT_DYLIB_PATH prefix/bin/qcanet segment embryo.tif -o labels_cli.tif -q && \
+	  cmp labels_pc.tif labels_cmake.tif
+	@echo "install test: pkg-config and CMake builds ran against the installed prefix"
+
+# The Python package with the native library inside: pip install ./bindings/python works after this.
+python-package: build
+	mkdir -p bindings/python/qcanet/lib
+	cp -f $(REL)/libqcanet.so bindings/python/qcanet/lib/libqcanet.so
+	cp -f $(ORT_LIB) bindings/python/qcanet/lib/libonnxruntime.so
+
+# pip-installs the package into a scratch folder and uses it from elsewhere, no variables set.
+test-python-install: python-package venv
+	rm -rf $(CACHE)/pyinstall && $(VPY) -m pip install --quiet --no-deps --target $(CACHE)/pyinstall ./bindings/python
+	rm -rf bindings/python/build
+	cd /tmp && env -u QCANET_LIBRARY -u ORT_DYLIB_PATH PYTHONPATH=$(CURDIR)/$(CACHE)/pyinstall $(CURDIR)/$(VPY) -c \
+	  "import qcanet, numpy as np; m = qcanet.Model(); v = np.zeros((8, 32, 32), np.uint16); v[2:6, 8:24, 8:24] = 1000; \
+	   l = m.segment(v, voxel_size=(1.75, 0.8, 0.8)); assert '/pyinstall/qcanet/' in qcanet.__file__, qcanet.__file__; \
+	   print('installed package', qcanet.__file__, 'version', qcanet.version(), 'labels', l.max())"
 
 clean:
 	cargo clean

@@ -49,7 +49,13 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
         dirs.push(("beside the qcanet library".to_string(), d));
     }
     if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        dirs.push(("beside the program".to_string(), d));
+        // an installed program (PREFIX/bin) finds the runtime in PREFIX/lib
+        if let Some(lib) = d.parent().map(|p| p.join("lib")) {
+            dirs.push(("beside the program".to_string(), d));
+            dirs.push(("the program's ../lib".to_string(), lib));
+        } else {
+            dirs.push(("beside the program".to_string(), d));
+        }
     }
     for (what, d) in dirs {
         for n in LIB_NAMES {

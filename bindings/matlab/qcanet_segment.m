@@ -1,0 +1,47 @@
+function [labels, n] = qcanet_segment(vol, voxel_size, varargin)
+%QCANET_SEGMENT  Segment nuclei in a 3-D volume with qcanet.
+%   [labels, n] = qcanet_segment(vol, [vz vy vx])
+%   [labels, n] = qcanet_segment(vol, [vz vy vx], 'nsn', 'nsn.onnx', 'ndn', 'ndn.onnx', ...
+%                                 'device', 'cpu', 'fg_threshold', 0.6, 'min_volume', 500)
+%   vol is [X Y Z] (uint8, uint16 or single/double); voxel_size is z, y, x in micrometres.
+%   labels is uint32 [X Y Z] (0 = background, 1..n = nuclei). Without 'nsn', the model
+%   compiled into the library is used.
+p = inputParser;
+p.addParameter('nsn', ''); p.addParameter('ndn', ''); p.addParameter('device', 'cpu');
+p.addParameter('threads', 0); p.addParameter('fg_threshold', -1); p.addParameter('centre_threshold', -1);
+p.addParameter('min_volume', -1);
+p.parse(varargin{:});
+o = p.Results;
+qcanet_lib('load');
+opts = libstruct('QcaModelOptions');
+calllib('qcanet', 'qca_model_options_default', opts);
+opts.device = find(strcmp(o.device, {'auto', 'cpu', 'cuda'})) - 1;
+if isempty(opts.device), error('qcanet:device', 'device must be auto, cpu or cuda'); end
+opts.num_threads = o.threads;
+model = libpointer('voidPtrPtr', libpointer);
+if isempty(o.nsn)
+    qcanet_check(calllib('qcanet', 'qca_model_load_default', opts, model), 'loading the default model');
+else
+    ndn = o.ndn; if isempty(ndn), ndn = []; end
+    qcanet_check(calllib('qcanet', 'qca_model_load', o.nsn, ndn, opts, model), 'loading the model');
+end
+m = model.Value;
+cleanup = onCleanup(@() calllib('qcanet', 'qca_model_free', m));
+prm = libstruct('QcaSegmentParams');
+calllib('qcanet', 'qca_segment_params_default', prm);
+prm.voxel_size = single(voxel_size(:)');
+prm.fg_threshold = o.fg_threshold; prm.centre_threshold = o.centre_threshold;
+prm.min_volume_um3 = o.min_volume;
+dims = qcanet_dims(vol);
+labels = zeros(size(vol), 'uint32');
+lab = libpointer('uint32Ptr', labels);
+cnt = libpointer('uint32Ptr', uint32(0));
+switch class(vol)
+    case 'uint8', fn = 'qca_segment_u8';
+    case 'uint16', fn = 'qca_segment_u16';
+    otherwise, fn = 'qca_segment_f32'; vol = single(vol);
+end
+qcanet_check(calllib('qcanet', fn, m, vol, dims, prm, lab, cnt), 'segmentation');
+labels = reshape(lab.Value, size(vol));
+n = double(cnt.Value);
+end
