@@ -14,7 +14,7 @@ VPY         := $(VENV)/bin/python
 REL         := target/release
 export ORT_DYLIB_PATH := $(CURDIR)/$(ORT_LIB)
 
-.PHONY: all build demo test test-rust test-c test-python test-install test-python-install python-package install header bench runtime venv venv-train clean help
+.PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install python-package install header bench runtime venv venv-train clean help
 
 all: build
 
@@ -62,7 +62,7 @@ $(VENV)/.stamp-train: $(VENV)/.stamp-base
 	$(VPY) -m pip install --quiet --no-deps -e bindings/python
 	touch $@
 
-test: build venv venv-train test-rust test-c test-python test-install test-python-install
+test: build venv venv-train test-rust test-c test-python test-install test-python-install test-fiji
 	@echo "all test suites passed"
 
 test-rust: build
@@ -79,6 +79,13 @@ bench: build venv
 	cargo build --release --locked --example bench_postprocess
 	QCANET_LIBRARY=$(CURDIR)/$(REL)/libqcanet.so PYTHONPATH=$(CURDIR)/bindings/python \
 	    $(VPY) benches/compare.py
+
+# The ImageJ/Fiji plugin: target/fiji/Fiji.app (copy its contents into a Fiji installation).
+fiji-plugin: build
+	$(MAKE) --no-print-directory -C fiji-plugin plugin QCANET_ROOT=$(CURDIR)
+
+test-fiji: build
+	$(MAKE) --no-print-directory -C fiji-plugin test QCANET_ROOT=$(CURDIR)
 
 # Installs the library, the runtime beside it, the header, pkg-config and CMake files,
 # and the command-line tool:  make install PREFIX=/opt/qcanet

@@ -1,0 +1,25 @@
+package qcanet.ij;
+
+import ij.IJ;
+import ij.plugin.PlugIn;
+
+/** Plugins > QCANet > About: versions of the plugin, library, ONNX Runtime and model. */
+public class About implements PlugIn {
+    public static final String PLUGIN_VERSION = "0.1.0";
+
+    @Override
+    public void run(String arg) {
+        StringBuilder s = new StringBuilder("QCANet plugin " + PLUGIN_VERSION + "\n");
+        try {
+            Native.check();
+            s.append("qcanet library ").append(Native.version()).append("\n");
+            s.append("ONNX Runtime: ").append(Native.runtimeInfo()).append("\n");
+            long m = SegmentNuclei.model(null, null, Native.DEVICE_CPU);
+            s.append("Model: ").append(Native.describeModel(m));
+        } catch (Throwable t) {
+            s.append("Problem: ").append(t.getMessage());
+        }
+        IJ.log(s.toString());
+        IJ.showMessage("About QCANet", s.toString());
+    }
+}
