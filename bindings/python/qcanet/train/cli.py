@@ -70,6 +70,11 @@ def main(argv=None):
     p.add_argument("checkpoint"); p.add_argument("-o", "--out", required=True)
     p.add_argument("--split", action="store_true", help="write separate NSN and NDN files")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--fg-threshold", type=float, help="override the post-processing default stored in the model")
+    p.add_argument("--centre-threshold", type=float)
+    p.add_argument("--marker-sigma", type=float, help="um")
+    p.add_argument("--min-volume", type=float, help="um^3")
+    p.add_argument("--landscape", choices=["edt", "centre"])
 
     p = sub.add_parser("evaluate", help="segment a dataset with the Rust `qcanet` and score it")
     p.add_argument("data"); p.add_argument("--model", help="joint .onnx (default: embedded)")
@@ -90,7 +95,10 @@ def main(argv=None):
         train(a)
     elif a.cmd == "export":
         from .export import export
-        export(a.checkpoint, a.out, split=a.split, opset=a.opset)
+        post = {k: v for k, v in (("fg_threshold", a.fg_threshold), ("centre_threshold", a.centre_threshold),
+                                  ("sigma_um", a.marker_sigma), ("min_volume_um3", a.min_volume),
+                                  ("landscape", a.landscape)) if v is not None}
+        export(a.checkpoint, a.out, split=a.split, opset=a.opset, post=post)
     elif a.cmd == "evaluate":
         return _evaluate(a)
     return 0

@@ -48,11 +48,14 @@ class _Head(torch.nn.Module):
         return torch.sigmoid(self.net(image)[:, self.ch:self.ch + 1])
 
 
-def export(checkpoint, out, split=False, opset=17, check=True):
+def export(checkpoint, out, split=False, opset=17, check=True, post=None):
     """Write ``out`` (joint model: outputs prob + centre) or, with ``split``,
-    ``out``-nsn.onnx and ``out``-ndn.onnx.  Returns {path: max_abs_diff}."""
+    ``out``-nsn.onnx and ``out``-ndn.onnx.  ``post`` overrides the checkpoint's
+    post-processing defaults.  Returns {path: max_abs_diff}."""
     import onnx
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if post:
+        ck["post"] = dict(ck.get("post", {}), **post)
     net = M.build(ck["config"])
     net.load_state_dict(ck["model"])
     net.eval()

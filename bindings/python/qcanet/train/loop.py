@@ -89,8 +89,8 @@ def sweep(net, volumes, device, workers, amp):
     for mv in (300.0, 500.0, 700.0):
         for fg_t in (0.5, 0.6, 0.7):
             for c_t in (0.3, 0.5):
-                for land in ("edt",):
-                    post = dict(DEFAULT_POST, landscape=land, fg_threshold=fg_t, centre_threshold=c_t,
+                for sig in (1.0, 2.5):
+                    post = dict(DEFAULT_POST, sigma_um=sig, fg_threshold=fg_t, centre_threshold=c_t,
                                 min_volume_um3=mv)
                     mean, _, _ = evaluate_set(net, volumes, device, post, workers, amp, preds)
                     rows.append(dict(post=post, **mean))
