@@ -70,3 +70,22 @@ def test_fit_export_and_run_in_rust(dataset, tmp_path):
     with pytest.raises(qcanet.QcanetError) as e:
         qcanet.Model(nsn=tmp_path / "pair-ndn.onnx", ndn=tmp_path / "pair-nsn.onnx")
     assert e.value.status_name == "QCA_ERR_MODEL"
+
+    # `qcanet-train evaluate` runs the Rust command on the held-out embryo and reports scores
+    scores = tmp_path / "scores.json"
+    r = subprocess.run([sys.executable, "-m", "qcanet.train", "evaluate", str(dataset), "--model", str(onnx_path),
+                        "--embryos", "EmbB", "--qcanet", str(QCANET), "--json", str(scores)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "mean of 2" in r.stdout
+    doc = json.loads(scores.read_text())
+    assert [f["file"] for f in doc["files"]] == ["EmbB_t001.tif", "EmbB_t002.tif"]
+
+
+def test_voxel_size_comes_from_the_calibration(dataset):
+    from qcanet.train.data import load_folder, tiff_voxel_size
+    v = tiff_voxel_size(dataset / "images" / "EmbA_t001.tif")
+    assert v == pytest.approx((1.75, 0.8, 0.8))
+    ds = load_folder(dataset, progress=False)
+    assert all(x.voxel_size == pytest.approx((1.75, 0.8, 0.8)) for x in ds.volumes)
+    assert {x.embryo for x in ds.volumes} == {"EmbA", "EmbB"}

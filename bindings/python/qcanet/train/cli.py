@@ -38,13 +38,15 @@ def main(argv=None):
 
     p = sub.add_parser("pack", help="pack a dataset folder into one compressed .npz")
     p.add_argument("data"); p.add_argument("-o", "--out", required=True)
-    p.add_argument("--voxel-size", type=_vs, default=[1.75, 0.8, 0.8], help="Z,Y,X um (default BBBC050)")
+    p.add_argument("--voxel-size", type=_vs, default=None,
+                   help="Z,Y,X um (default: each file's calibration, else BBBC050's 1.75,0.8,0.8)")
 
     p = sub.add_parser("fit", help="train the joint NSN+NDN network")
     p.add_argument("data", help="dataset folder (images/ nsn/ ndn/ [instances/]) or packed .npz")
     p.add_argument("-o", "--out", required=True, help="run folder (checkpoints, log.csv, curves.png)")
     p.add_argument("--arch", default="lean8", help="lean8 | lean12 | lean16 | paper-nsn | paper-ndn")
-    p.add_argument("--voxel-size", type=_vs, default=[1.75, 0.8, 0.8])
+    p.add_argument("--voxel-size", type=_vs, default=None,
+                   help="Z,Y,X um (default: each file's calibration, else BBBC050's 1.75,0.8,0.8)")
     p.add_argument("--val-embryos", nargs="*", default=["Emb10", "Emb11"],
                    help="embryos held out for validation (split by embryo, never by time point)")
     p.add_argument("--iters", type=int, default=3000)
@@ -87,7 +89,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.cmd == "pack":
         from .data import load_folder, save_packed
-        ds = load_folder(a.data, tuple(a.voxel_size))
+        ds = load_folder(a.data, a.voxel_size)
         save_packed(ds, a.out)
         print(f"packed {len(ds.volumes)} volumes into {a.out} ({Path(a.out).stat().st_size / 1e6:.1f} MB)")
     elif a.cmd == "fit":

@@ -97,7 +97,29 @@ class Dataset:
         return tr, va
 
 
-def load_folder(root, voxel_size=DEFAULT_VOXEL_SIZE, progress=True) -> Dataset:
+def tiff_voxel_size(path):
+    """(z, y, x) micrometres from a TIFF's ImageJ calibration, or None."""
+    import tifffile
+    with tifffile.TiffFile(str(path)) as tf:
+        ij = tf.imagej_metadata or {}
+        page = tf.pages[0]
+        xr, yr = page.tags.get("XResolution"), page.tags.get("YResolution")
+        if "spacing" not in ij or xr is None or yr is None:
+            return None
+        unit = str(ij.get("unit", "micron")).lower()
+        f = {"micron": 1.0, "microns": 1.0, "um": 1.0, "\u00b5m": 1.0, "\xb5m": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit)
+        if f is None:
+            return None
+        px = lambda r: r.value[1] / r.value[0] if r.value[0] else None
+        x, y = px(xr), px(yr)
+        if not x or not y:
+            return None
+        return (float(ij["spacing"]) * f, y * f, x * f)
+
+
+def load_folder(root, voxel_size=None, progress=True) -> Dataset:
+    """Loads a dataset folder. ``voxel_size`` None: each file's ImageJ calibration,
+    else BBBC050's 1.75 x 0.8 x 0.8 um (said once on stderr)."""
     root = Path(root)
     img_dir = root / "images" if (root / "images").is_dir() else root / "images_raw"
     nsn_dir = root / "nsn" if (root / "nsn").is_dir() else root / "images_nsn"
@@ -114,17 +136,25 @@ def load_folder(root, voxel_size=DEFAULT_VOXEL_SIZE, progress=True) -> Dataset:
     except ImportError:  # pragma: no cover
         it = names
     ds = Dataset()
+    warned = False
     for n in it:
         raw = _read(img_dir / n)
+        vs = tuple(voxel_size) if voxel_size is not None else tiff_voxel_size(img_dir / n)
+        if vs is None:
+            vs = DEFAULT_VOXEL_SIZE
+            if not warned:
+                import sys
+                print(f"note: {n} carries no calibration; using {vs} um (z, y, x); set --voxel-size", file=sys.stderr)
+                warned = True
         if (inst_dir / n).exists():
             lab = _read(inst_dir / n).astype(np.uint16)
         else:
-            lab = instances_from_masks(_read(nsn_dir / n), _read(ndn_dir / n), voxel_size)
+            lab = instances_from_masks(_read(nsn_dir / n), _read(ndn_dir / n), vs)
         if lab.shape != raw.shape:
             raise ValueError(f"{n}: labels {lab.shape} do not match image {raw.shape}")
         img = np.round(normalise(raw) * 255).astype(np.uint8)
-        c = np.round(centreness(lab, voxel_size) * 255).astype(np.uint8)
-        ds.volumes.append(Volume(n, embryo_of(n), img, lab, c, tuple(voxel_size)))
+        c = np.round(centreness(lab, vs) * 255).astype(np.uint8)
+        ds.volumes.append(Volume(n, embryo_of(n), img, lab, c, vs))
     return ds
 
 
@@ -152,7 +182,7 @@ def load_packed(path) -> Dataset:
     return ds
 
 
-def load_any(path, voxel_size=DEFAULT_VOXEL_SIZE, progress=True) -> Dataset:
+def load_any(path, voxel_size=None, progress=True) -> Dataset:
     p = Path(path)
     if p.suffix == ".npz":
         return load_packed(p)

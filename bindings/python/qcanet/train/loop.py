@@ -107,7 +107,9 @@ def train(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from .data import load_any
-    ds = load_any(args.data, tuple(args.voxel_size), progress=not args.quiet)
+    ds = load_any(args.data, args.voxel_size, progress=not args.quiet)
+    if args.voxel_size is None:
+        args.voxel_size = list(ds.volumes[0].voxel_size)  # the grid the model learns, for its metadata
     tr, va = ds.split(args.val_embryos)
     if not tr.volumes:
         raise SystemExit("no training volumes left after holding out the validation embryos")
