@@ -72,7 +72,7 @@ def rust_times(tmp, gt, mask, markers, pred, repeat):
 
 
 def main():
-    repeat = int(os.environ.get("BENCH_REPEAT", "15"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "31"))
     print(f"{os.cpu_count()} cores; medians of {repeat} runs")
     print("'qcanet' = the Rust functions called from Rust; 'via Python' = the same through the ctypes binding\n")
     print(f"{'volume':<14}{'task':<18}{'python (s)':>11}{'qcanet (s)':>11}{'speed-up':>9}"

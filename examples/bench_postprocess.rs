@@ -34,7 +34,7 @@ fn main() {
     let pred = read::<u32>(&dir.join("pred.u32"), n);
     let vs = [1.75, 0.8, 0.8];
     let run = || {
-        let land: Vec<f64> = qcanet::edt::edt(&mask, dims, vs).into_iter().map(|d| -d).collect();
+        let land = qcanet::edt::negative_edt(&mask, dims, vs);
         qcanet::watershed::watershed(&land, &markers, &mask, dims, qcanet::Connectivity::Faces6).unwrap()
     };
     let labels = run();

@@ -18,6 +18,13 @@ pub fn edt(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
     d
 }
 
+/// `-edt(mask)`, the watershed landscape, in one pass over the squared distances.
+pub fn negative_edt(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
+    let mut d = edt_squared(mask, dims, spacing);
+    d.par_iter_mut().for_each(|v| *v = -v.sqrt());
+    d
+}
+
 /// Squared distances (see [`edt`]).
 pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
     let [nz, ny, nx] = dims;

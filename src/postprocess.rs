@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::edt::edt;
+use crate::edt::negative_edt;
 use crate::error::{voxel_count, Error, Result};
 use crate::watershed::{label_components, watershed, Connectivity};
 
@@ -103,7 +103,7 @@ pub fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3]
         }
     };
     let land: Vec<f64> = match p.landscape {
-        Landscape::Distance => edt(&mask, dims, voxel).into_par_iter().map(|d| -d).collect(),
+        Landscape::Distance => negative_edt(&mask, dims, voxel),
         Landscape::Centre => centre.par_iter().map(|&c| -(c as f64)).collect(),
     };
     let mut lab = watershed(&land, &markers, &mask, dims, p.connectivity)?;
