@@ -675,17 +675,7 @@ pub unsafe extern "C" fn qca_postprocess_f32(nsn_prob: *const f32, ndn_prob: *co
             return Err(null("labels_out"));
         }
         let (s, _) = segment_params(p)?;
-        let base = PostParams::default();
-        let pp = PostParams {
-            fg_threshold: s.fg_threshold.unwrap_or(base.fg_threshold),
-            centre_threshold: s.centre_threshold.unwrap_or(base.centre_threshold),
-            markers: s.markers.unwrap_or(base.markers),
-            marker_sigma_um: s.marker_sigma_um.unwrap_or(base.marker_sigma_um),
-            landscape: s.landscape.unwrap_or(base.landscape),
-            fill_holes: s.fill_holes.unwrap_or(base.fill_holes),
-            min_volume_um3: s.min_volume_um3.unwrap_or(base.min_volume_um3),
-            connectivity: s.connectivity.unwrap_or(base.connectivity),
-        };
+        let pp = s.post_over(&PostParams::default());
         let vox = s.voxel_size.unwrap_or([1.0; 3]);
         let (lab, k) = crate::postprocess_probabilities(fg, cen, d, vox, &pp).c()?;
         std::ptr::copy_nonoverlapping(lab.as_ptr(), labels_out, n);

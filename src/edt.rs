@@ -40,26 +40,9 @@ pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f6
         },
     );
     // y: within each z slab, columns of stride nx
-    f.par_chunks_mut(ny * nx).for_each_init(
-        || Scratch::new(ny),
-        |s, slab| {
-            for x in 0..nx {
-                let mut any = false;
-                for y in 0..ny {
-                    let v = slab[y * nx + x];
-                    any |= v != 0.0;
-                    s.buf[y] = v;
-                }
-                if !any {
-                    continue;
-                }
-                s.transform(ny, spacing[1]);
-                for y in 0..ny {
-                    slab[y * nx + x] = s.out[y];
-                }
-            }
-        },
-    );
+    f.par_chunks_mut(ny * nx).for_each_init(|| Scratch::new(ny), |s, slab| {
+        s.columns(slab, ny, nx, spacing[1]);
+    });
     // z: columns of stride ny*nx. Each task owns one y and so a disjoint set of
     // positions {z * plane + y * nx + x}; it copies its nz rows out, transforms
     // the columns and writes the rows back.
@@ -76,24 +59,7 @@ pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f6
                     let row = unsafe { std::slice::from_raw_parts(p.0.add(z * plane + y * nx), nx) };
                     block[z * nx..(z + 1) * nx].copy_from_slice(row);
                 }
-                let mut changed = false;
-                for x in 0..nx {
-                    let mut any = false;
-                    for z in 0..nz {
-                        let v = block[z * nx + x];
-                        any |= v != 0.0;
-                        s.buf[z] = v;
-                    }
-                    if !any {
-                        continue;
-                    }
-                    s.transform(nz, spacing[0]);
-                    for z in 0..nz {
-                        block[z * nx + x] = s.out[z];
-                    }
-                    changed = true;
-                }
-                if changed {
+                if s.columns(block, nz, nx, spacing[0]) {
                     for z in 0..nz {
                         // SAFETY: as above.
                         let row = unsafe { std::slice::from_raw_parts_mut(p.0.add(z * plane + y * nx), nx) };
@@ -123,6 +89,30 @@ struct Scratch {
 impl Scratch {
     fn new(n: usize) -> Self {
         Scratch { buf: vec![0.0; n], out: vec![0.0; n], v: vec![0; n], z: vec![0.0; n + 1] }
+    }
+
+    /// Transforms each of the `nx` columns (length `n`, stride `nx`) of a row-major
+    /// block in place; all-zero columns are already final and skipped. Returns
+    /// whether anything changed.
+    fn columns(&mut self, block: &mut [f64], n: usize, nx: usize, s: f64) -> bool {
+        let mut changed = false;
+        for x in 0..nx {
+            let mut any = false;
+            for i in 0..n {
+                let v = block[i * nx + x];
+                any |= v != 0.0;
+                self.buf[i] = v;
+            }
+            if !any {
+                continue;
+            }
+            self.transform(n, s);
+            for i in 0..n {
+                block[i * nx + x] = self.out[i];
+            }
+            changed = true;
+        }
+        changed
     }
 
     fn line_inplace(&mut self, row: &mut [f64], s: f64) {

@@ -58,6 +58,22 @@ pub struct SegmentParams {
     pub overlap: Option<[usize; 3]>,
 }
 
+impl SegmentParams {
+    /// The post-processing parameters: each field given here, else `base`'s.
+    pub fn post_over(&self, base: &PostParams) -> PostParams {
+        PostParams {
+            fg_threshold: self.fg_threshold.unwrap_or(base.fg_threshold),
+            centre_threshold: self.centre_threshold.unwrap_or(base.centre_threshold),
+            markers: self.markers.unwrap_or(base.markers),
+            marker_sigma_um: self.marker_sigma_um.unwrap_or(base.marker_sigma_um),
+            landscape: self.landscape.unwrap_or(base.landscape),
+            fill_holes: self.fill_holes.unwrap_or(base.fill_holes),
+            min_volume_um3: self.min_volume_um3.unwrap_or(base.min_volume_um3),
+            connectivity: self.connectivity.unwrap_or(base.connectivity),
+        }
+    }
+}
+
 /// A segmentation: labels on the input grid (0 background, 1..=n nuclei).
 #[derive(Clone, Debug)]
 pub struct Segmentation {
@@ -123,20 +139,12 @@ impl Model {
 
     /// The effective post-processing parameters for `p`.
     pub fn post_params(&self, p: &SegmentParams) -> PostParams {
-        let d = &self.nsn.info.post;
-        PostParams {
-            fg_threshold: p.fg_threshold.unwrap_or(d.fg_threshold),
-            centre_threshold: p.centre_threshold.unwrap_or(match &self.ndn {
-                Some(n) => n.info.post.centre_threshold,
-                None => d.centre_threshold,
-            }),
-            markers: p.markers.unwrap_or(d.markers),
-            marker_sigma_um: p.marker_sigma_um.unwrap_or(d.marker_sigma_um),
-            landscape: p.landscape.unwrap_or(d.landscape),
-            fill_holes: p.fill_holes.unwrap_or(d.fill_holes),
-            min_volume_um3: p.min_volume_um3.unwrap_or(d.min_volume_um3),
-            connectivity: p.connectivity.unwrap_or(d.connectivity),
+        let mut base = self.nsn.info.post.clone();
+        // a separate NDN model knows its own centre threshold
+        if let Some(n) = &self.ndn {
+            base.centre_threshold = n.info.post.centre_threshold;
         }
+        p.post_over(&base)
     }
 
     /// Network probabilities (foreground, centre) on the model grid, and that grid's

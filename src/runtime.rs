@@ -50,11 +50,10 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
     }
     if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         // an installed program (PREFIX/bin) finds the runtime in PREFIX/lib
-        if let Some(lib) = d.parent().map(|p| p.join("lib")) {
-            dirs.push(("beside the program".to_string(), d));
+        let lib = d.parent().map(|p| p.join("lib"));
+        dirs.push(("beside the program".to_string(), d));
+        if let Some(lib) = lib {
             dirs.push(("the program's ../lib".to_string(), lib));
-        } else {
-            dirs.push(("beside the program".to_string(), d));
         }
     }
     for (what, d) in dirs {

@@ -163,9 +163,7 @@ pub fn generate(p: &SynthParams) -> SynthVolume {
     let image: Vec<u16> = blurred
         .par_iter()
         .enumerate()
-        .map_init(
-            || (),
-            |_, (i, &s)| {
+        .map(|(i, &s)| {
                 let z = i / (ny * nx);
                 let depth = 1.0 - p.depth_falloff * z as f64 / (nz.max(2) - 1) as f64;
                 let lambda = (s as f64 * depth * bleach + 0.03) * p.photons;
@@ -174,8 +172,7 @@ pub fn generate(p: &SynthParams) -> SynthVolume {
                 let shot = lambda + lambda.sqrt() * r.normal();
                 let val = p.offset + shot.max(0.0) + p.read_noise * r.normal();
                 val.round().clamp(0.0, 65535.0) as u16
-            },
-        )
+        })
         .collect();
     SynthVolume { image, labels, dims: p.dims, voxel_size: p.voxel_size, n_nuclei: nuclei.len() as u32 }
 }

@@ -228,7 +228,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}: {} nuclei, {:?} voxels of {:?} um", output.display(), v.n_nuclei, v.dims, v.voxel_size);
             Ok(())
         }
-        Cmd::Demo { out, model } => demo(out, &model, cli.quiet),
+        Cmd::Demo { out, model } => demo(out, &model),
         Cmd::Info { model } => info(&model),
     }
 }
@@ -350,6 +350,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma
         }
         let mut labels = Vec::with_capacity(stack.volume_len() * stack.frames);
         let mut counts = Vec::new();
+        let mut csv = String::new();
         for t in 0..stack.frames {
             let vol = stack.volume(t, channel)?.to_f32();
             let base = (i * 100) as u64;
@@ -359,6 +360,11 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma
                 true
             };
             let seg = model.segment(&vol, stack.dims, &p, Some(&cb))?;
+            if want_csv {
+                // measured while this frame's raw volume is at hand
+                let m = qcanet::measure(&seg.labels, stack.dims, p.voxel_size.unwrap_or([1.0; 3]), Some(&vol))?;
+                push_frame_csv(&mut csv, t, &m);
+            }
             counts.push(seg.n_nuclei);
             labels.extend(seg.labels);
         }
@@ -366,22 +372,6 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma
         let vox_out = p.voxel_size;
         tiff::write_labels(&out, &labels, stack.dims, stack.frames, vox_out)?;
         if want_csv {
-            let n = stack.volume_len();
-            let mut csv = String::new();
-            for t in 0..stack.frames {
-                let raw = stack.volume(t, channel)?.to_f32();
-                let m = qcanet::measure(&labels[t * n..(t + 1) * n], stack.dims, vox_out.unwrap_or([1.0; 3]), Some(&raw))?;
-                let body = qcanet::measure::to_csv(&m);
-                for (k, line) in body.lines().enumerate() {
-                    if k == 0 {
-                        if t == 0 {
-                            csv.push_str(&format!("frame,{line}\n"));
-                        }
-                    } else {
-                        csv.push_str(&format!("{t},{line}\n"));
-                    }
-                }
-            }
             write_atomic(&out.with_extension("csv"), csv.as_bytes())?;
         }
         total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
@@ -402,6 +392,18 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma
         );
     }
     Ok(())
+}
+
+/// Appends one frame's measurements to a CSV with a leading `frame` column
+/// (the header once, with frame 0).
+fn push_frame_csv(csv: &mut String, t: usize, nuclei: &[qcanet::Nucleus]) {
+    for (k, line) in qcanet::measure::to_csv(nuclei).lines().enumerate() {
+        if k > 0 {
+            csv.push_str(&format!("{t},{line}\n"));
+        } else if t == 0 {
+            csv.push_str(&format!("frame,{line}\n"));
+        }
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -503,22 +505,14 @@ fn measure_cmd(labels: &Path, image: Option<&Path>, voxel: Option<[f64; 3]>, out
         };
         let m = qcanet::measure(&lab[t * n..(t + 1) * n], s.dims, vox, iv.as_deref())?;
         count += m.len();
-        for (k, line) in qcanet::measure::to_csv(&m).lines().enumerate() {
-            if k == 0 {
-                if t == 0 {
-                    csv.push_str(&format!("frame,{line}\n"));
-                }
-            } else {
-                csv.push_str(&format!("{t},{line}\n"));
-            }
-        }
+        push_frame_csv(&mut csv, t, &m);
     }
     write_atomic(output, csv.as_bytes())?;
     println!("{count} nuclei -> {}", output.display());
     Ok(())
 }
 
-fn demo(out: Option<PathBuf>, ma: &ModelArgs, quiet: bool) -> Result<()> {
+fn demo(out: Option<PathBuf>, ma: &ModelArgs) -> Result<()> {
     let keep;
     let dir = match out {
         Some(d) => {
@@ -533,7 +527,6 @@ fn demo(out: Option<PathBuf>, ma: &ModelArgs, quiet: bool) -> Result<()> {
             p
         }
     };
-    let _ = &keep;
     let v = qcanet::synth::generate(&qcanet::synth::SynthParams { n_nuclei: 16, seed: 7, time: 0.5, ..Default::default() });
     let raw = dir.join("demo_embryo.tif");
     let gt = dir.join("demo_ground_truth.tif");
@@ -557,7 +550,6 @@ fn demo(out: Option<PathBuf>, ma: &ModelArgs, quiet: bool) -> Result<()> {
     if keep.is_none() {
         println!("files: {}, {}, {}", raw.display(), gt.display(), res.display());
     }
-    let _ = quiet;
     Ok(())
 }
 

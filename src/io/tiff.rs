@@ -154,7 +154,6 @@ fn concat(parts: Vec<Samples>) -> Samples {
 /// What an ImageJ description says.
 #[derive(Default, Debug)]
 struct ImageJInfo {
-    images: Option<usize>,
     channels: Option<usize>,
     slices: Option<usize>,
     frames: Option<usize>,
@@ -171,7 +170,6 @@ fn parse_imagej(desc: &str) -> Option<ImageJInfo> {
         let Some((k, v)) = line.split_once('=') else { continue };
         let v = v.trim();
         match k.trim() {
-            "images" => info.images = v.parse().ok(),
             "channels" => info.channels = v.parse().ok(),
             "slices" => info.slices = v.parse().ok(),
             "frames" => info.frames = v.parse().ok(),
@@ -231,43 +229,26 @@ pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
         dec.next_image().map_err(|e| tiff_err(path, e))?;
     }
     let n = pages.len();
-    let samples = match pages.remove(0) {
-        DecodingResult::U8(first) => {
-            let mut v = first;
+    // every page has the first page's colour type (checked above), so pages of
+    // another variant cannot occur here
+    macro_rules! join {
+        ($var:ident, $conv:expr) => {{
+            let mut v = Vec::new();
             for p in pages {
-                if let DecodingResult::U8(x) = p { v.extend(x) }
+                if let DecodingResult::$var(x) = p {
+                    v.extend(x.into_iter().map($conv));
+                }
             }
-            Samples::U8(v)
-        }
-        DecodingResult::U16(first) => {
-            let mut v = first;
-            for p in pages {
-                if let DecodingResult::U16(x) = p { v.extend(x) }
-            }
-            Samples::U16(v)
-        }
-        DecodingResult::U32(first) => {
-            let mut v = first;
-            for p in pages {
-                if let DecodingResult::U32(x) = p { v.extend(x) }
-            }
-            Samples::U32(v)
-        }
-        DecodingResult::F32(first) => {
-            let mut v = first;
-            for p in pages {
-                if let DecodingResult::F32(x) = p { v.extend(x) }
-            }
-            Samples::F32(v)
-        }
-        DecodingResult::I16(first) => {
-            // signed 16-bit: shift into the unsigned range, as ImageJ does
-            let mut v: Vec<u16> = first.iter().map(|&a| (a as i32 + 32768) as u16).collect();
-            for p in pages {
-                if let DecodingResult::I16(x) = p { v.extend(x.iter().map(|&a| (a as i32 + 32768) as u16)) }
-            }
-            Samples::U16(v)
-        }
+            v
+        }};
+    }
+    let samples = match &pages[0] {
+        DecodingResult::U8(_) => Samples::U8(join!(U8, |a| a)),
+        DecodingResult::U16(_) => Samples::U16(join!(U16, |a| a)),
+        DecodingResult::U32(_) => Samples::U32(join!(U32, |a| a)),
+        DecodingResult::F32(_) => Samples::F32(join!(F32, |a| a)),
+        // signed 16-bit: shift into the unsigned range, as ImageJ does
+        DecodingResult::I16(_) => Samples::U16(join!(I16, |a: i16| (a as i32 + 32768) as u16)),
         _ => return Err(Error::Unsupported(format!("{}: sample format {ct:?} (use 8/16/32-bit grey)", path.display()))),
     };
     let plane = (w as usize) * (h as usize);
@@ -290,7 +271,6 @@ pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
             frames = 1;
             slices = n;
         }
-        let _ = info.images;
         spacing = info.spacing;
         unit = info.unit.clone();
     }

@@ -12,11 +12,11 @@ The native library is ``libqcanet.so`` (found inside the package, or through
 from __future__ import annotations
 
 import ctypes as C
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import _native as N
+from .reference import Metrics
 
 __all__ = ["Model", "QcanetError", "evaluate", "measure", "postprocess", "watershed", "edt",
            "read_tiff", "write_tiff", "Metrics", "version"]
@@ -57,20 +57,6 @@ def _dims(a: np.ndarray):
 
 def _ptr(a: np.ndarray):
     return a.ctypes.data_as(C.c_void_p)
-
-
-@dataclass
-class Metrics:
-    iou: float
-    seg: float
-    mucov: float
-    seg_ctc: float
-    f1: float
-    precision: float
-    recall: float
-    n_gt: int
-    n_pred: int
-    n_matched: int
 
 
 _MARKERS = {None: 0, "components": 1, "local_max": 2}

@@ -10,7 +10,7 @@ import torch
 from . import model as M
 
 
-def _meta(ck, role, parity=None):
+def _meta(ck, role):
     post = ck.get("post", {})
     vs = ck.get("voxel_size", [1.75, 0.8, 0.8])
     net_cfg = ck["config"]

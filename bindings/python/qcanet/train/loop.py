@@ -83,7 +83,6 @@ def evaluate_set(net, volumes, device, post, workers=4, amp=False, preds=None):
 
 def sweep(net, volumes, device, workers, amp):
     """Grid over post-processing parameters on the validation set; returns rows sorted best first."""
-    _, _, preds = evaluate_set(net, volumes[:1], device, DEFAULT_POST, 1, amp)  # warm
     preds = [predict_volume(net, v.image, device, net.spatial_multiple, amp) for v in volumes]
     rows = []
     for mv in (300.0, 500.0, 700.0):
