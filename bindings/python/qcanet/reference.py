@@ -97,6 +97,64 @@ def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
                    n_gt=int(n_gt), n_pred=int(n_pred), n_matched=matched)
 
 
+def per_nucleus_seg(pred: np.ndarray, gt: np.ndarray):
+    """Each ground-truth nucleus's SEG term: (gt ids, sizes in voxels, Jaccard or 0).
+
+    A nucleus scores the Jaccard index of the prediction covering more than half
+    of it, 0 when none does; ``evaluate(...).seg`` is the mean of these terms.
+
+    >>> gt = np.zeros((1, 1, 8), np.uint32); gt[0, 0, :4] = 1; gt[0, 0, 4:] = 2
+    >>> pr = np.zeros_like(gt); pr[0, 0, :3] = 5
+    >>> ids, size, score = per_nucleus_seg(pr, gt)
+    >>> ids.tolist(), size.tolist(), score.tolist()
+    ([1, 2], [4, 4], [0.75, 0.0])
+    """
+    t, gt_ids, _ = contingency(pred, gt)
+    t = t.astype(np.float64)
+    inter = t[1:, 1:]
+    gt_size = t[1:, :].sum(axis=1)
+    if inter.shape[1] == 0:
+        return gt_ids[1:], gt_size.astype(np.int64), np.zeros(len(gt_size))
+    pr_size = t[:, 1:].sum(axis=0)
+    union = gt_size[:, None] + pr_size[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jac = np.where(union > 0, inter / union, 0.0)
+    best = jac.argmax(axis=1)
+    r = np.arange(len(gt_size))
+    score = np.where(inter[r, best] > 0.5 * gt_size, jac[r, best], 0.0)
+    return gt_ids[1:], gt_size.astype(np.int64), score
+
+
+def seg_by_size(pairs, voxel_size, edges_um3=(300.0, 700.0, 1500.0)):
+    """SEG broken down by ground-truth nucleus volume, over many (pred, gt) pairs.
+
+    Returns one row per volume class: dict(lo, hi, n, found, seg) where ``found``
+    counts nuclei with a nonzero SEG term and ``seg`` is their classes' mean term.
+    Where SEG is lost -- tiny objects, mid-sized dim nuclei, or the boundaries of
+    large ones -- is what decides the next training change.
+
+    >>> gt = np.zeros((1, 1, 8), np.uint32); gt[0, 0, :4] = 1; gt[0, 0, 4:] = 2
+    >>> pr = np.zeros_like(gt); pr[0, 0, :3] = 5
+    >>> [(r["n"], r["found"], r["seg"]) for r in seg_by_size([(pr, gt)], (1, 1, 1), (3.5,))]
+    [(0, 0, 0.0), (2, 1, 0.375)]
+    """
+    vox = float(np.prod(voxel_size))
+    sizes, scores = [], []
+    for pred, gt in pairs:
+        _, s, sc = per_nucleus_seg(pred, gt)
+        sizes.append(s * vox); scores.append(sc)
+    sizes = np.concatenate(sizes) if sizes else np.zeros(0)
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    bounds = [0.0, *edges_um3, float("inf")]
+    rows = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sel = (sizes >= lo) & (sizes < hi)
+        n = int(sel.sum())
+        rows.append(dict(lo=lo, hi=hi, n=n, found=int((scores[sel] > 0).sum()),
+                         seg=float(scores[sel].mean()) if n else 0.0))
+    return rows
+
+
 # --------------------------------------------------------------------------
 # post-processing
 # --------------------------------------------------------------------------

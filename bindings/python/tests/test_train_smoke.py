@@ -74,12 +74,15 @@ def test_fit_export_and_run_in_rust(dataset, tmp_path):
     # `qcanet-train evaluate` runs the Rust command on the held-out embryo and reports scores
     scores = tmp_path / "scores.json"
     r = subprocess.run([sys.executable, "-m", "qcanet.train", "evaluate", str(dataset), "--model", str(onnx_path),
-                        "--embryos", "EmbB", "--qcanet", str(QCANET), "--json", str(scores)],
+                        "--embryos", "EmbB", "--qcanet", str(QCANET), "--json", str(scores), "--by-size"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "mean of 2" in r.stdout
     doc = json.loads(scores.read_text())
     assert [f["file"] for f in doc["files"]] == ["EmbB_t001.tif", "EmbB_t002.tif"]
+    # the size breakdown covers every ground-truth nucleus the Rust evaluation counted
+    n_gt = sum(f["metrics"]["n_gt"] for f in doc["files"])
+    assert f"SEG by ground-truth nucleus volume ({n_gt} nuclei in 2 volumes)" in r.stdout
 
 
 def test_voxel_size_comes_from_the_calibration(dataset):

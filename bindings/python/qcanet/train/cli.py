@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 def _vs(s):
     v = [float(x) for x in s.split(",")]
@@ -85,6 +87,8 @@ def main(argv=None):
     p.add_argument("--embryos", nargs="*", help="only these embryos (e.g. the validation ones)")
     p.add_argument("--qcanet", default=shutil.which("qcanet") or "qcanet", help="path of the qcanet command")
     p.add_argument("--json")
+    p.add_argument("--by-size", action="store_true",
+                   help="also break SEG down by ground-truth nucleus volume (where SEG is lost)")
 
     a = ap.parse_args(argv)
     if a.cmd == "pack":
@@ -133,7 +137,22 @@ def _evaluate(a):
         cmd = [a.qcanet, "evaluate", str(td / "out"), str(td / "gt")]
         if a.json:
             cmd += ["--json", a.json]
-        return subprocess.run(cmd).returncode
+        rc = subprocess.run(cmd).returncode
+        if rc == 0 and a.by_size:
+            _print_by_size(td / "out", gt, names, _vs(a.voxel_size))
+        return rc
+
+
+def _print_by_size(pred_dir, gt_dir, names, voxel_size):
+    from .. import reference
+    from .data import read_volume
+    pairs = [(read_volume(pred_dir / n).astype(np.uint32), read_volume(gt_dir / n).astype(np.uint32)) for n in names]
+    rows = reference.seg_by_size(pairs, voxel_size)
+    total = sum(r["n"] for r in rows)
+    print(f"SEG by ground-truth nucleus volume ({total} nuclei in {len(names)} volumes):")
+    for r in rows:
+        hi = "" if r["hi"] == float("inf") else f"{r['hi']:.0f}"
+        print(f"  {r['lo']:>6.0f}-{hi:<6} um^3: {r['n']:4d} nuclei, {r['found']:4d} found, mean SEG term {r['seg']:.3f}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def centreness(labels: np.ndarray, voxel_size) -> np.ndarray:
     return out
 
 
-def _read(path: Path) -> np.ndarray:
+def read_volume(path: Path) -> np.ndarray:
     import tifffile
     a = tifffile.imread(str(path))
     return np.asarray(a)
@@ -138,7 +138,7 @@ def load_folder(root, voxel_size=None, progress=True) -> Dataset:
     ds = Dataset()
     warned = False
     for n in it:
-        raw = _read(img_dir / n)
+        raw = read_volume(img_dir / n)
         vs = tuple(voxel_size) if voxel_size is not None else tiff_voxel_size(img_dir / n)
         if vs is None:
             vs = DEFAULT_VOXEL_SIZE
@@ -147,9 +147,9 @@ def load_folder(root, voxel_size=None, progress=True) -> Dataset:
                 print(f"note: {n} carries no calibration; using {vs} um (z, y, x); set --voxel-size", file=sys.stderr)
                 warned = True
         if (inst_dir / n).exists():
-            lab = _read(inst_dir / n).astype(np.uint16)
+            lab = read_volume(inst_dir / n).astype(np.uint16)
         else:
-            lab = instances_from_masks(_read(nsn_dir / n), _read(ndn_dir / n), vs)
+            lab = instances_from_masks(read_volume(nsn_dir / n), read_volume(ndn_dir / n), vs)
         if lab.shape != raw.shape:
             raise ValueError(f"{n}: labels {lab.shape} do not match image {raw.shape}")
         img = np.round(normalise(raw) * 255).astype(np.uint8)
