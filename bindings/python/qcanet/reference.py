@@ -128,15 +128,17 @@ def per_nucleus_seg(pred: np.ndarray, gt: np.ndarray):
 def seg_by_size(pairs, voxel_size, edges_um3=(300.0, 700.0, 1500.0)):
     """SEG broken down by ground-truth nucleus volume, over many (pred, gt) pairs.
 
-    Returns one row per volume class: dict(lo, hi, n, found, seg) where ``found``
-    counts nuclei with a nonzero SEG term and ``seg`` is their classes' mean term.
+    Returns one row per volume class: dict(lo, hi, n, covered, matched, seg):
+    ``covered`` counts nuclei more than half inside one prediction (a nonzero SEG
+    term, even if that prediction also holds a neighbour), ``matched`` those whose
+    term exceeds 0.5, and ``seg`` is the class's mean term.
     Where SEG is lost -- tiny objects, mid-sized dim nuclei, or the boundaries of
     large ones -- is what decides the next training change.
 
     >>> gt = np.zeros((1, 1, 8), np.uint32); gt[0, 0, :4] = 1; gt[0, 0, 4:] = 2
     >>> pr = np.zeros_like(gt); pr[0, 0, :3] = 5
-    >>> [(r["n"], r["found"], r["seg"]) for r in seg_by_size([(pr, gt)], (1, 1, 1), (3.5,))]
-    [(0, 0, 0.0), (2, 1, 0.375)]
+    >>> [(r["n"], r["covered"], r["matched"], r["seg"]) for r in seg_by_size([(pr, gt)], (1, 1, 1), (3.5,))]
+    [(0, 0, 0, 0.0), (2, 1, 1, 0.375)]
     """
     vox = float(np.prod(voxel_size))
     sizes, scores = [], []
@@ -150,8 +152,8 @@ def seg_by_size(pairs, voxel_size, edges_um3=(300.0, 700.0, 1500.0)):
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         sel = (sizes >= lo) & (sizes < hi)
         n = int(sel.sum())
-        rows.append(dict(lo=lo, hi=hi, n=n, found=int((scores[sel] > 0).sum()),
-                         seg=float(scores[sel].mean()) if n else 0.0))
+        rows.append(dict(lo=lo, hi=hi, n=n, covered=int((scores[sel] > 0).sum()),
+                         matched=int((scores[sel] > 0.5).sum()), seg=float(scores[sel].mean()) if n else 0.0))
     return rows
 
 

@@ -152,7 +152,7 @@ def _print_by_size(pred_dir, gt_dir, names, voxel_size):
     print(f"SEG by ground-truth nucleus volume ({total} nuclei in {len(names)} volumes):")
     for r in rows:
         hi = "" if r["hi"] == float("inf") else f"{r['hi']:.0f}"
-        print(f"  {r['lo']:>6.0f}-{hi:<6} um^3: {r['n']:4d} nuclei, {r['found']:4d} found, mean SEG term {r['seg']:.3f}")
+        print(f"  {r['lo']:>6.0f}-{hi:<6} um^3: {r['n']:4d} nuclei, {r['covered']:4d} covered, {r['matched']:4d} with IoU > 0.5, mean SEG term {r['seg']:.3f}")
 
 
 if __name__ == "__main__":
