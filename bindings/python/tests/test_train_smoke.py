@@ -92,3 +92,24 @@ def test_voxel_size_comes_from_the_calibration(dataset):
     ds = load_folder(dataset, progress=False)
     assert all(x.voxel_size == pytest.approx((1.75, 0.8, 0.8)) for x in ds.volumes)
     assert {x.embryo for x in ds.volumes} == {"EmbA", "EmbB"}
+
+
+def test_seg_sensitivity_tool(dataset):
+    # tools/seg_sensitivity.py scores the ground truth against perturbed copies of itself
+    from pathlib import Path
+    tool = Path(__file__).resolve().parents[3] / "tools" / "seg_sensitivity.py"
+    r = subprocess.run([sys.executable, str(tool), str(dataset), "--embryos", "EmbA"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "(2 volumes" in r.stdout
+    rows = {line.split("SEG")[0].strip(): (float(line.split()[-3]), float(line.split()[-1]))
+            for line in r.stdout.splitlines() if "SEG" in line and "MUCov" in line}
+    assert set(rows) == {"shifted 1 voxel in x", "shifted 1 voxel in z", "eroded 1 voxel in xy",
+                         "dilated 1 voxel in xy", "objects < 300 um^3 dropped"}
+    # a one-voxel change costs something but keeps every nucleus matched on these large nuclei
+    for k in ("shifted 1 voxel in x", "eroded 1 voxel in xy", "dilated 1 voxel in xy"):
+        assert 0.5 < rows[k][0] < 1.0, (k, rows[k])
+    # erosion removes more of a nucleus than a one-voxel shift in x does
+    assert rows["eroded 1 voxel in xy"][0] < rows["shifted 1 voxel in x"][0]
+    # dropping objects leaves every remaining one identical to its ground truth
+    assert rows["objects < 300 um^3 dropped"][1] == 1.0
