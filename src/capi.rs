@@ -275,15 +275,22 @@ fn null(what: &str) -> (QcaStatus, String) {
     (QCA_ERR_NULL_POINTER, format!("{what} is NULL"))
 }
 
+/// A NULL error for `what` when `p` is NULL (inputs and out-parameters alike).
+fn non_null<T>(p: *const T, what: &str) -> std::result::Result<(), (QcaStatus, String)> {
+    if p.is_null() {
+        Err(null(what))
+    } else {
+        Ok(())
+    }
+}
+
 fn invalid(msg: String) -> (QcaStatus, String) {
     (QCA_ERR_INVALID_ARGUMENT, msg)
 }
 
 /// Reads `dims[3]` and checks it; returns dims and voxel count.
 unsafe fn read_dims(dims: *const usize) -> std::result::Result<([usize; 3], usize), (QcaStatus, String)> {
-    if dims.is_null() {
-        return Err(null("dims"));
-    }
+    non_null(dims, "dims")?;
     let d = [*dims, *dims.add(1), *dims.add(2)];
     let n = voxel_count(d).c()?;
     Ok((d, n))
@@ -291,16 +298,12 @@ unsafe fn read_dims(dims: *const usize) -> std::result::Result<([usize; 3], usiz
 
 /// A `len`-element slice from a caller's pointer, or a NULL error.
 unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> std::result::Result<&'a [T], (QcaStatus, String)> {
-    if p.is_null() {
-        return Err(null(what));
-    }
+    non_null(p, what)?;
     Ok(std::slice::from_raw_parts(p, len))
 }
 
 unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a Path, (QcaStatus, String)> {
-    if p.is_null() {
-        return Err(null(what));
-    }
+    non_null(p, what)?;
     let s = CStr::from_ptr(p).to_str().map_err(|_| invalid(format!("{what} is not UTF-8")))?;
     if s.is_empty() {
         return Err(invalid(format!("{what} is empty")));
@@ -422,9 +425,7 @@ unsafe fn load_options(o: *const QcaModelOptions) -> std::result::Result<LoadOpt
 #[no_mangle]
 pub unsafe extern "C" fn qca_model_load(nsn_onnx: *const c_char, ndn_onnx: *const c_char, o: *const QcaModelOptions, out: *mut *mut QcaModel) -> QcaStatus {
     guard(|| {
-        if out.is_null() {
-            return Err(null("out"));
-        }
+        non_null(out, "out")?;
         let nsn = path_arg(nsn_onnx, "nsn_onnx")?;
         let ndn = if ndn_onnx.is_null() { None } else { Some(path_arg(ndn_onnx, "ndn_onnx")?) };
         let opts = load_options(o)?;
@@ -441,9 +442,7 @@ pub unsafe extern "C" fn qca_model_load(nsn_onnx: *const c_char, ndn_onnx: *cons
 #[no_mangle]
 pub unsafe extern "C" fn qca_model_load_default(o: *const QcaModelOptions, out: *mut *mut QcaModel) -> QcaStatus {
     guard(|| {
-        if out.is_null() {
-            return Err(null("out"));
-        }
+        non_null(out, "out")?;
         let opts = load_options(o)?;
         let m = Model::load_default(&opts).c()?;
         *out = Box::into_raw(Box::new(QcaModel { inner: m }));
@@ -481,9 +480,7 @@ pub unsafe extern "C" fn qca_model_describe(m: *const QcaModel, buf: *mut c_char
             *needed = bytes.len() + 1;
         }
         if capacity > 0 {
-            if buf.is_null() {
-                return Err(null("buf"));
-            }
+            non_null(buf, "buf")?;
             let n = bytes.len().min(capacity - 1);
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, n);
             *buf.add(n) = 0;
@@ -594,9 +591,7 @@ unsafe fn segment_any(
     n_nuclei: *mut u32,
 ) -> std::result::Result<(), (QcaStatus, String)> {
     let m = m.as_ref().ok_or_else(|| null("model"))?;
-    if labels_out.is_null() {
-        return Err(null("labels_out"));
-    }
+    non_null(labels_out, "labels_out")?;
     let vol = voxels?;
     let (params, c) = segment_params(p)?;
     let cb = c.progress;
@@ -671,9 +666,7 @@ pub unsafe extern "C" fn qca_postprocess_f32(nsn_prob: *const f32, ndn_prob: *co
         let (d, n) = read_dims(dims)?;
         let fg = slice(nsn_prob, n, "nsn_prob")?;
         let cen = slice(ndn_prob, n, "ndn_prob")?;
-        if labels_out.is_null() {
-            return Err(null("labels_out"));
-        }
+        non_null(labels_out, "labels_out")?;
         let (s, _) = segment_params(p)?;
         let pp = s.post_over(&PostParams::default());
         let vox = s.voxel_size.unwrap_or([1.0; 3]);
@@ -700,9 +693,7 @@ pub unsafe extern "C" fn qca_watershed_f64(landscape: *const f64, markers: *cons
         let l = slice(landscape, n, "landscape")?;
         let mk = slice(markers, n, "markers")?;
         let ms: Vec<bool> = slice(mask, n, "mask")?.iter().map(|&v| v != 0).collect();
-        if labels_out.is_null() {
-            return Err(null("labels_out"));
-        }
+        non_null(labels_out, "labels_out")?;
         let conn = Connectivity::from_rank(connectivity).c()?;
         let out = crate::watershed::watershed(l, mk, &ms, d, conn).c()?;
         std::ptr::copy_nonoverlapping(out.as_ptr(), labels_out, n);
@@ -724,9 +715,7 @@ pub unsafe extern "C" fn qca_edt_f64(mask: *const u8, dims: *const usize, spacin
         if sp.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
             return Err(invalid(format!("spacing {sp:?} must be positive")));
         }
-        if out.is_null() {
-            return Err(null("out"));
-        }
+        non_null(out, "out")?;
         let e = crate::edt::edt(&ms, d, [sp[0], sp[1], sp[2]]);
         std::ptr::copy_nonoverlapping(e.as_ptr(), out, n);
         Ok(())
@@ -743,9 +732,7 @@ pub unsafe extern "C" fn qca_evaluate(pred: *const u32, gt: *const u32, dims: *c
         let (_, n) = read_dims(dims)?;
         let p = slice(pred, n, "pred")?;
         let g = slice(gt, n, "gt")?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
+        non_null(out, "out")?;
         let m = crate::metrics::evaluate(p, g).c()?;
         *out = QcaMetrics {
             iou: m.iou,
@@ -776,9 +763,7 @@ pub unsafe extern "C" fn qca_measure(labels: *const u32, intensity: *const f32, 
         let l = slice(labels, n, "labels")?;
         let i = if intensity.is_null() { None } else { Some(slice(intensity, n, "intensity")?) };
         let v = if voxel_size.is_null() { [1.0; 3] } else { let s = slice(voxel_size, 3, "voxel_size")?; [s[0], s[1], s[2]] };
-        if out.is_null() {
-            return Err(null("out"));
-        }
+        non_null(out, "out")?;
         let nuc = crate::measure::measure(l, d, v, i).c()?;
         let nuclei = nuc
             .iter()
@@ -816,9 +801,7 @@ pub unsafe extern "C" fn qca_measurements_count(m: *const QcaMeasurements) -> us
 pub unsafe extern "C" fn qca_measurements_get(m: *const QcaMeasurements, index: usize, out: *mut QcaNucleus) -> QcaStatus {
     guard(|| {
         let m = m.as_ref().ok_or_else(|| null("measurements"))?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
+        non_null(out, "out")?;
         let n = m.nuclei.get(index).ok_or_else(|| invalid(format!("index {index} out of range ({} nuclei)", m.nuclei.len())))?;
         *out = *n;
         Ok(())
@@ -845,9 +828,7 @@ pub unsafe extern "C" fn qca_measurements_free(m: *mut QcaMeasurements) {
 pub unsafe extern "C" fn qca_image_read(path: *const c_char, out: *mut *mut QcaImage) -> QcaStatus {
     guard(|| {
         let p = path_arg(path, "path")?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
+        non_null(out, "out")?;
         let stack = tiff::read(p).c()?;
         *out = Box::into_raw(Box::new(QcaImage { stack }));
         Ok(())
@@ -862,9 +843,7 @@ pub unsafe extern "C" fn qca_image_read(path: *const c_char, out: *mut *mut QcaI
 pub unsafe extern "C" fn qca_image_info(img: *const QcaImage, info: *mut QcaImageInfo) -> QcaStatus {
     guard(|| {
         let s = &img.as_ref().ok_or_else(|| null("image"))?.stack;
-        if info.is_null() {
-            return Err(null("info"));
-        }
+        non_null(info, "info")?;
         let size = (*info).struct_size as usize;
         if size < 4 {
             return Err(invalid("info->struct_size must be set to sizeof(QcaImageInfo)".into()));
@@ -899,9 +878,7 @@ pub unsafe extern "C" fn qca_image_info(img: *const QcaImage, info: *mut QcaImag
 pub unsafe extern "C" fn qca_image_volume_f32(img: *const QcaImage, frame: u32, channel: u32, out: *mut f32) -> QcaStatus {
     guard(|| {
         let s = &img.as_ref().ok_or_else(|| null("image"))?.stack;
-        if out.is_null() {
-            return Err(null("out"));
-        }
+        non_null(out, "out")?;
         let v = s.volume(frame as usize, channel as usize).c()?.to_f32();
         std::ptr::copy_nonoverlapping(v.as_ptr(), out, v.len());
         Ok(())

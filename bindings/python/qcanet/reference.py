@@ -57,6 +57,25 @@ def contingency(pred: np.ndarray, gt: np.ndarray):
     return table, gt_ids, pr_ids
 
 
+def _overlaps(t):
+    """From a contingency table: (intersections gt x pred, gt sizes, pred sizes, Jaccard)."""
+    inter = t[1:, 1:]
+    gt_size = t[1:, :].sum(axis=1)
+    pr_size = t[:, 1:].sum(axis=0)
+    union = gt_size[:, None] + pr_size[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jac = np.where(union > 0, inter / union, 0.0)
+    return inter, gt_size, pr_size, jac
+
+
+def _seg_terms(inter, gt_size, jac):
+    """Per ground-truth nucleus: the Jaccard index of its best-IoU prediction when that
+    prediction covers more than half of it, else 0 (needs at least one prediction)."""
+    best_p = jac.argmax(axis=1)
+    r = np.arange(len(gt_size))
+    return np.where(inter[r, best_p] > 0.5 * gt_size, jac[r, best_p], 0.0)
+
+
 def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
     """IoU, SEG, MUCov, CTC SEG and F1 of a predicted label volume.
 
@@ -71,19 +90,11 @@ def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
     fg_inter = t[1:, 1:].sum()
     fg_union = t.sum() - t[0, 0]
     iou = _safe_div(fg_inter, fg_union)
-    inter = t[1:, 1:]
+    inter, gt_size, pr_size, jac = _overlaps(t)
     n_gt, n_pred = inter.shape
-    gt_size = t[1:, :].sum(axis=1)
-    pr_size = t[:, 1:].sum(axis=0)
-    union = gt_size[:, None] + pr_size[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        jac = np.where(union > 0, inter / union, 0.0)
     seg = seg_ctc = mucov = 0.0
     if n_gt and n_pred:
-        best_p = jac.argmax(axis=1)                  # per gt: best-IoU prediction
-        r = np.arange(n_gt)
-        ok = inter[r, best_p] > 0.5 * gt_size
-        seg = float(np.where(ok, jac[r, best_p], 0.0).mean())
+        seg = float(_seg_terms(inter, gt_size, jac).mean())
         cover = inter > 0.5 * gt_size[:, None]       # at most one per gt row
         seg_ctc = float(np.where(cover, jac, 0.0).sum(axis=1).mean())
         best_g = jac.argmax(axis=0)                  # per prediction: best-IoU gt
@@ -110,19 +121,10 @@ def per_nucleus_seg(pred: np.ndarray, gt: np.ndarray):
     ([1, 2], [4, 4], [0.75, 0.0])
     """
     t, gt_ids, _ = contingency(pred, gt)
-    t = t.astype(np.float64)
-    inter = t[1:, 1:]
-    gt_size = t[1:, :].sum(axis=1)
+    inter, gt_size, _, jac = _overlaps(t.astype(np.float64))
     if inter.shape[1] == 0:
         return gt_ids[1:], gt_size.astype(np.int64), np.zeros(len(gt_size))
-    pr_size = t[:, 1:].sum(axis=0)
-    union = gt_size[:, None] + pr_size[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        jac = np.where(union > 0, inter / union, 0.0)
-    best = jac.argmax(axis=1)
-    r = np.arange(len(gt_size))
-    score = np.where(inter[r, best] > 0.5 * gt_size, jac[r, best], 0.0)
-    return gt_ids[1:], gt_size.astype(np.int64), score
+    return gt_ids[1:], gt_size.astype(np.int64), _seg_terms(inter, gt_size, jac)
 
 
 def seg_by_size(pairs, voxel_size, edges_um3=(300.0, 700.0, 1500.0)):
