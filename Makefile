@@ -14,6 +14,11 @@ VPY         := $(VENV)/bin/python
 REL         := target/release
 export ORT_DYLIB_PATH := $(CURDIR)/$(ORT_LIB)
 
+ORT_GPU_DIR := $(CACHE)/onnxruntime-gpu
+ORT_GPU_LIB := $(ORT_GPU_DIR)/libonnxruntime.so.$(ORT_VERSION)
+GPU_PACK    := gpu/pack
+
+.PHONY: runtime-gpu runtime-gpu-pack
 .PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install python-package install header bench runtime venv venv-train clean help
 
 all: build
@@ -35,11 +40,39 @@ $(ORT_LIB):
 	mv $(ORT_LIB).part $(ORT_LIB)
 	ln -sf libonnxruntime.so.$(ORT_VERSION) $(ORT_DIR)/libonnxruntime.so
 
+# The GPU build of ONNX Runtime (onnxruntime-gpu wheel, CUDA 13): the runtime, its
+# provider bridge and the CUDA provider (284 MB), in a folder of their own. `make build`
+# links it beside the program as onnxruntime-gpu/, where --device cuda/auto find it.
+# The NVIDIA libraries it needs (cuBLAS, cuDNN, ...) come from the user's CUDA or from
+# NVIDIA's PyPI wheels in a Python environment (README: GPU).
+runtime-gpu: $(ORT_GPU_LIB)
+$(ORT_GPU_LIB):
+	mkdir -p $(CACHE)/wheels $(ORT_GPU_DIR)
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_27_x86_64 \
+	    --platform manylinux_2_28_x86_64 --python-version 3.11 -d $(CACHE)/wheels onnxruntime-gpu==$(ORT_VERSION)
+	$(PYTHON) -c "import zipfile,glob,os; w=glob.glob('$(CACHE)/wheels/onnxruntime_gpu-$(ORT_VERSION)-*.whl')[0]; z=zipfile.ZipFile(w); \
+	    names=['libonnxruntime_providers_shared.so','libonnxruntime_providers_cuda.so','libonnxruntime.so.$(ORT_VERSION)']; \
+	    [open('$(ORT_GPU_DIR)/'+n+'.part','wb').write(z.read('onnxruntime/capi/'+n)) for n in names]; \
+	    [os.replace('$(ORT_GPU_DIR)/'+n+'.part','$(ORT_GPU_DIR)/'+n) for n in names]"
+	ln -sf libonnxruntime.so.$(ORT_VERSION) $(ORT_GPU_DIR)/libonnxruntime.so
+	rm -f $(CACHE)/wheels/onnxruntime_gpu-$(ORT_VERSION)-*.whl
+
+# The GPU runtime in pieces of 56 MiB with their sha256 (a machine without network
+# receives at most 64 MiB per transfer, the source tree included); tools/gpu_check.sh
+# verifies and reassembles them. 284 MB unpacked, about 186 MiB packed.
+runtime-gpu-pack: $(ORT_GPU_LIB)
+	rm -rf $(GPU_PACK) && mkdir -p $(GPU_PACK)
+	tar -C $(CACHE) -cf - onnxruntime-gpu | zstd -q -19 -T0 --long=27 -o $(GPU_PACK)/onnxruntime-gpu.tar.zst
+	(cd $(GPU_PACK) && split -b 56M -d -a 2 onnxruntime-gpu.tar.zst onnxruntime-gpu.tar.zst.part- && rm onnxruntime-gpu.tar.zst)
+	(cd $(GPU_PACK) && sha256sum onnxruntime-gpu.tar.zst.part-* > SHA256SUMS)
+	ls -l $(GPU_PACK)
+
 # Release build; the runtime library is placed beside the program and libqcanet.so,
 # where both find it with no environment variable.
 build: runtime
 	cargo build --release --locked
 	cp -f $(ORT_LIB) $(REL)/libonnxruntime.so
+	if [ -f $(ORT_GPU_LIB) ]; then ln -sfn $(CURDIR)/$(ORT_GPU_DIR) $(REL)/onnxruntime-gpu; fi
 
 header:
 	QCANET_WRITE_HEADER=1 cargo build --release --locked

@@ -92,6 +92,16 @@
 #define QCA_SAMPLE_F32 4
 
 /*
+ GPU arithmetic: IEEE fp32.
+ */
+#define QCA_PRECISION_FP32 0
+
+/*
+ GPU arithmetic: TensorFloat-32 convolutions.
+ */
+#define QCA_PRECISION_TF32 1
+
+/*
  Result of every fallible call. Values are fixed for ABI 1.
  */
 enum QcaStatus
@@ -187,6 +197,12 @@ typedef struct QcaModelOptions {
    Inference threads; 0 = all cores.
    */
   int32_t num_threads;
+  /*
+   `QCA_PRECISION_FP32` (the CPU's labels) or `QCA_PRECISION_TF32` (TensorFloat-32
+   convolutions on NVIDIA GPUs: faster, probabilities differ slightly). The CPU
+   always computes in fp32. Added in 0.2; older callers' smaller struct means fp32.
+   */
+  int32_t precision;
 } QcaModelOptions;
 
 /*

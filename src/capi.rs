@@ -18,7 +18,7 @@ use std::path::Path;
 
 use crate::error::{voxel_count, Error, Result};
 use crate::io::tiff::{self, Samples};
-use crate::{Connectivity, Device, Landscape, LoadOptions, MarkerMode, Model, PostParams, SegmentParams};
+use crate::{Connectivity, Device, Landscape, LoadOptions, MarkerMode, Model, PostParams, Precision, SegmentParams};
 
 /// Library major version (semantic versioning of the crate).
 pub const QCA_VERSION_MAJOR: u32 = 0;
@@ -102,7 +102,16 @@ pub struct QcaModelOptions {
     pub device_id: i32,
     /// Inference threads; 0 = all cores.
     pub num_threads: i32,
+    /// `QCA_PRECISION_FP32` (the CPU's labels) or `QCA_PRECISION_TF32` (TensorFloat-32
+    /// convolutions on NVIDIA GPUs: faster, probabilities differ slightly). The CPU
+    /// always computes in fp32. Added in 0.2; older callers' smaller struct means fp32.
+    pub precision: i32,
 }
+
+/// GPU arithmetic: IEEE fp32.
+pub const QCA_PRECISION_FP32: i32 = 0;
+/// GPU arithmetic: TensorFloat-32 convolutions.
+pub const QCA_PRECISION_TF32: i32 = 1;
 
 /// Progress callback: `fraction` in [0, 1]; return 0 to go on, non-zero to cancel.
 pub type QcaProgressFn = Option<unsafe extern "C" fn(fraction: f32, user_data: *mut c_void) -> i32>;
@@ -396,12 +405,18 @@ pub extern "C" fn qca_runtime_info() -> *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn qca_model_options_default(o: *mut QcaModelOptions) {
     if !o.is_null() {
-        *o = QcaModelOptions { struct_size: std::mem::size_of::<QcaModelOptions>() as u32, device: QCA_DEVICE_AUTO, device_id: 0, num_threads: 0 };
+        *o = QcaModelOptions {
+            struct_size: std::mem::size_of::<QcaModelOptions>() as u32,
+            device: QCA_DEVICE_AUTO,
+            device_id: 0,
+            num_threads: 0,
+            precision: QCA_PRECISION_FP32,
+        };
     }
 }
 
 unsafe fn load_options(o: *const QcaModelOptions) -> std::result::Result<LoadOptions, (QcaStatus, String)> {
-    let mut d = QcaModelOptions { struct_size: 0, device: 0, device_id: 0, num_threads: 0 };
+    let mut d = QcaModelOptions { struct_size: 0, device: 0, device_id: 0, num_threads: 0, precision: 0 };
     qca_model_options_default(&mut d);
     let o = if o.is_null() { d } else { read_versioned(o, d, "QcaModelOptions")? };
     let device = match o.device {
@@ -413,7 +428,12 @@ unsafe fn load_options(o: *const QcaModelOptions) -> std::result::Result<LoadOpt
     if o.num_threads < 0 || o.device_id < 0 {
         return Err(invalid("num_threads and device_id must be >= 0".into()));
     }
-    Ok(LoadOptions { device, device_id: o.device_id, num_threads: o.num_threads as usize })
+    let precision = match o.precision {
+        QCA_PRECISION_FP32 => Precision::Fp32,
+        QCA_PRECISION_TF32 => Precision::Tf32,
+        x => return Err(invalid(format!("precision {x} is not QCA_PRECISION_FP32/TF32"))),
+    };
+    Ok(LoadOptions { device, device_id: o.device_id, num_threads: o.num_threads as usize, precision })
 }
 
 /// Loads an NSN and an NDN ONNX file (`ndn_onnx` may be NULL when `nsn_onnx` is a

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod capi;
+pub mod cuda_libs;
 pub mod edt;
 pub mod error;
 pub mod io;
@@ -29,7 +30,7 @@ use std::path::Path;
 pub use error::{Error, Result};
 pub use measure::{measure, Nucleus};
 pub use metrics::{evaluate, Metrics};
-pub use model::{Device, LoadOptions, Network, Progress};
+pub use model::{Device, LoadOptions, Network, Precision, Progress};
 pub use postprocess::{Landscape, MarkerMode, PostParams};
 pub use watershed::Connectivity;
 
@@ -80,6 +81,31 @@ pub struct Segmentation {
     pub labels: Vec<u32>,
     pub dims: [usize; 3],
     pub n_nuclei: u32,
+    /// Seconds spent in each stage of this call.
+    pub timings: StageTimes,
+}
+
+/// Wall-clock seconds of each stage of one segmentation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    /// Normalisation and resampling to the model grid.
+    pub prepare_s: f64,
+    /// The networks over all tiles (including host/device copies).
+    pub network_s: f64,
+    /// Thresholds, markers, distance transform, watershed, resampling back.
+    pub post_s: f64,
+}
+
+/// Network outputs on the model grid, ready for post-processing ([`Model::finish`]).
+pub struct Probabilities {
+    pub foreground: Vec<f32>,
+    pub centre: Vec<f32>,
+    /// Model-grid dims and voxel size.
+    pub dims: [usize; 3],
+    pub voxel_size: [f64; 3],
+    /// The input grid the labels go back to.
+    pub input_dims: [usize; 3],
+    pub timings: StageTimes,
 }
 
 /// A loaded NSN/NDN pair (or one joint network). Safe to share between threads.
@@ -137,6 +163,11 @@ impl Model {
         self.nsn.device_used
     }
 
+    /// Why the automatic device choice runs on the CPU, if it does.
+    pub fn fallback_note(&self) -> Option<&str> {
+        self.nsn.fallback.as_deref()
+    }
+
     /// The effective post-processing parameters for `p`.
     pub fn post_params(&self, p: &SegmentParams) -> PostParams {
         let mut base = self.nsn.info.post.clone();
@@ -150,6 +181,15 @@ impl Model {
     /// Network probabilities (foreground, centre) on the model grid, and that grid's
     /// dims and voxel size.
     pub fn probabilities(&self, vol: &[f32], dims: [usize; 3], p: &SegmentParams, progress: Option<Progress>) -> Result<(Vec<f32>, Vec<f32>, [usize; 3], [f64; 3])> {
+        let r = self.infer(vol, dims, p, progress)?;
+        Ok((r.foreground, r.centre, r.dims, r.voxel_size))
+    }
+
+    /// The first half of [`Model::segment`]: normalise, resample, run the networks.
+    /// Splitting here lets a caller post-process one volume while the next one runs on
+    /// the device (`qcanet segment` over a folder does).
+    pub fn infer(&self, vol: &[f32], dims: [usize; 3], p: &SegmentParams, progress: Option<Progress>) -> Result<Probabilities> {
+        let t0 = std::time::Instant::now();
         let n = voxel_count(dims)?;
         if vol.len() != n {
             return Err(Error::invalid(format!("volume holds {} values, dims {dims:?} need {n}", vol.len())));
@@ -177,21 +217,35 @@ impl Model {
         if tile.iter().any(|&t| t == 0) {
             return Err(Error::invalid("tile size must be positive"));
         }
+        let prepare_s = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
         let (fg, cen) = model::infer_tiled(&self.nsn, self.ndn.as_ref(), &work, wdims, tile, overlap, progress)?;
-        Ok((fg, cen, wdims, wvox))
+        let timings = StageTimes { prepare_s, network_s: t1.elapsed().as_secs_f64(), post_s: 0.0 };
+        Ok(Probabilities { foreground: fg, centre: cen, dims: wdims, voxel_size: wvox, input_dims: dims, timings })
+    }
+
+    /// The second half of [`Model::segment`]: post-processing and labels on the input grid.
+    pub fn finish(&self, r: Probabilities, p: &SegmentParams) -> Result<Segmentation> {
+        let t0 = std::time::Instant::now();
+        let (wdims, dims) = (r.dims, r.input_dims);
+        let (lab, n) = postprocess::postprocess(&r.foreground, &r.centre, wdims, r.voxel_size, &self.post_params(p))?;
+        drop(r.foreground);
+        drop(r.centre);
+        let (labels, n) = if wdims == dims {
+            (lab, n)
+        } else {
+            let mut back = preprocess::resample_nearest(&lab, wdims, dims);
+            // a nucleus thinner than one input voxel can vanish: renumber without gaps
+            postprocess::remove_small_and_relabel(&mut back, [1.0; 3], 0.0)
+        };
+        let timings = StageTimes { post_s: t0.elapsed().as_secs_f64(), ..r.timings };
+        Ok(Segmentation { labels, dims, n_nuclei: n, timings })
     }
 
     /// Segments one volume (z, y, x), any voxel type converted to f32.
     pub fn segment(&self, vol: &[f32], dims: [usize; 3], p: &SegmentParams, progress: Option<Progress>) -> Result<Segmentation> {
-        let (fg, cen, wdims, wvox) = self.probabilities(vol, dims, p, progress)?;
-        let (lab, n) = postprocess::postprocess(&fg, &cen, wdims, wvox, &self.post_params(p))?;
-        if wdims == dims {
-            return Ok(Segmentation { labels: lab, dims, n_nuclei: n });
-        }
-        let mut back = preprocess::resample_nearest(&lab, wdims, dims);
-        // a nucleus thinner than one input voxel can vanish: renumber without gaps
-        let (labels, n) = postprocess::remove_small_and_relabel(&mut back, [1.0; 3], 0.0);
-        Ok(Segmentation { labels, dims, n_nuclei: n })
+        let r = self.infer(vol, dims, p, progress)?;
+        self.finish(r, p)
     }
 }
 

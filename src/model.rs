@@ -36,19 +36,37 @@ pub enum Device {
     Cuda,
 }
 
+/// Arithmetic of the convolutions on a GPU (the CPU always computes in fp32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// IEEE fp32 everywhere: the same labels as the CPU.
+    #[default]
+    Fp32,
+    /// TensorFloat-32 tensor cores for convolutions (10-bit mantissa inputs, fp32
+    /// accumulation) on NVIDIA GPUs since Ampere: faster, probabilities differ slightly.
+    Tf32,
+}
+
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub device: Device,
     pub device_id: i32,
     /// Inference threads; 0 = all cores.
     pub num_threads: usize,
+    pub precision: Precision,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { device: Device::Auto, device_id: 0, num_threads: 0 }
+        LoadOptions { device: Device::Auto, device_id: 0, num_threads: 0, precision: Precision::Fp32 }
     }
 }
+
+/// Tiles sent to a GPU in one run are capped at this many voxels in all (about 3 GB of
+/// activations for the default model): enough to fill an H100, far below its memory.
+const GPU_BATCH_VOXELS: usize = 20_000_000;
+/// At most this many tiles per run.
+const MAX_BATCH: usize = 16;
 
 /// What a network's metadata says (with defaults for what it does not).
 #[derive(Clone, Debug)]
@@ -173,6 +191,8 @@ pub struct Network {
     prob: Output,
     centre: Option<Output>,
     pub device_used: Device,
+    /// Why `Device::Auto` runs on the CPU, when it does.
+    pub fallback: Option<String>,
 }
 
 fn model_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -189,24 +209,39 @@ impl Network {
         if bytes.is_empty() {
             return Err(Error::Model(format!("{name}: empty file")));
         }
-        let env = crate::runtime::environment()?;
+        let (env, runtime_has_cuda) = crate::runtime::environment_for(opts.device)?;
         let threads = if opts.num_threads == 0 { num_cpus() } else { opts.num_threads };
         let build = |cuda: bool| -> Result<Session> {
             let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;
             b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
             if cuda {
-                let ep = ort::ep::CUDA::default().with_device_id(opts.device_id).build().error_on_failure();
+                // EXHAUSTIVE: cuDNN times every convolution algorithm once per input shape and
+                // caches the winner; tiles share one shape, so only the first run pays.
+                let ep = ort::ep::CUDA::default()
+                    .with_device_id(opts.device_id)
+                    .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Exhaustive)
+                    .with_tf32(opts.precision == Precision::Tf32)
+                    .build()
+                    .error_on_failure();
                 b = b.with_execution_providers([ep]).map_err(|e| Error::Model(format!("CUDA could not start: {e}")))?;
             }
             b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))
         };
+        let mut fallback = None;
         let (session, device_used) = match opts.device {
             Device::Cpu => (build(false)?, Device::Cpu),
             Device::Cuda => (build(true)?, Device::Cuda),
-            Device::Auto => match build(true) {
+            Device::Auto if runtime_has_cuda => match build(true) {
                 Ok(s) => (s, Device::Cuda),
-                Err(_) => (build(false)?, Device::Cpu),
+                Err(e) => {
+                    fallback = Some(format!("CUDA not used: {e}"));
+                    (build(false)?, Device::Cpu)
+                }
             },
+            Device::Auto => {
+                fallback = crate::runtime::fallback_note();
+                (build(false)?, Device::Cpu)
+            }
         };
         let mut raw = HashMap::new();
         if let Ok(md) = session.metadata() {
@@ -245,17 +280,31 @@ impl Network {
         }
         let input = ins[0].name().to_string();
         let prob = Output { name: prob.name().to_string() };
-        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used })
+        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used, fallback })
+    }
+
+    /// Tiles of `tile_voxels` each to run at once: several on a GPU, one on the CPU
+    /// (where a batch only costs memory).
+    pub fn batch_size(&self, tile_voxels: usize) -> usize {
+        match self.device_used {
+            Device::Cuda => (GPU_BATCH_VOXELS / tile_voxels.max(1)).clamp(1, MAX_BATCH),
+            _ => 1,
+        }
     }
 
     pub fn is_joint(&self) -> bool {
         self.centre.is_some()
     }
 
-    /// Runs one tile [d, h, w]; returns (prob, centre?) as foreground probabilities.
-    fn run_tile(&self, tile: &[f32], shape: [usize; 3]) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    /// Runs `b` tiles of [d, h, w] stored one after the other in `tiles` as one batch;
+    /// returns (prob, centre?) as foreground probabilities, tile after tile.
+    fn run_batch(&self, tiles: &[f32], b: usize, shape: [usize; 3]) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let [d, h, w] = shape;
-        let t = TensorRef::from_array_view(([1usize, 1, d, h, w], tile)).map_err(|e| Error::Inference(e.to_string()))?;
+        let n = d * h * w;
+        if tiles.len() != b * n {
+            return Err(Error::Internal(format!("batch of {b} tiles of {shape:?} given {} values", tiles.len())));
+        }
+        let t = TensorRef::from_array_view(([b, 1, d, h, w], tiles)).map_err(|e| Error::Inference(e.to_string()))?;
         let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let out = s
             .run(ort::inputs![self.input.as_str() => t])
@@ -264,19 +313,24 @@ impl Network {
             let v = out.get(o.name.as_str()).ok_or_else(|| Error::Inference(format!("output {} missing", o.name)))?;
             let (sh, data) = v.try_extract_tensor::<f32>().map_err(|e| Error::Inference(e.to_string()))?;
             let sh: Vec<i64> = sh.iter().copied().collect();
-            if sh.len() != 5 || sh[0] != 1 || sh[2..] != [d as i64, h as i64, w as i64] {
+            if sh.len() != 5 || sh[0] != b as i64 || sh[2..] != [d as i64, h as i64, w as i64] {
                 return Err(Error::Model(format!(
-                    "{}: output {} has shape {sh:?} for input [1, 1, {d}, {h}, {w}]",
+                    "{}: output {} has shape {sh:?} for input [{b}, 1, {d}, {h}, {w}]",
                     self.info.description, o.name
                 )));
             }
-            let n = d * h * w;
-            match sh[1] {
-                1 => Ok(data[..n].to_vec()),
-                // softmax pair: channel 1 is the foreground
-                2 => Ok(data[n..2 * n].to_vec()),
-                c => Err(Error::Model(format!("{}: output {} has {c} channels (1 or 2 expected)", self.info.description, o.name))),
+            // each tile's block is [C, d, h, w]; with a softmax pair channel 1 is the foreground
+            let (c, skip) = match sh[1] {
+                1 => (1, 0),
+                2 => (2, n),
+                c => return Err(Error::Model(format!("{}: output {} has {c} channels (1 or 2 expected)", self.info.description, o.name))),
+            };
+            let mut v = Vec::with_capacity(b * n);
+            for i in 0..b {
+                let at = i * c * n + skip;
+                v.extend_from_slice(&data[at..at + n]);
             }
+            Ok(v)
         };
         let p = read(&self.prob)?;
         let c = match &self.centre {
@@ -405,61 +459,75 @@ pub fn infer_tiled(
     let total = grid[0].0.len() * grid[1].0.len() * grid[2].0.len();
     let mut done = 0usize;
     let [td, th, tw] = sizes;
-    let mut buf = vec![0f32; td * th * tw];
+    let tile_n = td * th * tw;
+    let mut starts = Vec::with_capacity(total);
     for &sz in &grid[0].0 {
         for &sy in &grid[1].0 {
             for &sx in &grid[2].0 {
-                // gather with mirror padding
-                for z in 0..td {
-                    let iz = mirror(sz + z as isize, dims[0]);
-                    for y in 0..th {
-                        let iy = mirror(sy + y as isize, dims[1]);
-                        let row = (iz * dims[1] + iy) * dims[2];
-                        let dst = (z * th + y) * tw;
-                        for x in 0..tw {
-                            buf[dst + x] = vol[row + mirror(sx + x as isize, dims[2])];
-                        }
+                starts.push([sz, sy, sx]);
+            }
+        }
+    }
+    let batch = nsn.batch_size(tile_n).min(ndn.map_or(usize::MAX, |d| d.batch_size(tile_n))).min(total).max(1);
+    let mut buf = vec![0f32; batch * tile_n];
+    for group in starts.chunks(batch) {
+        let b = group.len();
+        // gather with mirror padding
+        for (k, &[sz, sy, sx]) in group.iter().enumerate() {
+            let tb = &mut buf[k * tile_n..(k + 1) * tile_n];
+            for z in 0..td {
+                let iz = mirror(sz + z as isize, dims[0]);
+                for y in 0..th {
+                    let iy = mirror(sy + y as isize, dims[1]);
+                    let row = (iz * dims[1] + iy) * dims[2];
+                    let dst = (z * th + y) * tw;
+                    for x in 0..tw {
+                        tb[dst + x] = vol[row + mirror(sx + x as isize, dims[2])];
                     }
                 }
-                let (p, c) = nsn.run_tile(&buf, sizes)?;
-                let c = match (c, ndn) {
-                    (Some(c), _) => c,
-                    (None, Some(d)) => d.run_tile(&buf, sizes)?.0,
-                    (None, None) => return Err(Error::Model("an NDN model is needed (the NSN model is not a joint model)".into())),
-                };
-                // scatter the part inside the volume, weighted
-                for z in 0..td {
-                    let gz = sz + z as isize;
-                    if gz < 0 || gz >= dims[0] as isize {
+            }
+        }
+        let input = &buf[..b * tile_n];
+        let (p, c) = nsn.run_batch(input, b, sizes)?;
+        let c = match (c, ndn) {
+            (Some(c), _) => c,
+            (None, Some(d)) => d.run_batch(input, b, sizes)?.0,
+            (None, None) => return Err(Error::Model("an NDN model is needed (the NSN model is not a joint model)".into())),
+        };
+        for (k, &[sz, sy, sx]) in group.iter().enumerate() {
+            let (p, c) = (&p[k * tile_n..(k + 1) * tile_n], &c[k * tile_n..(k + 1) * tile_n]);
+            // scatter the part inside the volume, weighted
+            for z in 0..td {
+                let gz = sz + z as isize;
+                if gz < 0 || gz >= dims[0] as isize {
+                    continue;
+                }
+                let wz = grid[0].1[z];
+                for y in 0..th {
+                    let gy = sy + y as isize;
+                    if gy < 0 || gy >= dims[1] as isize {
                         continue;
                     }
-                    let wz = grid[0].1[z];
-                    for y in 0..th {
-                        let gy = sy + y as isize;
-                        if gy < 0 || gy >= dims[1] as isize {
+                    let wzy = wz * grid[1].1[y];
+                    for x in 0..tw {
+                        let gx = sx + x as isize;
+                        if gx < 0 || gx >= dims[2] as isize {
                             continue;
                         }
-                        let wzy = wz * grid[1].1[y];
-                        for x in 0..tw {
-                            let gx = sx + x as isize;
-                            if gx < 0 || gx >= dims[2] as isize {
-                                continue;
-                            }
-                            let w = wzy * grid[2].1[x];
-                            let gi = (gz as usize * dims[1] + gy as usize) * dims[2] + gx as usize;
-                            let ti = (z * th + y) * tw + x;
-                            acc_p[gi] += w * p[ti];
-                            acc_c[gi] += w * c[ti];
-                            acc_w[gi] += w;
-                        }
+                        let w = wzy * grid[2].1[x];
+                        let gi = (gz as usize * dims[1] + gy as usize) * dims[2] + gx as usize;
+                        let ti = (z * th + y) * tw + x;
+                        acc_p[gi] += w * p[ti];
+                        acc_c[gi] += w * c[ti];
+                        acc_w[gi] += w;
                     }
                 }
-                done += 1;
-                if let Some(cb) = progress {
-                    if !cb(done as f32 / total as f32) {
-                        return Err(Error::Cancelled);
-                    }
-                }
+            }
+            done += 1;
+        }
+        if let Some(cb) = progress {
+            if !cb(done as f32 / total as f32) {
+                return Err(Error::Cancelled);
             }
         }
     }

@@ -1,19 +1,39 @@
 //! Finding and starting ONNX Runtime (loaded at run time, never linked).
 //!
-//! Search order: the path given by the caller (`qca_runtime_init`, `--onnxruntime`),
-//! `ORT_DYLIB_PATH`, the folder of the qcanet library itself, the folder of the
-//! running program, then the system's library search path.
+//! Two builds exist: the CPU build (`onnxruntime` wheel, shipped beside qcanet) and the
+//! GPU build (`onnxruntime-gpu` wheel: the same runtime plus its CUDA provider, 284 MB,
+//! fetched by `make runtime-gpu`). One process loads one of them, once, so the device
+//! asked for by the first model decides which:
+//!
+//! - CPU: the path given by the caller (`qca_runtime_init`, `--onnxruntime`),
+//!   `ORT_DYLIB_PATH`, the folder of the qcanet library itself, the folder of the
+//!   running program (and its `../lib`), then the system's library search path.
+//! - CUDA: a folder holding the GPU build: `QCANET_ORT_GPU`, the folder of
+//!   `ORT_DYLIB_PATH` if it is one, then `onnxruntime-gpu/` beside the qcanet library,
+//!   beside the program or in the program's `../lib`; then the NVIDIA driver and the
+//!   CUDA libraries the provider needs ([`crate::cuda_libs`]). Anything missing is an
+//!   error that names it.
+//! - Auto: CUDA when all of that is there, else the CPU build; [`fallback_note`] says why
+//!   CUDA was not used when a GPU build was there (without one the CPU is no surprise).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use crate::cuda_libs;
 use crate::error::{Error, Result};
+use crate::model::Device;
 
 const LIB_NAMES: [&str; 2] = ["libonnxruntime.so", "libonnxruntime.so.1"];
+/// Name of the folder that holds the GPU build next to the library or the program.
+pub const GPU_DIR_NAME: &str = "onnxruntime-gpu";
 
 struct Started {
     env: ort::environment::Environment,
     path: String,
+    /// The GPU build, with the CUDA libraries it needs loaded.
+    cuda: bool,
+    /// Why `Device::Auto` did not get CUDA, if it did not.
+    note: Option<String>,
 }
 
 static RUNTIME: OnceLock<Started> = OnceLock::new();
@@ -67,27 +87,132 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
     c
 }
 
-/// Starts ONNX Runtime once per process. Later calls return the same runtime
-/// (a different explicit path after a successful start is an error).
-pub fn init(explicit: Option<&Path>) -> Result<String> {
-    if let Some(s) = RUNTIME.get() {
-        if let Some(p) = explicit {
-            if Path::new(&s.path) != p {
-                return Err(Error::Runtime(format!(
-                    "ONNX Runtime is already loaded from {}; it cannot be replaced by {} in the same process",
-                    s.path,
-                    p.display()
-                )));
+/// Folders that may hold the GPU build, with where each came from.
+fn gpu_candidates() -> Vec<(String, PathBuf)> {
+    let mut c = Vec::new();
+    if let Some(v) = std::env::var_os("QCANET_ORT_GPU").filter(|v| !v.is_empty()) {
+        c.push(("QCANET_ORT_GPU".to_string(), PathBuf::from(v)));
+    }
+    if let Some(d) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).and_then(|p| PathBuf::from(p).parent().map(Path::to_path_buf)) {
+        c.push(("the folder of ORT_DYLIB_PATH".to_string(), d));
+    }
+    if let Some(d) = own_dir() {
+        c.push(("beside the qcanet library".to_string(), d.join(GPU_DIR_NAME)));
+    }
+    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        c.push(("beside the program".to_string(), d.join(GPU_DIR_NAME)));
+        if let Some(p) = d.parent() {
+            c.push(("the program's ../lib".to_string(), p.join("lib").join(GPU_DIR_NAME)));
+        }
+    }
+    c
+}
+
+/// The GPU build's library in the first folder that holds one, or what was looked at.
+pub fn find_gpu_runtime() -> std::result::Result<PathBuf, String> {
+    let mut looked = Vec::new();
+    for (what, d) in gpu_candidates() {
+        if cuda_libs::is_gpu_runtime_dir(&d) {
+            if let Some(lib) = LIB_NAMES.iter().map(|n| d.join(n)).find(|p| p.exists()) {
+                return Ok(lib);
             }
         }
-        return Ok(s.path.clone());
+        looked.push(format!("{} ({what})", d.display()));
+    }
+    Err(format!(
+        "the GPU build of ONNX Runtime (libonnxruntime.so with libonnxruntime_providers_cuda.so beside it) was not found in: {}. \
+         Run `make runtime-gpu` (it unpacks the onnxruntime-gpu wheel), or set QCANET_ORT_GPU to the folder that holds it",
+        looked.join(", ")
+    ))
+}
+
+fn already_started(s: &Started, device: Device, explicit: Option<&Path>) -> Result<String> {
+    if let Some(p) = explicit {
+        if Path::new(&s.path) != p {
+            return Err(Error::Runtime(format!(
+                "ONNX Runtime is already loaded from {}; it cannot be replaced by {} in the same process",
+                s.path,
+                p.display()
+            )));
+        }
+    }
+    if device == Device::Cuda && !s.cuda {
+        return Err(Error::Runtime(format!(
+            "CUDA was asked for, but this process already runs ONNX Runtime from {} without CUDA{}. \
+             One process loads one ONNX Runtime: ask for CUDA with the first model it loads",
+            s.path,
+            s.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+        )));
+    }
+    Ok(s.path.clone())
+}
+
+/// Starts ONNX Runtime once per process, the build `device` needs (module docs). Later
+/// calls return the same runtime (a different explicit path after a successful start, or
+/// CUDA after a start without it, is an error).
+pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
+    if let Some(s) = RUNTIME.get() {
+        return already_started(s, device, explicit);
     }
     let _g = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = RUNTIME.get() {
-        return Ok(s.path.clone());
+        return already_started(s, device, explicit);
     }
+    let mut note = None;
+    let gpu: Option<PathBuf> = match (explicit, device) {
+        // an explicit GPU build is used on the GPU unless the CPU was asked for
+        (Some(p), d) => {
+            let is_gpu = p.parent().is_some_and(cuda_libs::is_gpu_runtime_dir);
+            match (is_gpu, d) {
+                (false, Device::Cuda) => {
+                    return Err(Error::Runtime(format!(
+                        "CUDA was asked for, but {} has no CUDA provider beside it (libonnxruntime_providers_cuda.so); \
+                         use the GPU build (`make runtime-gpu`)",
+                        p.display()
+                    )))
+                }
+                (true, Device::Cuda) => {
+                    cuda_libs::prepare().map_err(Error::Runtime)?;
+                    None
+                }
+                (true, Device::Auto) => {
+                    if let Err(e) = cuda_libs::prepare() {
+                        note = Some(format!("CUDA not used: {e}"));
+                    }
+                    None
+                }
+                (false, Device::Auto) => {
+                    note = Some(format!("CUDA not used: {} is a CPU build of ONNX Runtime", p.display()));
+                    None
+                }
+                _ => None,
+            }
+        }
+        (None, Device::Cpu) => None,
+        (None, Device::Cuda) => {
+            let lib = find_gpu_runtime().map_err(Error::Runtime)?;
+            cuda_libs::prepare().map_err(Error::Runtime)?;
+            Some(lib)
+        }
+        (None, Device::Auto) => match find_gpu_runtime() {
+            // no GPU build installed: the CPU is the plain choice, nothing to report
+            Err(_) => None,
+            Ok(lib) => match cuda_libs::prepare() {
+                Ok(_) => Some(lib),
+                Err(e) => {
+                    note = Some(format!("CUDA not used: {e}"));
+                    None
+                }
+            },
+        },
+    };
+    let list = match &gpu {
+        Some(lib) => vec![("the GPU build".to_string(), lib.clone())],
+        None => candidates(explicit),
+    };
+    let explicit_only = explicit.is_some() || gpu.is_some();
     let mut tried = Vec::new();
-    for (what, path) in candidates(explicit) {
+    for (what, path) in list {
         let is_bare = path.components().count() == 1;
         if !is_bare && !path.exists() {
             tried.push(format!("{} ({what}: not found)", path.display()));
@@ -101,13 +226,16 @@ pub fn init(explicit: Option<&Path>) -> Result<String> {
         match r {
             Ok(Ok(env)) => {
                 let shown = path.display().to_string();
-                let _ = RUNTIME.set(Started { env, path: shown.clone() });
+                // a GPU build counts only once its CUDA libraries are in place
+                let cuda = device != Device::Cpu && note.is_none() && path.parent().is_some_and(cuda_libs::is_gpu_runtime_dir);
+                let note = if device == Device::Cpu { None } else { note };
+                let _ = RUNTIME.set(Started { env, path: shown.clone(), cuda, note });
                 return Ok(shown);
             }
             Ok(Err(e)) => tried.push(format!("{} ({what}: {e})", path.display())),
             Err(_) => tried.push(format!("{} ({what}: incompatible ONNX Runtime, need 1.22 or newer)", path.display())),
         }
-        if explicit.is_some() {
+        if explicit_only {
             break;
         }
     }
@@ -117,15 +245,22 @@ pub fn init(explicit: Option<&Path>) -> Result<String> {
     )))
 }
 
-/// The started environment (starting it from the default places if needed).
-pub fn environment() -> Result<&'static ort::environment::Environment> {
-    init(None)?;
-    Ok(&RUNTIME.get().expect("runtime initialised above").env)
+/// Starts ONNX Runtime for a caller that names no device (`qca_runtime_init`,
+/// `--onnxruntime`): CUDA if the build and the machine allow it.
+pub fn init(explicit: Option<&Path>) -> Result<String> {
+    init_for(Device::Auto, explicit)
 }
 
-/// Where the runtime was loaded from, if it was.
-pub fn loaded_path() -> Option<String> {
-    RUNTIME.get().map(|s| s.path.clone())
+/// The started environment for `device` (starting it if needed), and whether it can run CUDA.
+pub fn environment_for(device: Device) -> Result<(&'static ort::environment::Environment, bool)> {
+    init_for(device, None)?;
+    let s = RUNTIME.get().expect("runtime initialised above");
+    Ok((&s.env, s.cuda))
+}
+
+/// Why the automatic device choice did not get CUDA, once the runtime is started.
+pub fn fallback_note() -> Option<String> {
+    RUNTIME.get().and_then(|s| s.note.clone())
 }
 
 /// ONNX Runtime's build string (version, commit), if loaded.

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use qcanet::io::tiff::{self, Samples};
-use qcanet::{Connectivity, Device, Error, Landscape, LoadOptions, MarkerMode, Model, Result, SegmentParams};
+use qcanet::{Connectivity, Device, Error, Landscape, LoadOptions, MarkerMode, Model, Precision, Result, SegmentParams, Segmentation};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,14 @@ enum DeviceArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    /// IEEE fp32: the CPU's labels
+    Fp32,
+    /// TensorFloat-32 convolutions on NVIDIA GPUs (faster; probabilities differ slightly)
+    Tf32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum MarkersArg {
     /// Local maxima of the smoothed centre map (default of the embedded model)
     LocalMax,
@@ -65,12 +73,16 @@ struct ModelArgs {
     /// NDN model (.onnx)
     #[arg(long, value_name = "FILE", requires = "nsn")]
     ndn: Option<PathBuf>,
-    /// Where the networks run
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// Where the networks run: auto = CUDA when the GPU build of ONNX Runtime, a driver and
+    /// a GPU are there (`make runtime-gpu`), else the CPU
+    #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
     /// CUDA device index
     #[arg(long, default_value_t = 0)]
     device_id: i32,
+    /// GPU arithmetic (the CPU always computes in fp32)
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: PrecisionArg,
     /// Inference threads (0 = all cores)
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -129,6 +141,10 @@ enum Cmd {
         /// Also write per-nucleus measurements next to each result (NAME.csv)
         #[arg(long)]
         measure: bool,
+        /// Print the median time of each stage per volume (prepare, network, post-processing)
+        /// and the wall time per volume
+        #[arg(long)]
+        timings: bool,
         #[command(flatten)]
         model: ModelArgs,
         #[command(flatten)]
@@ -218,7 +234,9 @@ fn run(cli: Cli) -> Result<()> {
         qcanet::runtime::init(Some(p))?;
     }
     match cli.cmd {
-        Cmd::Segment { inputs, output, channel, measure, model, post } => segment(&inputs, &output, channel, measure, &model, &post, cli.quiet),
+        Cmd::Segment { inputs, output, channel, measure, timings, model, post } => {
+            segment(&inputs, &output, channel, Outputs { csv: measure, timings }, &model, &post, cli.quiet)
+        }
         Cmd::Evaluate { pred, gt, json } => evaluate(&pred, &gt, json.as_deref()),
         Cmd::Measure { labels, image, voxel_size, output } => measure_cmd(&labels, image.as_deref(), voxel_size, &output),
         Cmd::Synth { output, labels, nuclei, seed, time, dims } => {
@@ -233,8 +251,8 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn load_model(a: &ModelArgs) -> Result<Model> {
-    let opts = LoadOptions {
+fn load_options(a: &ModelArgs) -> LoadOptions {
+    LoadOptions {
         device: match a.device {
             DeviceArg::Auto => Device::Auto,
             DeviceArg::Cpu => Device::Cpu,
@@ -242,7 +260,15 @@ fn load_model(a: &ModelArgs) -> Result<Model> {
         },
         device_id: a.device_id,
         num_threads: a.threads,
-    };
+        precision: match a.precision {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Tf32 => Precision::Tf32,
+        },
+    }
+}
+
+fn load_model(a: &ModelArgs) -> Result<Model> {
+    let opts = load_options(a);
     match &a.nsn {
         Some(n) => Model::load(n, a.ndn.as_deref(), &opts),
         None => Model::load_default(&opts),
@@ -317,7 +343,67 @@ fn bar(len: u64, quiet: bool) -> ProgressBar {
     b
 }
 
-fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma: &ModelArgs, pa: &PostArgs, quiet: bool) -> Result<()> {
+/// What `segment` writes besides the label stacks.
+#[derive(Clone, Copy)]
+struct Outputs {
+    csv: bool,
+    timings: bool,
+}
+
+/// One input file as the writer sees it.
+struct FileJob {
+    input: PathBuf,
+    output: PathBuf,
+    dims: [usize; 3],
+    frames: usize,
+    voxel_size: Option<[f64; 3]>,
+}
+
+/// One frame's network outputs on their way to post-processing.
+struct FrameJob {
+    file: std::sync::Arc<FileJob>,
+    frame: usize,
+    probs: qcanet::Probabilities,
+    params: SegmentParams,
+    /// The raw frame, kept for intensity measurements.
+    raw: Option<Vec<f32>>,
+}
+
+/// A post-processed frame (or why it failed).
+struct FrameDone {
+    file: std::sync::Arc<FileJob>,
+    frame: usize,
+    result: Result<(Segmentation, String)>,
+}
+
+/// How many frames are post-processed at once while the networks run on the next ones:
+/// with a GPU the CPU's post-processing is the slow stage, so several run side by side.
+fn post_workers(model: &Model) -> usize {
+    let cores = qcanet::model::num_cpus();
+    match model.device_used() {
+        Device::Cuda => (cores / 2).clamp(1, 8),
+        _ => 1,
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) }
+}
+
+/// Segments every input. The networks run on one frame after another in this thread;
+/// post-processing, measurement and writing run on worker threads, so the next frame's
+/// inference overlaps the last one's post-processing. A file that fails is reported and
+/// the others go on; the command fails at the end if any did.
+fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma: &ModelArgs, pa: &PostArgs, quiet: bool) -> Result<()> {
+    use std::collections::BTreeMap;
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+
     let (files, had_dir) = expand_inputs(inputs)?;
     let to_folder = had_dir || files.len() > 1 || output.is_dir();
     if to_folder {
@@ -328,70 +414,191 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want_csv: bool, ma
         }
     }
     let model = load_model(ma)?;
+    if let (Some(note), false) = (model.fallback_note(), quiet) {
+        eprintln!("note: {note}");
+    }
+    let workers = post_workers(&model);
     let pb = bar(files.len() as u64 * 100, quiet);
     let t0 = Instant::now();
+    let mut failures: Vec<(PathBuf, Error)> = Vec::new();
     let mut total_nuclei = 0u64;
-    for (i, f) in files.iter().enumerate() {
-        pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        let stack = tiff::read(f)?;
-        if channel >= stack.channels {
-            return Err(Error::invalid(format!("{}: channel {channel} requested, the stack has {}", f.display(), stack.channels)));
-        }
-        let file_vox = stack.voxel_size_um();
-        let p = params(pa, file_vox)?;
-        if p.voxel_size.is_none() && model.info().voxel_size.is_some() && !quiet {
-            pb.suspend(|| {
-                eprintln!(
-                    "note: {} has no calibration; assuming the model's voxel size {:?} um (set --voxel-size)",
-                    f.display(),
-                    model.info().voxel_size.unwrap()
-                )
+    let mut stage_times: Vec<qcanet::StageTimes> = Vec::new();
+    let mut volumes = 0usize;
+
+    std::thread::scope(|sc| {
+        let (job_tx, job_rx) = mpsc::sync_channel::<FrameJob>(workers);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, done_rx) = mpsc::channel::<FrameDone>();
+        for _ in 0..workers {
+            let (rx, tx, model) = (Arc::clone(&job_rx), done_tx.clone(), &model);
+            sc.spawn(move || loop {
+                let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                    Ok(j) => j,
+                    Err(_) => break,
+                };
+                let result = model.finish(job.probs, &job.params).and_then(|seg| {
+                    let mut csv = String::new();
+                    if let Some(raw) = &job.raw {
+                        let m = qcanet::measure(&seg.labels, job.file.dims, job.params.voxel_size.unwrap_or([1.0; 3]), Some(raw))?;
+                        push_frame_csv(&mut csv, job.frame, &m);
+                    }
+                    Ok((seg, csv))
+                });
+                if tx.send(FrameDone { file: job.file, frame: job.frame, result }).is_err() {
+                    break;
+                }
             });
         }
-        let mut labels = Vec::with_capacity(stack.volume_len() * stack.frames);
-        let mut counts = Vec::new();
-        let mut csv = String::new();
-        for t in 0..stack.frames {
-            let vol = stack.volume(t, channel)?.to_f32();
-            let base = (i * 100) as u64;
-            let frames = stack.frames as f32;
-            let cb = |frac: f32| {
-                pb.set_position(base + ((t as f32 + frac) / frames * 100.0) as u64);
-                true
-            };
-            let seg = model.segment(&vol, stack.dims, &p, Some(&cb))?;
-            if want_csv {
-                // measured while this frame's raw volume is at hand
-                let m = qcanet::measure(&seg.labels, stack.dims, p.voxel_size.unwrap_or([1.0; 3]), Some(&vol))?;
-                push_frame_csv(&mut csv, t, &m);
+        drop(done_tx);
+
+        // the writer: gathers each file's frames in order, writes it when complete
+        let writer = sc.spawn(|| {
+            // per file: frames received so far, how many, the first error
+            type Pending = (Vec<Option<(Segmentation, String)>>, usize, Option<Error>);
+            let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
+            let mut written = Vec::new();
+            for d in done_rx {
+                let key = d.file.input.display().to_string();
+                let entry = pending.entry(key.clone()).or_insert_with(|| ((0..d.file.frames).map(|_| None).collect(), 0, None));
+                entry.1 += 1;
+                match d.result {
+                    Ok(r) => entry.0[d.frame] = Some(r),
+                    Err(e) => entry.2 = entry.2.take().or(Some(e)),
+                }
+                // a file whose inference failed part-way never completes: the producer
+                // reports it, and its frames are dropped with `pending` at the end
+                if entry.1 == d.file.frames {
+                    let (frames, _, err) = pending.remove(&key).unwrap();
+                    if let Some(e) = err {
+                        written.push((d.file.clone(), Err(e), Vec::new()));
+                        continue;
+                    }
+                    let frames: Vec<(Segmentation, String)> = frames.into_iter().map(Option::unwrap).collect();
+                    let counts: Vec<u32> = frames.iter().map(|(s, _)| s.n_nuclei).collect();
+                    let times: Vec<qcanet::StageTimes> = frames.iter().map(|(s, _)| s.timings).collect();
+                    let f = &d.file;
+                    let mut labels = Vec::with_capacity(f.dims.iter().product::<usize>() * f.frames);
+                    let mut csv = String::new();
+                    for (s, c) in frames {
+                        labels.extend(s.labels);
+                        csv.push_str(&c);
+                    }
+                    let r = tiff::write_labels(&f.output, &labels, f.dims, f.frames, f.voxel_size)
+                        .and_then(|_| if want.csv { write_atomic(&f.output.with_extension("csv"), csv.as_bytes()) } else { Ok(()) })
+                        .map(|_| counts);
+                    written.push((d.file.clone(), r, times));
+                }
             }
-            counts.push(seg.n_nuclei);
-            labels.extend(seg.labels);
+            written
+        });
+
+        // the networks, frame after frame
+        for (i, f) in files.iter().enumerate() {
+            pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            let read = (|| -> Result<_> {
+                let stack = tiff::read(f)?;
+                if channel >= stack.channels {
+                    return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", stack.channels)));
+                }
+                Ok(stack)
+            })();
+            let stack = match read {
+                Ok(s) => s,
+                Err(e) => {
+                    failures.push((f.clone(), e));
+                    continue;
+                }
+            };
+            let p = match params(pa, stack.voxel_size_um()) {
+                Ok(p) => p,
+                Err(e) => {
+                    failures.push((f.clone(), e));
+                    continue;
+                }
+            };
+            if p.voxel_size.is_none() && model.info().voxel_size.is_some() && !quiet {
+                pb.suspend(|| {
+                    eprintln!(
+                        "note: {} has no calibration; assuming the model's voxel size {:?} um (set --voxel-size)",
+                        f.display(),
+                        model.info().voxel_size.unwrap()
+                    )
+                });
+            }
+            let out = if to_folder { output.join(f.file_name().unwrap()) } else { output.to_path_buf() };
+            let job = Arc::new(FileJob { input: f.clone(), output: out, dims: stack.dims, frames: stack.frames, voxel_size: p.voxel_size });
+            for t in 0..stack.frames {
+                let r = stack.volume(t, channel).and_then(|v| {
+                    let vol = v.to_f32();
+                    let base = (i * 100) as u64;
+                    let frames = stack.frames as f32;
+                    let cb = |frac: f32| {
+                        pb.set_position(base + ((t as f32 + frac) / frames * 100.0) as u64);
+                        true
+                    };
+                    let probs = model.infer(&vol, stack.dims, &p, Some(&cb))?;
+                    Ok((probs, if want.csv { Some(vol) } else { None }))
+                });
+                let (probs, raw) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // the writer never completes this file and drops its frames
+                        failures.push((f.clone(), e));
+                        break;
+                    }
+                };
+                if job_tx.send(FrameJob { file: Arc::clone(&job), frame: t, probs, params: p.clone(), raw }).is_err() {
+                    break;
+                }
+            }
+            pb.set_position((i as u64 + 1) * 100);
         }
-        let out = if to_folder { output.join(f.file_name().unwrap()) } else { output.to_path_buf() };
-        let vox_out = p.voxel_size;
-        tiff::write_labels(&out, &labels, stack.dims, stack.frames, vox_out)?;
-        if want_csv {
-            write_atomic(&out.with_extension("csv"), csv.as_bytes())?;
+        drop(job_tx);
+        for (file, r, times) in writer.join().expect("writer thread") {
+            match r {
+                Ok(counts) => {
+                    total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
+                    volumes += counts.len();
+                    stage_times.extend(times);
+                    let counts_s = if counts.len() == 1 { format!("{} nuclei", counts[0]) } else { format!("nuclei per frame {counts:?}") };
+                    if !quiet {
+                        pb.suspend(|| eprintln!("{} -> {}: {counts_s}", file.input.display(), file.output.display()));
+                    }
+                }
+                Err(e) => failures.push((file.input.clone(), e)),
+            }
         }
-        total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
-        pb.set_position((i as u64 + 1) * 100);
-        let counts_s = if counts.len() == 1 { format!("{} nuclei", counts[0]) } else { format!("nuclei per frame {counts:?}") };
-        if !quiet {
-            pb.suspend(|| eprintln!("{} -> {}: {counts_s}", f.display(), out.display()));
-        }
-    }
+    });
     pb.finish_and_clear();
+    let wall = t0.elapsed().as_secs_f64();
+    let device = match model.device_used() {
+        Device::Cuda => "CUDA",
+        Device::Cpu => "CPU",
+        Device::Auto => "auto",
+    };
     if !quiet {
-        eprintln!(
-            "segmented {} file(s), {total_nuclei} nuclei, in {:.2} s ({}, {:?})",
-            files.len(),
-            t0.elapsed().as_secs_f64(),
-            model.name,
-            model.device_used()
+        eprintln!("segmented {} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on the {device})", files.len() - failures.len(), model.name);
+    }
+    if want.timings {
+        let col = |f: fn(&qcanet::StageTimes) -> f64| median(&mut stage_times.iter().map(f).collect::<Vec<_>>()) * 1e3;
+        let (prep, net, post) = (col(|t| t.prepare_s), col(|t| t.network_s), col(|t| t.post_s));
+        // on stdout, one line that scripts can parse
+        println!(
+            "timings: device={device} volumes={volumes} median_prepare_ms={prep:.1} median_network_ms={net:.1} median_post_ms={post:.1} wall_s={wall:.3} wall_per_volume_ms={:.1} post_workers={workers}",
+            wall * 1e3 / volumes.max(1) as f64
         );
     }
-    Ok(())
+    failures.sort_by(|a, b| a.0.cmp(&b.0));
+    failures.dedup_by(|a, b| a.0 == b.0);
+    match failures.len() {
+        0 => Ok(()),
+        // one input: its error is the command's error, on one line
+        1 if files.len() == 1 => Err(failures.remove(0).1),
+        n => {
+            let list: Vec<String> = failures.iter().map(|(f, e)| format!("{}: {e}", f.display())).collect();
+            Err(Error::invalid(format!("{n} of {} file(s) failed:\n  {}", files.len(), list.join("\n  "))))
+        }
+    }
 }
 
 /// Appends one frame's measurements to a CSV with a leading `frame` column
@@ -555,11 +762,18 @@ fn demo(out: Option<PathBuf>, ma: &ModelArgs) -> Result<()> {
 
 fn info(ma: &ModelArgs) -> Result<()> {
     println!("qcanet {} (C ABI {})", qcanet::VERSION, qcanet::capi::QCA_ABI_VERSION);
-    let path = qcanet::runtime::init(None)?;
+    let path = qcanet::runtime::init_for(load_options(ma).device, None)?;
     println!("ONNX Runtime: {path}");
     println!("  {}", qcanet::runtime::build_info().unwrap_or_default());
     let m = load_model(ma)?;
     println!("model: {} on {:?}", m.name, m.device_used());
+    if let Some(note) = m.fallback_note() {
+        println!("  {note}");
+    }
+    match qcanet::runtime::find_gpu_runtime() {
+        Ok(p) => println!("GPU build of ONNX Runtime: {}", p.display()),
+        Err(e) => println!("GPU build of ONNX Runtime: none ({e})"),
+    }
     let mut keys: Vec<_> = m.info().raw.iter().collect();
     keys.sort();
     for (k, v) in keys {

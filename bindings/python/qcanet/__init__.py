@@ -12,6 +12,7 @@ The native library is ``libqcanet.so`` (found inside the package, or through
 from __future__ import annotations
 
 import ctypes as C
+import os
 
 import numpy as np
 
@@ -96,21 +97,46 @@ def _params(voxel_size=None, fg_threshold=None, centre_threshold=None, markers=N
     return p
 
 
+def _nvidia_wheel_dirs():
+    """``site-packages/nvidia/*/lib`` folders of this interpreter (NVIDIA's CUDA wheels)."""
+    import glob
+    import sys
+
+    dirs = []
+    for sp in sys.path:
+        for d in sorted(glob.glob(os.path.join(sp, "nvidia", "*", "lib"))):
+            if os.path.isdir(d) and d not in dirs:
+                dirs.append(d)
+    return dirs
+
+
 class Model:
     """NSN + NDN networks (or one joint network). ``Model()`` loads the embedded default.
 
-    device: "auto" | "cpu" | "cuda"; threads: 0 = all cores.
+    device: "auto" (CUDA when the GPU build of ONNX Runtime, a driver and a GPU are
+    there, else the CPU) | "cpu" | "cuda"; threads: 0 = all cores; precision: "fp32" |
+    "tf32" (GPU convolutions in TensorFloat-32). ``model.device`` says which ran.
+    CUDA's libraries are searched as the library does (README: GPU) and also in this
+    interpreter's NVIDIA wheels (``pip install nvidia-cudnn-cu13 ...``).
     """
 
     _DEV = {"auto": 0, "cpu": 1, "cuda": 2}
+    _PRECISION = {"fp32": 0, "tf32": 1}
 
-    def __init__(self, nsn=None, ndn=None, device="cpu", threads=0, device_id=0):
+    def __init__(self, nsn=None, ndn=None, device="auto", threads=0, device_id=0, precision="fp32"):
         lib = _lib()
         o = N.QcaModelOptions()
         lib.qca_model_options_default(C.byref(o))
         if device not in self._DEV:
             raise ValueError(f"device must be one of {list(self._DEV)}")
+        if precision not in self._PRECISION:
+            raise ValueError(f"precision must be one of {list(self._PRECISION)}")
+        if device != "cpu" and not os.environ.get("QCANET_CUDA_LIBS"):
+            wheels = _nvidia_wheel_dirs()
+            if wheels:
+                os.environ["QCANET_CUDA_LIBS"] = os.pathsep.join(wheels)
         o.device, o.num_threads, o.device_id = self._DEV[device], int(threads), int(device_id)
+        o.precision = self._PRECISION[precision]
         h = C.c_void_p()
         if nsn is None:
             if ndn is not None:
@@ -141,6 +167,11 @@ class Model:
         buf = C.create_string_buffer(n.value)
         _check(_lib().qca_model_describe(self._h, buf, n.value, None))
         return buf.value.decode()
+
+    @property
+    def device(self) -> str:
+        """Where the networks run: "cuda" or "cpu"."""
+        return "cuda" if " on Cuda;" in self.describe() else "cpu"
 
     def segment(self, volume: np.ndarray, voxel_size=None, progress=None, **post) -> np.ndarray:
         """Labels (uint32, same shape) for a (z, y, x) uint8/uint16/float volume.

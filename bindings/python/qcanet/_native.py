@@ -10,7 +10,7 @@ ABI_VERSION = 1
 
 class QcaModelOptions(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("device", C.c_int32), ("device_id", C.c_int32),
-                ("num_threads", C.c_int32)]
+                ("num_threads", C.c_int32), ("precision", C.c_int32)]
 
 
 PROGRESS_FN = C.CFUNCTYPE(C.c_int32, C.c_float, C.c_void_p)
