@@ -217,9 +217,18 @@ impl Network {
             if cuda {
                 // EXHAUSTIVE: cuDNN times every convolution algorithm once per input shape and
                 // caches the winner; tiles share one shape, so only the first run pays.
+                // EXPERIMENT (GPU run 2): layout and algorithm search read from the
+                // environment to measure them; the winner becomes the fixed choice.
+                let env_is = |k: &str, v: &str| std::env::var(k).is_ok_and(|x| x == v);
+                let algo = if env_is("QCANET_CUDA_ALGO", "heuristic") {
+                    ort::ep::cuda::ConvAlgorithmSearch::Heuristic
+                } else {
+                    ort::ep::cuda::ConvAlgorithmSearch::Exhaustive
+                };
                 let ep = ort::ep::CUDA::default()
                     .with_device_id(opts.device_id)
-                    .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Exhaustive)
+                    .with_conv_algorithm_search(algo)
+                    .with_prefer_nhwc(env_is("QCANET_CUDA_NHWC", "1"))
                     .with_tf32(opts.precision == Precision::Tf32)
                     .build()
                     .error_on_failure();

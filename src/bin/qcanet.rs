@@ -492,16 +492,26 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
             written
         });
 
-        // the networks, frame after frame
-        for (i, f) in files.iter().enumerate() {
-            pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-            let read = (|| -> Result<_> {
-                let stack = tiff::read(f)?;
-                if channel >= stack.channels {
-                    return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", stack.channels)));
+        // the reader: decodes the next files while the networks run
+        let (read_tx, read_rx) = mpsc::sync_channel::<Result<tiff::Stack>>(1);
+        let files_ref = &files;
+        sc.spawn(move || {
+            for f in files_ref {
+                let r = tiff::read(f).and_then(|stack| {
+                    if channel >= stack.channels {
+                        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", stack.channels)));
+                    }
+                    Ok(stack)
+                });
+                if read_tx.send(r).is_err() {
+                    break;
                 }
-                Ok(stack)
-            })();
+            }
+        });
+
+        // the networks, frame after frame
+        for ((i, f), read) in files.iter().enumerate().zip(read_rx) {
+            pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             let stack = match read {
                 Ok(s) => s,
                 Err(e) => {
