@@ -60,7 +60,7 @@ fn dlopen_global(name: &str) -> Result<(), String> {
 }
 
 /// Python site-packages folders that may hold NVIDIA wheels.
-fn site_packages(env: &Env) -> Vec<PathBuf> {
+fn site_packages(env: &Env<'_>) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
     for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
         if let Some(v) = env(var).filter(|v| !v.is_empty()) {
@@ -108,14 +108,14 @@ fn site_packages(env: &Env) -> Vec<PathBuf> {
 }
 
 /// Reads an environment variable (a parameter so that tests need not change the process's).
-type Env = dyn Fn(&str) -> Option<OsString>;
+type Env<'a> = dyn Fn(&str) -> Option<OsString> + 'a;
 
 /// Folders to look in, most specific first (the system loader is tried separately).
 pub fn search_dirs() -> Vec<PathBuf> {
     search_dirs_in(&|k| std::env::var_os(k))
 }
 
-fn search_dirs_in(env: &Env) -> Vec<PathBuf> {
+fn search_dirs_in(env: &Env<'_>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(v) = env("QCANET_CUDA_LIBS") {
         dirs.extend(std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()));

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use ort::session::Session;
+use rayon::prelude::*;
 use ort::value::TensorRef;
 
 use crate::error::{Error, Result};
@@ -216,19 +217,12 @@ impl Network {
             b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
             if cuda {
                 // EXHAUSTIVE: cuDNN times every convolution algorithm once per input shape and
-                // caches the winner; tiles share one shape, so only the first run pays.
-                // EXPERIMENT (GPU run 2): layout and algorithm search read from the
-                // environment to measure them; the winner becomes the fixed choice.
-                let env_is = |k: &str, v: &str| std::env::var(k).is_ok_and(|x| x == v);
-                let algo = if env_is("QCANET_CUDA_ALGO", "heuristic") {
-                    ort::ep::cuda::ConvAlgorithmSearch::Heuristic
-                } else {
-                    ort::ep::cuda::ConvAlgorithmSearch::Exhaustive
-                };
+                // caches the winner; tiles share one shape, so only the first run pays. On the
+                // H100 (docs/gpu/h100-run2) it gave the fastest network of the choices tried
+                // (HEURISTIC, channels-last NHWC: no faster in fp32, same labels).
                 let ep = ort::ep::CUDA::default()
                     .with_device_id(opts.device_id)
-                    .with_conv_algorithm_search(algo)
-                    .with_prefer_nhwc(env_is("QCANET_CUDA_NHWC", "1"))
+                    .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Exhaustive)
                     .with_tf32(opts.precision == Precision::Tf32)
                     .build()
                     .error_on_failure();
@@ -394,6 +388,21 @@ fn mirror(i: isize, n: usize) -> usize {
     j as usize
 }
 
+/// Fills `dst` with `row[sx + i]` for each i, the index reflected into the row where it
+/// falls outside (numpy's "reflect"): a plain copy for the part inside, `mirror` only at
+/// the edges.
+fn gather_row(row: &[f32], sx: isize, dst: &mut [f32]) {
+    let n = row.len() as isize;
+    let w = dst.len() as isize;
+    let (i0, i1) = ((-sx).clamp(0, w), (n - sx).clamp(0, w));
+    if i0 < i1 {
+        dst[i0 as usize..i1 as usize].copy_from_slice(&row[(sx + i0) as usize..(sx + i1) as usize]);
+    }
+    for i in (0..i0).chain(i1.max(i0)..w) {
+        dst[i as usize] = row[mirror(sx + i, row.len())];
+    }
+}
+
 /// Tile starts along one axis. An axis that fits in one tile is padded (mirrored)
 /// only up to the network's multiple, exactly as in training; a longer axis is
 /// covered by tiles that overlap by at least `overlap`, the first starting at 0 and
@@ -481,21 +490,16 @@ pub fn infer_tiled(
     let mut buf = vec![0f32; batch * tile_n];
     for group in starts.chunks(batch) {
         let b = group.len();
-        // gather with mirror padding
-        for (k, &[sz, sy, sx]) in group.iter().enumerate() {
-            let tb = &mut buf[k * tile_n..(k + 1) * tile_n];
-            for z in 0..td {
-                let iz = mirror(sz + z as isize, dims[0]);
-                for y in 0..th {
-                    let iy = mirror(sy + y as isize, dims[1]);
-                    let row = (iz * dims[1] + iy) * dims[2];
-                    let dst = (z * th + y) * tw;
-                    for x in 0..tw {
-                        tb[dst + x] = vol[row + mirror(sx + x as isize, dims[2])];
-                    }
-                }
+        // gather with mirror padding, tiles and their planes in parallel
+        buf[..b * tile_n].par_chunks_mut(th * tw).enumerate().for_each(|(k, plane)| {
+            let (t, z) = (k / td, k % td);
+            let [sz, sy, sx] = group[t];
+            let iz = mirror(sz + z as isize, dims[0]);
+            for y in 0..th {
+                let iy = mirror(sy + y as isize, dims[1]);
+                gather_row(&vol[(iz * dims[1] + iy) * dims[2]..][..dims[2]], sx, &mut plane[y * tw..(y + 1) * tw]);
             }
-        }
+        });
         let input = &buf[..b * tile_n];
         let (p, c) = nsn.run_batch(input, b, sizes)?;
         let c = match (c, ndn) {
@@ -503,35 +507,40 @@ pub fn infer_tiled(
             (None, Some(d)) => d.run_batch(input, b, sizes)?.0,
             (None, None) => return Err(Error::Model("an NDN model is needed (the NSN model is not a joint model)".into())),
         };
+        // scatter the part inside the volume, weighted: tiles one after the other (they
+        // overlap), the planes of one tile in parallel (they do not)
+        let plane_n = dims[1] * dims[2];
         for (k, &[sz, sy, sx]) in group.iter().enumerate() {
             let (p, c) = (&p[k * tile_n..(k + 1) * tile_n], &c[k * tile_n..(k + 1) * tile_n]);
-            // scatter the part inside the volume, weighted
-            for z in 0..td {
-                let gz = sz + z as isize;
-                if gz < 0 || gz >= dims[0] as isize {
-                    continue;
-                }
-                let wz = grid[0].1[z];
-                for y in 0..th {
-                    let gy = sy + y as isize;
-                    if gy < 0 || gy >= dims[1] as isize {
-                        continue;
-                    }
-                    let wzy = wz * grid[1].1[y];
-                    for x in 0..tw {
-                        let gx = sx + x as isize;
-                        if gx < 0 || gx >= dims[2] as isize {
-                            continue;
+            let z0 = sz.max(0) as usize;
+            let z1 = ((sz + td as isize).min(dims[0] as isize)) as usize;
+            let (y0, y1) = (sy.max(0) as usize, ((sy + th as isize).min(dims[1] as isize)) as usize);
+            let (x0, x1) = (sx.max(0) as usize, ((sx + tw as isize).min(dims[2] as isize)) as usize);
+            let (tx0, tx1) = ((x0 as isize - sx) as usize, (x1 as isize - sx) as usize);
+            let wx = &grid[2].1[tx0..tx1];
+            acc_p[z0 * plane_n..z1 * plane_n]
+                .par_chunks_mut(plane_n)
+                .zip(acc_c[z0 * plane_n..z1 * plane_n].par_chunks_mut(plane_n))
+                .zip(acc_w[z0 * plane_n..z1 * plane_n].par_chunks_mut(plane_n))
+                .enumerate()
+                .for_each(|(j, ((ap, ac), aw))| {
+                    let tz = (z0 + j) as isize - sz;
+                    let wz = grid[0].1[tz as usize];
+                    for gy in y0..y1 {
+                        let ty = (gy as isize - sy) as usize;
+                        let wzy = wz * grid[1].1[ty];
+                        let ti = (tz as usize * th + ty) * tw;
+                        let (tp, tc) = (&p[ti + tx0..ti + tx1], &c[ti + tx0..ti + tx1]);
+                        let g = gy * dims[2];
+                        let (ap, ac, aw) = (&mut ap[g + x0..g + x1], &mut ac[g + x0..g + x1], &mut aw[g + x0..g + x1]);
+                        for x in 0..wx.len() {
+                            let w = wzy * wx[x];
+                            ap[x] += w * tp[x];
+                            ac[x] += w * tc[x];
+                            aw[x] += w;
                         }
-                        let w = wzy * grid[2].1[x];
-                        let gi = (gz as usize * dims[1] + gy as usize) * dims[2] + gx as usize;
-                        let ti = (z * th + y) * tw + x;
-                        acc_p[gi] += w * p[ti];
-                        acc_c[gi] += w * c[ti];
-                        acc_w[gi] += w;
                     }
-                }
-            }
+                });
             done += 1;
         }
         if let Some(cb) = progress {
@@ -540,12 +549,11 @@ pub fn infer_tiled(
             }
         }
     }
-    for i in 0..n {
-        let w = acc_w[i];
-        acc_p[i] /= w;
-        acc_c[i] /= w;
-    }
-    let bad = acc_p.iter().chain(&acc_c).filter(|v| !v.is_finite()).count();
+    acc_p.par_iter_mut().zip(acc_c.par_iter_mut()).zip(acc_w.par_iter()).for_each(|((p, c), &w)| {
+        *p /= w;
+        *c /= w;
+    });
+    let bad = acc_p.par_iter().chain(acc_c.par_iter()).filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(Error::Inference(format!("the network produced {bad} non-finite values")));
     }
@@ -568,6 +576,22 @@ mod tests {
         let got: Vec<usize> = (-3..7).map(|i| mirror(i, 4)).collect();
         assert_eq!(got, vec![3, 2, 1, 0, 1, 2, 3, 2, 1, 0]);
         assert_eq!(mirror(-5, 1), 0);
+    }
+
+    #[test]
+    fn gathered_rows_equal_mirrored_indexing() {
+        let row: Vec<f32> = (0..7).map(|v| v as f32).collect();
+        for sx in -12isize..12 {
+            for w in [1usize, 3, 7, 16, 30] {
+                let mut got = vec![-1f32; w];
+                gather_row(&row, sx, &mut got);
+                let want: Vec<f32> = (0..w).map(|i| row[mirror(sx + i as isize, row.len())]).collect();
+                assert_eq!(got, want, "sx {sx} w {w}");
+            }
+        }
+        let mut one = vec![0f32; 5];
+        gather_row(&[4.0], -2, &mut one);
+        assert_eq!(one, vec![4.0; 5]);
     }
 
     #[test]

@@ -57,8 +57,9 @@ export ORT_DYLIB_PATH=$QCANET_ORT_GPU/libonnxruntime.so
 
 if [ "$GPU_DEV" = cuda ]; then
     say "== provider check (qcanet info --device cuda)"
-    "$BIN" info --device cuda 2>&1 | tee -a "$LOG" | head -4
-    if ! "$BIN" info --device cuda 2>&1 | grep -q "on Cuda"; then
+    INFO=$("$BIN" info --device cuda 2>&1 || true)
+    echo "$INFO" | tee -a "$LOG" | head -4
+    if ! grep -q "on Cuda" <<< "$INFO"; then
         say "FAIL: the CUDA provider did not start; diagnostics:"
         "$BIN" info --device cuda >> "$LOG" 2>&1 || true
         python3 -c "import site, glob; [print(d) for s in site.getsitepackages() for d in sorted(glob.glob(s + '/nvidia/*/lib'))]" >> "$LOG" 2>&1 || true
@@ -116,13 +117,12 @@ variant() { # name precision [VAR=value ...]: a CUDA pass over $REP, labels comp
     "$BIN" evaluate "$WORK/$name" "$DATA/instances" --json "$WORK/eval_$name.json" > "$WORK/eval_$name.txt"
     say "$name accuracy: $(tail -1 "$WORK/eval_$name.txt")"
 }
-say "== CUDA over $NREP volumes: fp32 (twice), tf32, and the convolution layout / algorithm search"
+say "== CUDA over $NREP volumes: fp32 (three passes), tf32 (two)"
 variant gpu fp32
 variant gpu2 fp32
+variant gpu3 fp32
 variant tf32 tf32
-variant heur fp32 QCANET_CUDA_ALGO=heuristic
-variant nhwc fp32 QCANET_CUDA_NHWC=1
-variant nhwc_tf32 tf32 QCANET_CUDA_NHWC=1
+variant tf32b tf32
 say "== auto picks the GPU"
 "$BIN" segment "$(ls "$DATA"/images/*.tif | head -1)" -o "$WORK/auto.tif" --voxel-size $VOX --device auto 2>&1 | tail -1 | tee "$WORK/auto.txt" | tee -a "$LOG"
 "$BIN" evaluate "$WORK/cpu" "$DATA/instances" --json "$WORK/eval_cpu.json" > "$WORK/eval_cpu.txt"
@@ -154,9 +154,7 @@ big() { # name device [segment options...]
 }
 big gpu $GPU_DEV
 big gpu2 $GPU_DEV
-# tiles of 156 x 512 x 512 (z in one tile): 1.4x the voxels through the network instead of 2.5x
-big bigtile $GPU_DEV --tile 156,512,512 || true
-QCANET_CUDA_NHWC=1 big nhwc $GPU_DEV || true
+big gpu3 $GPU_DEV
 
 say "== report"
 python3 - "$WORK" "$OUT" "$NVOL" <<'EOF' | tee -a "$LOG"
@@ -173,11 +171,11 @@ def ev(name):
 rep = {
     "gpu": (work / "gpu-name.txt").read_text().strip(),
     "volumes": nvol,
-    "timings": {n: timings(n) for n in ["cpu", "cpu2", "gpu", "gpu2", "tf32", "heur", "nhwc", "nhwc_tf32", "big_gpu", "big_gpu2", "big_bigtile", "big_nhwc"]},
+    "timings": {n: timings(n) for n in ["cpu", "cpu2", "gpu", "gpu2", "gpu3", "tf32", "tf32b", "big_gpu", "big_gpu2", "big_gpu3"]},
     "agreement": {n: {k: v for k, v in json.loads((work / f"agree_{n}.json").read_text()).items() if k != "files"}
-                  for n in ["gpu", "gpu2", "tf32", "heur", "nhwc", "nhwc_tf32"] if (work / f"agree_{n}.json").exists()},
+                  for n in ["gpu", "gpu2", "gpu3", "tf32", "tf32b"] if (work / f"agree_{n}.json").exists()},
     "agreement_fp32_files": json.loads((work / "agree_gpu2.json").read_text())["files"],
-    "accuracy": {n: ev(n) for n in ["cpu", "gpu", "gpu2", "tf32", "heur", "nhwc", "nhwc_tf32"] if (work / f"eval_{n}.json").exists()},
+    "accuracy": {n: ev(n) for n in ["cpu", "gpu", "gpu2", "gpu3", "tf32", "tf32b"] if (work / f"eval_{n}.json").exists()},
     "auto": (work / "auto.txt").read_text().strip(),
     "python": (work / "python.txt").read_text().strip(),
 }
