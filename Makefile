@@ -18,7 +18,7 @@ ORT_GPU_DIR := $(CACHE)/onnxruntime-gpu
 ORT_GPU_LIB := $(ORT_GPU_DIR)/libonnxruntime.so.$(ORT_VERSION)
 GPU_PACK    := gpu/pack
 
-.PHONY: runtime-gpu runtime-gpu-pack
+.PHONY: runtime-gpu runtime-gpu-pack test-gpu-check
 .PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install python-package install header bench runtime venv venv-train clean help
 
 all: build
@@ -95,10 +95,24 @@ $(VENV)/.stamp-train: $(VENV)/.stamp-base
 	$(VPY) -m pip install --quiet --no-deps -e bindings/python
 	touch $@
 
-test: build venv venv-train test-rust test-c test-python test-install test-python-install test-fiji
+test: build venv venv-train test-rust test-c test-python test-install test-python-install test-fiji test-gpu-check
 	@echo "all test suites passed"
 
-test-rust: build
+# tools/gpu_check.sh end to end with every "GPU" step on the CPU, on generated volumes,
+# so that the script a GPU machine runs once is known to work before it gets there.
+test-gpu-check: build runtime-gpu venv
+	rm -rf $(CACHE)/gpu-check && mkdir -p $(CACHE)/gpu-check/data/images $(CACHE)/gpu-check/data/instances
+	for s in 1 2; do $(REL)/qcanet synth -o $(CACHE)/gpu-check/data/images/e$$s.tif \
+	    --labels $(CACHE)/gpu-check/data/instances/e$$s.tif --nuclei 5 --seed $$s --dims 24,64,64 > /dev/null; done
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH QCANET_ORT_GPU=$(CURDIR)/$(ORT_GPU_DIR) GPU_DEV=cpu BIG_DIMS=24,96,96 \
+	    DATA=$(CURDIR)/$(CACHE)/gpu-check/data OUT=$(CURDIR)/$(CACHE)/gpu-check/out WORK=$(CURDIR)/$(CACHE)/gpu-check/work \
+	    bash tools/gpu_check.sh > $(CACHE)/gpu-check/stdout.txt
+	grep -q "Labels vs CPU (min agreement over files): gpu 1.000000" $(CACHE)/gpu-check/out/report.md
+	grep -q "python: device=cpu" $(CACHE)/gpu-check/out/report.md
+	test -s $(CACHE)/gpu-check/out/report.json
+	@echo "gpu_check.sh dry run on the CPU: report written"
+
+test-rust: build runtime-gpu
 	cargo test --release --locked
 
 test-c: build

@@ -36,7 +36,12 @@ fn cuda_that_cannot_start_is_a_clear_error_and_auto_falls_back() {
     match qcanet::Model::load_default(&cuda) {
         // a machine with a working CUDA runtime and the GPU build of ONNX Runtime
         Ok(m) => assert_eq!(m.device_used(), qcanet::Device::Cuda),
-        Err(e) => assert!(e.to_string().contains("CUDA could not start"), "{e}"),
+        // this process started the CPU build first (common::runtime), so CUDA is refused
+        // with the reason; tests/gpu_runtime.rs covers each missing piece in its own process
+        Err(e) => {
+            let s = e.to_string();
+            assert!(s.contains("CUDA") && (s.contains("without CUDA") || s.contains("libcuda.so.1") || s.contains("GPU build")), "{s}")
+        }
     }
     let auto = qcanet::Model::load_default(&qcanet::LoadOptions { device: qcanet::Device::Auto, ..Default::default() }).unwrap();
     assert!(matches!(auto.device_used(), qcanet::Device::Cpu | qcanet::Device::Cuda));

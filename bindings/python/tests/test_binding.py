@@ -70,3 +70,19 @@ def test_tiff_round_trip_and_measure(tmp_path, synth_embryo):
     with pytest.raises(qcanet.QcanetError) as e:
         qcanet.read_tiff(tmp_path / "nope.tif")
     assert e.value.status_name == "QCA_ERR_IO"
+
+
+def test_devices_on_a_machine_without_a_gpu():
+    import os
+    if os.path.exists("/proc/driver/nvidia"):
+        pytest.skip("this machine has an NVIDIA driver: auto would pick CUDA")
+    with qcanet.Model(device="auto") as m:
+        assert m.device == "cpu"
+    # the runtime this process runs has no CUDA, or the GPU build finds no driver: a clear error
+    with pytest.raises(qcanet.QcanetError, match="CUDA") as e:
+        qcanet.Model(device="cuda")
+    assert e.value.status_name == "QCA_ERR_RUNTIME"
+    with pytest.raises(ValueError, match="precision"):
+        qcanet.Model(precision="fp16")
+    with qcanet.Model(device="cpu", precision="tf32") as m:   # tf32 concerns GPUs only
+        assert m.device == "cpu"
