@@ -112,8 +112,14 @@ test-gpu-check: build runtime-gpu venv
 	test -s $(CACHE)/gpu-check/out/report.json
 	@echo "gpu_check.sh dry run on the CPU: report written"
 
+# Tests that need what a machine may lack are #[ignore]d (counted as ignored in the
+# summary) and run here, by name, when it is there.
 test-rust: build runtime-gpu
 	cargo test --release --locked
+	if [ -d ../shared/data/bbbc050/train ]; then cargo test --release --locked --test real_data -- --ignored; \
+	else echo "SKIPPED: ../shared/data is not here; tests/real_data.rs did not run"; fi
+	if [ ! -e /proc/driver/nvidia ]; then cargo test --release --locked --test gpu_runtime -- --ignored; \
+	else echo "SKIPPED: an NVIDIA driver is here; the no-GPU cases of tests/gpu_runtime.rs did not run"; fi
 
 test-c: build
 	$(MAKE) -C bindings/c test QCANET_ROOT=$(CURDIR)

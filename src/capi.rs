@@ -241,7 +241,7 @@ fn status_of(e: &Error) -> QcaStatus {
     match e {
         Error::InvalidArgument(_) => QCA_ERR_INVALID_ARGUMENT,
         Error::NonFinite(_) => QCA_ERR_NON_FINITE,
-        Error::Io { .. } => QCA_ERR_IO,
+        Error::Io { .. } | Error::Write { .. } => QCA_ERR_IO,
         Error::Tiff { .. } | Error::Unsupported(_) => QCA_ERR_FORMAT,
         Error::Runtime(_) => QCA_ERR_RUNTIME,
         Error::Model(_) => QCA_ERR_MODEL,
@@ -320,11 +320,31 @@ unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a 
     Ok(Path::new(s))
 }
 
-/// Copies a caller's versioned struct over defaults: only the bytes it says it has.
-unsafe fn read_versioned<T: Copy>(p: *const T, default: T, what: &str) -> std::result::Result<T, (QcaStatus, String)> {
+/// The end offset of each field of a struct: the `struct_size`s an older, shorter
+/// version of it can have.
+macro_rules! field_ends {
+    ($t:ty: $($f:ident),+) => {{
+        fn end<F>(_: impl Fn(&$t) -> &F, offset: usize) -> usize {
+            offset + std::mem::size_of::<F>()
+        }
+        [$(end(|s: &$t| &s.$f, std::mem::offset_of!($t, $f))),+]
+    }};
+}
+
+/// Copies a caller's versioned struct over defaults: only the bytes it says it has. Its
+/// `struct_size` must end on a field boundary (`ends`) or cover the whole struct: a size
+/// inside a field would copy half of it (half a callback pointer).
+unsafe fn read_versioned<T: Copy>(p: *const T, default: T, ends: &[usize], what: &str) -> std::result::Result<T, (QcaStatus, String)> {
     let size = *(p as *const u32) as usize;
     if size < 4 {
         return Err(invalid(format!("{what}.struct_size is {size}: call the _default function first")));
+    }
+    if size < std::mem::size_of::<T>() && !ends.contains(&size) {
+        return Err(invalid(format!(
+            "{what}.struct_size is {size}, which ends inside a field (this library's struct is {} bytes): \
+             set it with sizeof or the _default function",
+            std::mem::size_of::<T>()
+        )));
     }
     let mut out = default;
     let n = size.min(std::mem::size_of::<T>());
@@ -418,7 +438,8 @@ pub unsafe extern "C" fn qca_model_options_default(o: *mut QcaModelOptions) {
 unsafe fn load_options(o: *const QcaModelOptions) -> std::result::Result<LoadOptions, (QcaStatus, String)> {
     let mut d = QcaModelOptions { struct_size: 0, device: 0, device_id: 0, num_threads: 0, precision: 0 };
     qca_model_options_default(&mut d);
-    let o = if o.is_null() { d } else { read_versioned(o, d, "QcaModelOptions")? };
+    let ends = field_ends!(QcaModelOptions: struct_size, device, device_id, num_threads, precision);
+    let o = if o.is_null() { d } else { read_versioned(o, d, &ends, "QcaModelOptions")? };
     let device = match o.device {
         QCA_DEVICE_AUTO => Device::Auto,
         QCA_DEVICE_CPU => Device::Cpu,
@@ -541,7 +562,9 @@ fn default_params() -> QcaSegmentParams {
 
 /// Checked conversion of C parameters into the library's.
 unsafe fn segment_params(p: *const QcaSegmentParams) -> std::result::Result<(SegmentParams, QcaSegmentParams), (QcaStatus, String)> {
-    let c = if p.is_null() { default_params() } else { read_versioned(p, default_params(), "QcaSegmentParams")? };
+    let ends = field_ends!(QcaSegmentParams: struct_size, voxel_size, fg_threshold, centre_threshold, markers, marker_sigma_um,
+        landscape, fill_holes, min_volume_um3, connectivity, tile, overlap, progress, user_data);
+    let c = if p.is_null() { default_params() } else { read_versioned(p, default_params(), &ends, "QcaSegmentParams")? };
     let finite = |v: f32, what: &str| if v.is_nan() { Err(invalid(format!("{what} is NaN"))) } else { Ok(v) };
     let mut s = SegmentParams::default();
     let v = c.voxel_size;

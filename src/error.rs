@@ -11,6 +11,8 @@ pub enum Error {
     Io { path: String, source: std::io::Error },
     #[error("cannot read TIFF {path}: {msg}")]
     Tiff { path: String, msg: String },
+    #[error("cannot write {path}: {msg}")]
+    Write { path: String, msg: String },
     #[error("unsupported image format: {0}")]
     Unsupported(String),
     #[error("ONNX Runtime not available: {0}")]

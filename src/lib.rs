@@ -40,6 +40,14 @@ include!(concat!(env!("OUT_DIR"), "/default_model.rs"));
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Limits on sizes taken from callers and files (documented in the README's "Limits").
+/// A volume needs this many z slices: a single 2-D image is refused.
+pub const MIN_SLICES: usize = 2;
+/// Largest factor between the input's voxel size and the model's, per axis (either way):
+/// beyond it a voxel size is a typo or a wrong unit, and the resampled volume would be
+/// absurd (a 1000 um voxel against 0.8 um asks for 10^9 times the voxels).
+pub const MAX_RESAMPLING: f64 = 16.0;
+
 /// Per-call settings. `None` means "as the model's metadata says".
 #[derive(Clone, Debug, Default)]
 pub struct SegmentParams {
@@ -199,14 +207,30 @@ impl Model {
                 return Err(Error::invalid(format!("voxel size must be positive, got {v:?}")));
             }
         }
+        if dims[0] < MIN_SLICES {
+            return Err(Error::invalid(format!(
+                "a volume of {dims:?} (z, y, x) has fewer than {MIN_SLICES} slices: qcanet segments 3-D stacks"
+            )));
+        }
         let info = &self.nsn.info;
-        let norm = preprocess::normalise(vol, info.normalization)?;
         let in_vox = p.voxel_size.or(info.voxel_size).unwrap_or([1.0; 3]);
         let model_vox = info.voxel_size.unwrap_or(in_vox);
+        for k in 0..3 {
+            let f = in_vox[k] / model_vox[k];
+            if !(1.0 / MAX_RESAMPLING..=MAX_RESAMPLING).contains(&f) {
+                return Err(Error::invalid(format!(
+                    "the voxel size {in_vox:?} um is {f:.3} times the model's {model_vox:?} um along {}; qcanet resamples by at most {MAX_RESAMPLING}x \
+                     (check --voxel-size / voxel_size and the file's length unit)",
+                    ["z", "y", "x"][k]
+                )));
+            }
+        }
+        let norm = preprocess::normalise(vol, info.normalization)?;
         // resample only when the grids differ by more than 1 %
         let differs = (0..3).any(|k| (in_vox[k] / model_vox[k] - 1.0).abs() > 0.01);
         let (work, wdims) = if differs {
             let md = preprocess::resampled_dims(dims, in_vox, model_vox);
+            voxel_count(md)?;
             (preprocess::resample_linear(&norm, dims, md), md)
         } else {
             (norm, dims)
@@ -214,8 +238,12 @@ impl Model {
         let wvox = if differs { model_vox } else { in_vox };
         let tile = p.tile.unwrap_or(info.tile);
         let overlap = p.overlap.unwrap_or(info.overlap);
-        if tile.iter().any(|&t| t == 0) {
-            return Err(Error::invalid("tile size must be positive"));
+        if tile.iter().any(|&t| t == 0 || t > model::MAX_TILE) || overlap.iter().any(|&o| o > model::MAX_TILE) {
+            return Err(Error::invalid(format!(
+                "tile {tile:?} / overlap {overlap:?}: each must be 1..={} voxels (overlap 0..={})",
+                model::MAX_TILE,
+                model::MAX_TILE
+            )));
         }
         let prepare_s = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();

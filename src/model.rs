@@ -63,6 +63,13 @@ impl Default for LoadOptions {
     }
 }
 
+/// Largest tile edge (voxels), from metadata or a caller.
+pub const MAX_TILE: usize = 1024;
+/// Largest spatial multiple a model's metadata may ask for.
+pub const MAX_SPATIAL_MULTIPLE: usize = 256;
+/// Most inference threads one may ask for (ONNX Runtime crashes far above the core count).
+pub const MAX_THREADS: usize = 1024;
+
 /// Tiles sent to a GPU in one run are capped at this many voxels in all (about 3 GB of
 /// activations for the default model): enough to fill an H100, far below its memory.
 const GPU_BATCH_VOXELS: usize = 20_000_000;
@@ -163,8 +170,11 @@ impl NetInfo {
                 _ => {}
             }
         }
-        if i.spatial_multiple.iter().any(|&m| m == 0) || i.tile.iter().any(|&t| t == 0) {
-            return Err(Error::Model("qcanet.spatial_multiple and qcanet.tile must be positive".into()));
+        if i.spatial_multiple.iter().any(|&m| m == 0 || m > MAX_SPATIAL_MULTIPLE) || i.tile.iter().any(|&t| t == 0 || t > MAX_TILE) || i.overlap.iter().any(|&o| o > MAX_TILE) {
+            return Err(Error::Model(format!(
+                "qcanet.spatial_multiple {:?} must be 1..={MAX_SPATIAL_MULTIPLE}, qcanet.tile {:?} 1..={MAX_TILE}, qcanet.overlap {:?} 0..={MAX_TILE}",
+                i.spatial_multiple, i.tile, i.overlap
+            )));
         }
         for k in 0..3 {
             // tiles are whole multiples; overlaps leave a positive stride
@@ -211,6 +221,9 @@ impl Network {
             return Err(Error::Model(format!("{name}: empty file")));
         }
         let (env, runtime_has_cuda) = crate::runtime::environment_for(opts.device)?;
+        if opts.num_threads > MAX_THREADS {
+            return Err(Error::invalid(format!("{} inference threads asked for; at most {MAX_THREADS} (0 = all cores)", opts.num_threads)));
+        }
         let threads = if opts.num_threads == 0 { num_cpus() } else { opts.num_threads };
         let build = |cuda: bool| -> Result<Session> {
             let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;

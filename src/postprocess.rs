@@ -60,6 +60,9 @@ impl Default for PostParams {
     }
 }
 
+/// Largest Gaussian sigma, in voxels, for the marker smoothing (the kernel spans 4 sigma).
+pub const MAX_SIGMA_VOXELS: f64 = 32.0;
+
 /// Runs the post-processing on probability volumes of shape `dims` (z, y, x)
 /// with voxel size `voxel` (z, y, x, micrometres). Returns labels and their count.
 pub fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
@@ -93,6 +96,12 @@ pub fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3]
                 p.marker_sigma_um as f64 / voxel[1],
                 p.marker_sigma_um as f64 / voxel[2],
             ];
+            if sigma.iter().any(|s| !(s.is_finite() && *s <= MAX_SIGMA_VOXELS)) {
+                return Err(Error::invalid(format!(
+                    "marker smoothing of {} um is {sigma:.1?} voxels at the voxel size {voxel:?} um; at most {MAX_SIGMA_VOXELS} (check the voxel size)",
+                    p.marker_sigma_um
+                )));
+            }
             let sm = if p.marker_sigma_um > 0.0 { gaussian(centre, dims, sigma) } else { centre.to_vec() };
             let mx = max_filter3(&sm, dims);
             let peaks: Vec<bool> = (0..n)

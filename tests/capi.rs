@@ -225,3 +225,72 @@ fn measurements_through_the_handle() {
         qca_measurements_free(h);
     }
 }
+
+/// Sizes nobody bounded used to abort or crash the host: each is now an error status.
+#[test]
+fn absurd_sizes_are_errors_not_crashes() {
+    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
+    assert_eq!(s, QCA_OK, "{}", last_error());
+    let dims = [10usize, 20, 40];
+    let v = vec![0.5f32; 10 * 20 * 40];
+    let mut lab = vec![0u32; v.len()];
+    let mut k = 99u32;
+    unsafe {
+        // 1000 um voxels against the default model's 1.75 x 0.8 x 0.8: terabytes before
+        let mut dm: *mut QcaModel = ptr::null_mut();
+        assert_eq!(qca_model_load_default(ptr::null(), &mut dm), QCA_OK, "{}", last_error());
+        let mut p = params();
+        p.voxel_size = [1000.0, 1000.0, 1000.0];
+        assert_eq!(qca_segment_f32(dm, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("resamples by at most"), "{}", last_error());
+        qca_model_free(dm);
+        // tiles far beyond any memory
+        let mut p = params();
+        p.tile = [100_000, 100_000, 100_000];
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("tile"), "{}", last_error());
+        // a struct_size that ends inside a field (half of the callback pointer)
+        let mut p = params();
+        p.struct_size = (std::mem::offset_of!(QcaSegmentParams, progress) + 4) as u32;
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("inside a field"), "{}", last_error());
+        // an older, shorter struct that ends on a field boundary is fine
+        let mut p = params();
+        p.struct_size = std::mem::offset_of!(QcaSegmentParams, progress) as u32;
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_OK, "{}", last_error());
+        // one z slice: a 2-D image is not a volume
+        let flat = [1usize, 20, 40];
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), flat.as_ptr(), &params(), lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("slices"), "{}", last_error());
+        qca_model_free(m);
+
+        // 100000 threads: a segfault inside ONNX Runtime before
+        let mut o = std::mem::MaybeUninit::<QcaModelOptions>::zeroed();
+        qca_model_options_default(o.as_mut_ptr());
+        let mut o = o.assume_init();
+        o.num_threads = 100_000;
+        let mut out: *mut QcaModel = 0x1 as *mut QcaModel;
+        let a = cpath(&common::data("threshold_nsn.onnx"));
+        let b = cpath(&common::data("threshold_ndn.onnx"));
+        assert_eq!(qca_model_load(a.as_ptr(), b.as_ptr(), &o, &mut out), QCA_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("threads"), "{}", last_error());
+        assert_eq!(out as usize, 1, "out-parameter untouched");
+        // options whose struct_size ends inside a field
+        o.num_threads = 0;
+        o.struct_size = 6;
+        assert_eq!(qca_model_load(a.as_ptr(), b.as_ptr(), &o, &mut out), QCA_ERR_INVALID_ARGUMENT);
+        // an unknown precision
+        o.struct_size = std::mem::size_of::<QcaModelOptions>() as u32;
+        o.precision = 7;
+        assert_eq!(qca_model_load(a.as_ptr(), b.as_ptr(), &o, &mut out), QCA_ERR_INVALID_ARGUMENT);
+    }
+    // post-processing alone with tiny voxels: the marker smoothing would span millions of voxels
+    let fg = vec![0.9f32; v.len()];
+    let mut p = params();
+    p.voxel_size = [1e-6, 1e-6, 1e-6];
+    p.markers = QCA_MARKERS_LOCAL_MAXIMA;
+    p.marker_sigma_um = 2.5;
+    let s = unsafe { qca_postprocess_f32(fg.as_ptr(), fg.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k) };
+    assert_eq!(s, QCA_ERR_INVALID_ARGUMENT);
+    assert!(last_error().contains("marker smoothing"), "{}", last_error());
+}

@@ -2,7 +2,9 @@
 //! and the errors a user sees when something is missing. Each case runs `qcanet` in its
 //! own process, since a process loads one ONNX Runtime once.
 //!
-//! Needs the GPU build unpacked by `make runtime-gpu` (`make test` does that first).
+//! Needs the GPU build unpacked by `make runtime-gpu` (`make test` does that first). The
+//! no-driver cases are `#[ignore]`d and run by `make test` with `--ignored` on machines
+//! without an NVIDIA driver (CI's), so a GPU machine shows them as ignored, not passed.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -24,10 +26,6 @@ fn gpu_runtime_dir() -> PathBuf {
     d
 }
 
-/// A machine with a GPU would take other paths; these tests describe one without.
-fn has_nvidia_driver() -> bool {
-    Path::new("/proc/driver/nvidia").exists()
-}
 
 /// `qcanet` from a copy of the program in `dir` (nothing beside it unless the test puts
 /// it there), with a clean environment for the runtime search.
@@ -56,10 +54,8 @@ fn synth(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "describes a machine without an NVIDIA driver (make test runs it there)"]
 fn cuda_without_the_gpu_build_says_how_to_get_it() {
-    if has_nvidia_driver() {
-        return eprintln!("SKIPPED: this machine has an NVIDIA driver; the no-GPU error paths do not apply");
-    }
     let d = tempfile::tempdir().unwrap();
     let raw = synth(d.path());
     let out = d.path().join("labels.tif");
@@ -71,10 +67,8 @@ fn cuda_without_the_gpu_build_says_how_to_get_it() {
 }
 
 #[test]
+#[ignore = "describes a machine without an NVIDIA driver (make test runs it there)"]
 fn cuda_with_the_gpu_build_but_no_driver_names_the_driver() {
-    if has_nvidia_driver() {
-        return eprintln!("SKIPPED: this machine has an NVIDIA driver; the no-GPU error paths do not apply");
-    }
     let gpu = gpu_runtime_dir();
     let d = tempfile::tempdir().unwrap();
     let raw = synth(d.path());
@@ -95,10 +89,8 @@ fn cuda_with_the_gpu_build_but_no_driver_names_the_driver() {
 }
 
 #[test]
+#[ignore = "describes a machine without an NVIDIA driver (make test runs it there)"]
 fn auto_falls_back_to_the_cpu_and_says_why_when_a_gpu_build_is_there() {
-    if has_nvidia_driver() {
-        return eprintln!("SKIPPED: this machine has an NVIDIA driver; auto would pick CUDA");
-    }
     let gpu = gpu_runtime_dir();
     let d = tempfile::tempdir().unwrap();
     let raw = synth(d.path());

@@ -219,6 +219,12 @@ fn parse_triple_usize(s: &str) -> std::result::Result<[usize; 3], String> {
 }
 
 fn main() -> ExitCode {
+    // `qcanet ... | head`: end quietly when the reader goes away, as other Unix tools do
+    // (Rust ignores SIGPIPE, and a write to a closed pipe would panic)
+    // SAFETY: restoring the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -406,6 +412,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
 
     let (files, had_dir) = expand_inputs(inputs)?;
     let to_folder = had_dir || files.len() > 1 || output.is_dir();
+    let outputs = plan_outputs(&files, output, to_folder, want.csv)?;
     if to_folder {
         std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
     } else if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -439,7 +446,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                 let result = model.finish(job.probs, &job.params).and_then(|seg| {
                     let mut csv = String::new();
                     if let Some(raw) = &job.raw {
-                        let m = qcanet::measure(&seg.labels, job.file.dims, job.params.voxel_size.unwrap_or([1.0; 3]), Some(raw))?;
+                        let m = qcanet::measure(&seg.labels, job.file.dims, job.file.voxel_size.unwrap_or([1.0; 3]), Some(raw))?;
                         push_frame_csv(&mut csv, job.frame, &m);
                     }
                     Ok((seg, csv))
@@ -529,14 +536,26 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
             if p.voxel_size.is_none() && model.info().voxel_size.is_some() && !quiet {
                 pb.suspend(|| {
                     eprintln!(
-                        "note: {} has no calibration; assuming the model's voxel size {:?} um (set --voxel-size)",
+                        "note: {} has no calibration (no length unit); assuming the model's voxel size {:?} um, written into the result (set --voxel-size)",
                         f.display(),
                         model.info().voxel_size.unwrap()
                     )
                 });
             }
-            let out = if to_folder { output.join(f.file_name().unwrap()) } else { output.to_path_buf() };
-            let job = Arc::new(FileJob { input: f.clone(), output: out, dims: stack.dims, frames: stack.frames, voxel_size: p.voxel_size });
+            if stack.dims[0] < 2 {
+                failures.push((
+                    f.clone(),
+                    Error::invalid(format!(
+                        "{} is a single 2-D image: qcanet segments 3-D stacks (save every z slice of the volume in one multi-page TIFF)",
+                        f.display()
+                    )),
+                ));
+                continue;
+            }
+            // an uncalibrated file is taken to be on the model's grid (said above); that
+            // size is what the result carries and what --measure uses
+            let used_voxel = p.voxel_size.or(model.info().voxel_size);
+            let job = Arc::new(FileJob { input: f.clone(), output: outputs[i].clone(), dims: stack.dims, frames: stack.frames, voxel_size: used_voxel });
             for t in 0..stack.frames {
                 let r = stack.volume(t, channel).and_then(|v| {
                     let vol = v.to_f32();
@@ -624,12 +643,53 @@ fn push_frame_csv(csv: &mut String, t: usize, nuclei: &[qcanet::Nucleus]) {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".qcanet-").tempfile_in(dir).map_err(|e| Error::io(path, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    qcanet::io::atomic::write_bytes(path, bytes)
+}
+
+/// Refuses to write `out` over one of `inputs`.
+fn not_an_input(out: &Path, inputs: &[&Path]) -> Result<()> {
+    match inputs.iter().find(|i| qcanet::io::atomic::same_file(out, i)) {
+        Some(i) => Err(Error::invalid(format!("{} is an input ({}): qcanet never writes over its inputs; choose another output", out.display(), i.display()))),
+        None => Ok(()),
+    }
+}
+
+/// Where each input's result goes. Refused before any work: a result that would land on
+/// an input (`-o` naming an input, or the input folder itself), two inputs with one
+/// result name, a `.tif` file name given for several results.
+fn plan_outputs(files: &[PathBuf], output: &Path, to_folder: bool, csv: bool) -> Result<Vec<PathBuf>> {
+    if to_folder && output.exists() && !output.is_dir() {
+        return Err(Error::invalid(format!("{}: {} inputs need an output folder, and this is a file", output.display(), files.len())));
+    }
+    if to_folder && !output.exists() && is_tiff(output) {
+        return Err(Error::invalid(format!(
+            "-o {}: {} inputs give {} results; name a folder (without .tif), or segment one file at a time",
+            output.display(),
+            files.len(),
+            files.len()
+        )));
+    }
+    let inputs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let mut by_output: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
+    let mut outs = Vec::with_capacity(files.len());
+    for f in files {
+        let name = f.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file name", f.display())))?;
+        let o = if to_folder { output.join(name) } else { output.to_path_buf() };
+        not_an_input(&o, &inputs)?;
+        if csv {
+            not_an_input(&o.with_extension("csv"), &inputs)?;
+        }
+        if let Some(prev) = by_output.insert(o.clone(), f) {
+            return Err(Error::invalid(format!(
+                "{} and {} would both be written to {}; segment them into different folders",
+                prev.display(),
+                f.display(),
+                o.display()
+            )));
+        }
+        outs.push(o);
+    }
+    Ok(outs)
 }
 
 fn read_labels(p: &Path) -> Result<(Vec<u32>, [usize; 3], usize)> {
@@ -660,6 +720,9 @@ fn pairs(pred: &Path, gt: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
 }
 
 fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
+    if let Some(j) = json {
+        not_an_input(j, &[pred, gt])?;
+    }
     let mut rows = Vec::new();
     println!("{:<28} {:>6} {:>6} {:>6} {:>7} {:>6} {:>5} {:>5}", "file", "IoU", "SEG", "MUCov", "CTC-SEG", "F1", "n_gt", "n_pred");
     for (name, p, g) in pairs(pred, gt)? {
@@ -699,6 +762,7 @@ fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
 }
 
 fn measure_cmd(labels: &Path, image: Option<&Path>, voxel: Option<[f64; 3]>, output: &Path) -> Result<()> {
+    not_an_input(output, &[Some(labels), image].into_iter().flatten().collect::<Vec<_>>())?;
     let s = tiff::read(labels)?;
     let lab = s.samples.to_labels()?;
     let vox = voxel.or(s.voxel_size_um()).unwrap_or([1.0; 3]);

@@ -1,2 +1,3 @@
-//! File formats.
+//! File formats, and the one way qcanet writes a file.
+pub mod atomic;
 pub mod tiff;

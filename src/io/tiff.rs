@@ -115,21 +115,32 @@ impl Stack {
         Ok(concat(parts))
     }
 
-    /// Voxel size in micrometres, if the file has one in a known length unit.
+    /// Voxel size in micrometres, if the file has one in a length unit. A file without a
+    /// unit (or in "pixel") is uncalibrated: its resolution tags, which every writer adds,
+    /// say nothing about micrometres.
     pub fn voxel_size_um(&self) -> Option<[f64; 3]> {
         let v = self.voxel_size?;
-        let f = match self.unit.as_deref().map(|u| u.trim().to_lowercase()) {
-            None => 1.0,
-            Some(u) => match u.as_str() {
-                "micron" | "microns" | "um" | "µm" | "\u{03BC}m" | "micrometer" | "micrometre" => 1.0,
-                "nm" | "nanometer" | "nanometre" => 1e-3,
-                "mm" | "millimeter" | "millimetre" => 1e3,
-                _ => return None,
-            },
-        };
-        Some([v[0] * f, v[1] * f, v[2] * f])
+        let f = length_unit_um(self.unit.as_deref()?)?;
+        let um = [v[0] * f, v[1] * f, v[2] * f];
+        um.iter().all(|a| a.is_finite() && *a > 0.0).then_some(um)
     }
 }
+
+/// Micrometres per one `unit`, for the length units ImageJ and TIFF writers use.
+pub fn length_unit_um(unit: &str) -> Option<f64> {
+    Some(match unit.trim().to_lowercase().as_str() {
+        "micron" | "microns" | "um" | "µm" | "\u{03BC}m" | "micrometer" | "micrometre" | "micrometers" | "micrometres" => 1.0,
+        "nm" | "nanometer" | "nanometre" | "nanometers" | "nanometres" => 1e-3,
+        "mm" | "millimeter" | "millimetre" | "millimeters" | "millimetres" => 1e3,
+        "cm" | "centimeter" | "centimetre" | "centimeters" | "centimetres" => 1e4,
+        "m" | "meter" | "metre" | "meters" | "metres" => 1e6,
+        "inch" | "inches" | "in" => 25_400.0,
+        _ => return None,
+    })
+}
+
+/// Most bytes a stack may decode to when read whole (larger stacks: see the README's "Limits").
+pub const MAX_STACK_BYTES: u64 = 4 << 30;
 
 fn concat(parts: Vec<Samples>) -> Samples {
     macro_rules! cat {
@@ -181,6 +192,14 @@ fn parse_imagej(desc: &str) -> Option<ImageJInfo> {
     Some(info)
 }
 
+/// Bytes per sample of a grey colour type (others are refused before this is asked).
+fn colortype_bytes(ct: tiff::ColorType) -> u64 {
+    match ct {
+        tiff::ColorType::Gray(b) => (b as u64).div_ceil(8),
+        _ => 8,
+    }
+}
+
 fn tiff_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Tiff { path: path.display().to_string(), msg: e.to_string() }
 }
@@ -213,7 +232,15 @@ pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
     let yres = dec.find_tag(Tag::YResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
     let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
     let ct = dec.colortype().map_err(|e| tiff_err(path, e))?;
+    if !matches!(ct, tiff::ColorType::Gray(_)) {
+        return Err(Error::Unsupported(format!(
+            "{}: colour or multi-sample pages ({ct:?}) are not supported; save the nuclear channel as a grey stack",
+            path.display()
+        )));
+    }
     let mut pages: Vec<DecodingResult> = Vec::new();
+    let page_bytes = (w as u64) * (h as u64) * colortype_bytes(ct);
+    let mut total: u64 = 0;
     loop {
         let (pw, ph) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
         if (pw, ph) != (w, h) {
@@ -221,6 +248,14 @@ pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
         }
         if dec.colortype().map_err(|e| tiff_err(path, e))? != ct {
             return Err(tiff_err(path, format!("page {} has another sample type", pages.len())));
+        }
+        // checked before decoding: a small file can claim pages of any size
+        total = total.saturating_add(page_bytes);
+        if total > MAX_STACK_BYTES {
+            return Err(tiff_err(
+                path,
+                format!("more than {} GiB once decoded (at page {}): too large to read whole", MAX_STACK_BYTES >> 30, pages.len()),
+            ));
         }
         pages.push(dec.read_image().map_err(|e| tiff_err(path, e))?);
         if !dec.more_images() {
@@ -264,8 +299,10 @@ pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
     if let Some(info) = &ij {
         channels = info.channels.unwrap_or(1).max(1);
         frames = info.frames.unwrap_or(1).max(1);
-        slices = info.slices.unwrap_or(n / (channels * frames)).max(1);
-        if channels * frames * slices != n {
+        let cf = channels.checked_mul(frames).filter(|&cf| cf <= n);
+        slices = info.slices.or(cf.map(|cf| n / cf)).unwrap_or(n).max(1);
+        // numbers from the header are checked against the pages, never trusted for sizes
+        if cf.and_then(|cf| cf.checked_mul(slices)) != Some(n) {
             // inconsistent header: trust the page count
             channels = 1;
             frames = 1;
@@ -276,7 +313,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
     }
     let voxel_size = match (xres, yres) {
         (Some(xr), Some(yr)) if xr > 0.0 && yr > 0.0 && (ij.is_some() || spacing.is_some()) => {
-            Some([spacing.unwrap_or(1.0), 1.0 / yr, 1.0 / xr])
+            Some([spacing.unwrap_or(1.0), 1.0 / yr, 1.0 / xr]).filter(|v| v.iter().all(|a| a.is_finite() && *a > 0.0))
         }
         _ => None,
     };
@@ -312,20 +349,16 @@ pub fn write(path: impl AsRef<Path>, samples: &Samples, dims: [usize; 3], frames
             samples.len()
         )));
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".qcanet-")
-        .suffix(".tif.part")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(path, e))?;
-    {
-        let mut w = BufWriter::new(tmp.as_file());
-        encode(&mut w, samples, dims, frames, voxel_um).map_err(|e| tiff_err(path, e))?;
-        w.flush().map_err(|e| Error::io(path, e))?;
+    if let Some(v) = voxel_um {
+        if v.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
+            return Err(Error::invalid(format!("writing {}: voxel size {v:?} is not positive", path.display())));
+        }
     }
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    super::atomic::write_with(path, |f| {
+        let mut w = BufWriter::new(f);
+        encode(&mut w, samples, dims, frames, voxel_um).map_err(std::io::Error::other)?;
+        w.flush()
+    })
 }
 
 fn encode<W: std::io::Write + std::io::Seek>(

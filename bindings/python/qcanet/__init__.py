@@ -91,9 +91,15 @@ def _params(voxel_size=None, fg_threshold=None, centre_threshold=None, markers=N
     if connectivity is not None:
         p.connectivity = connectivity
     if tile is not None:
-        p.tile[:] = list(tile)
+        t = [int(v) for v in tile]
+        if len(t) != 3 or any(v <= 0 for v in t):
+            raise ValueError(f"tile is three positive sizes (z, y, x), got {tile}")
+        p.tile[:] = t
     if overlap is not None:
-        p.overlap[:] = list(overlap)
+        o = [int(v) for v in overlap]
+        if len(o) != 3 or any(v < 0 for v in o):
+            raise ValueError(f"overlap is three sizes >= 0 (z, y, x), got {overlap}")
+        p.overlap[:] = o
     return p
 
 
@@ -184,6 +190,8 @@ class Model:
         if not self._h:
             raise ValueError("model is closed")
         v = np.asarray(volume)
+        if v.dtype.kind not in "uif":
+            raise TypeError(f"volume must hold intensities (unsigned/signed integers or floats), not {v.dtype}")
         if v.dtype == np.uint8:
             fn, v = _lib().qca_segment_u8, np.ascontiguousarray(v)
         elif v.dtype == np.uint16:

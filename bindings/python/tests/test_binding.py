@@ -86,3 +86,17 @@ def test_devices_on_a_machine_without_a_gpu():
         qcanet.Model(precision="fp16")
     with qcanet.Model(device="cpu", precision="tf32") as m:   # tf32 concerns GPUs only
         assert m.device == "cpu"
+
+
+def test_meaningless_arrays_and_parameters_are_refused():
+    with qcanet.Model(device="cpu") as m:
+        for bad in (np.zeros((4, 8, 8), bool), np.zeros((4, 8, 8), np.complex64)):
+            with pytest.raises(TypeError, match="intensities"):
+                m.segment(bad)
+        v = np.zeros((8, 32, 32), np.uint16)
+        with pytest.raises(ValueError, match="tile"):
+            m.segment(v, tile=(-1, 64, 64))
+        with pytest.raises(ValueError, match="overlap"):
+            m.segment(v, overlap=(0, -4, 0))
+        with pytest.raises(qcanet.QcanetError, match="slices"):
+            m.segment(np.zeros((1, 32, 32), np.uint16))

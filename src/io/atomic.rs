@@ -1,0 +1,140 @@
+//! The one way qcanet writes a file: all or nothing, never over an input by accident of
+//! naming, readable as any other program's output.
+//!
+//! - The bytes go to `.qcanet-<pid>-<random>.part` in the target's folder, are synced, and
+//!   the file is renamed over the target: a reader never sees half a file.
+//! - The temporary file is created with mode 0666, so the kernel applies the user's umask
+//!   (the result is 0644 under the usual umask 022, not the 0600 of a private temp file).
+//! - An interrupted run (SIGINT, SIGKILL, power loss) can leave a `.part` file behind; its
+//!   name carries the writer's process id, and [`clean_stale`] removes those whose process
+//!   is gone when the next run writes into that folder.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const PREFIX: &str = ".qcanet-";
+const SUFFIX: &str = ".part";
+
+fn write_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Write { path: path.display().to_string(), msg: e.to_string() }
+}
+
+/// Writes `path` through `fill`, which receives the temporary file; see the module docs.
+pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    clean_stale(dir);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{PREFIX}{}-", std::process::id()))
+        .suffix(SUFFIX)
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|e| write_err(path, e))?;
+    fill(tmp.as_file_mut()).map_err(|e| write_err(path, e))?;
+    tmp.as_file_mut().flush().map_err(|e| write_err(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| write_err(path, e))?;
+    tmp.persist(path).map_err(|e| write_err(path, e.error))?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, |f| f.write_all(bytes))
+}
+
+/// The process id in a temporary file's name, if it is one of ours.
+fn owner_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    rest.split('-').next()?.parse().ok()
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Removes `.qcanet-<pid>-*.part` files in `dir` left by processes that no longer run.
+/// Returns the files removed. Errors are ignored: this is housekeeping.
+pub fn clean_stale(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return removed };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(owner_pid) else { continue };
+        if !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+/// True when `a` and `b` name the same existing file (links and `..` included).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn results_follow_the_umask_and_leave_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.csv");
+        write_bytes(&p, b"a,b\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"a,b\n");
+        // SAFETY: umask only reads and sets this process's mask; set back at once
+        let mask = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        };
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !(mask as u32), "mode {mode:o}, umask {mask:o}");
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    #[test]
+    fn a_failed_write_says_cannot_write_and_keeps_the_old_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("labels.tif");
+        std::fs::write(&p, b"old").unwrap();
+        let e = write_with(&p, |_| Err(std::io::Error::other("disk full"))).unwrap_err();
+        assert!(e.to_string().starts_with("cannot write") && e.to_string().contains("disk full"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_parts_of_dead_processes_are_cleaned_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        // a pid that cannot exist (above the kernel's pid_max limit of 2^22)
+        let dead = d.path().join(".qcanet-99999999-abc.part");
+        let live = d.path().join(format!(".qcanet-{}-abc.part", std::process::id()));
+        let other = d.path().join(".qcanet-notapid.part");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(clean_stale(d.path()), vec![dead.clone()]);
+        assert!(!dead.exists() && live.exists() && other.exists());
+    }
+
+    #[test]
+    fn same_file_sees_through_links_and_dots() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.tif");
+        std::fs::write(&a, b"x").unwrap();
+        std::os::unix::fs::symlink(&a, d.path().join("l.tif")).unwrap();
+        assert!(same_file(&a, &d.path().join("l.tif")));
+        assert!(same_file(&a, &d.path().join(".").join("a.tif")));
+        assert!(!same_file(&a, &d.path().join("b.tif")));
+    }
+}
