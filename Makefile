@@ -18,7 +18,7 @@ ORT_GPU_DIR := $(CACHE)/onnxruntime-gpu
 ORT_GPU_LIB := $(ORT_GPU_DIR)/libonnxruntime.so.$(ORT_VERSION)
 GPU_PACK    := gpu/pack
 
-.PHONY: runtime-gpu runtime-gpu-pack test-gpu-check
+.PHONY: runtime-gpu runtime-gpu-pack test-gpu-check test-fuzz fuzz
 .PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install python-package install header bench runtime venv venv-train clean help
 
 all: build
@@ -95,8 +95,20 @@ $(VENV)/.stamp-train: $(VENV)/.stamp-base
 	$(VPY) -m pip install --quiet --no-deps -e bindings/python
 	touch $@
 
-test: build venv venv-train test-rust test-c test-python test-install test-python-install test-fiji test-gpu-check
+test: build venv venv-train test-rust test-fuzz test-c test-python test-install test-python-install test-fiji test-gpu-check
 	@echo "all test suites passed"
+
+# The TIFF reader under examples/fuzz_tiff.rs (mutations of generated stacks, and of real
+# ones when ../shared/data is there): a bounded run in `make test`, a long one in `make fuzz`.
+FUZZ_CORPUS := $(if $(wildcard ../shared/data/bbbc050/train/images),--corpus ../shared/data/bbbc050/train/images)
+FUZZ_SECONDS ?= 600
+test-fuzz: build
+	cargo build --release --locked --example fuzz_tiff
+	mkdir -p $(CACHE)/fuzz && cd $(CACHE)/fuzz && $(CURDIR)/$(REL)/examples/fuzz_tiff --iterations 10000 --seed 1 $(patsubst ../%,$(CURDIR)/../%,$(FUZZ_CORPUS))
+
+fuzz: build
+	cargo build --release --locked --example fuzz_tiff
+	mkdir -p $(CACHE)/fuzz && cd $(CACHE)/fuzz && $(CURDIR)/$(REL)/examples/fuzz_tiff --seconds $(FUZZ_SECONDS) --seed $$(date +%s) $(patsubst ../%,$(CURDIR)/../%,$(FUZZ_CORPUS))
 
 # tools/gpu_check.sh end to end with every "GPU" step on the CPU, on generated volumes,
 # so that the script a GPU machine runs once is known to work before it gets there.

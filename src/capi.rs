@@ -13,7 +13,6 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use crate::error::{voxel_count, Error, Result};
@@ -252,19 +251,15 @@ fn status_of(e: &Error) -> QcaStatus {
 }
 
 /// Runs `f`, turning errors and panics into a status and a thread-local message.
+/// A panic prints nothing on the host's stderr (`quiet_panic`).
 fn guard<F: FnOnce() -> std::result::Result<(), (QcaStatus, String)>>(f: F) -> QcaStatus {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match crate::quiet_panic::catch(f) {
         Ok(Ok(())) => QCA_OK,
         Ok(Err((s, m))) => {
             set_error(&m);
             s
         }
-        Err(p) => {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+        Err(what) => {
             set_error(&format!("internal error (please report): {what}"));
             QCA_ERR_INTERNAL
         }
@@ -498,7 +493,7 @@ pub unsafe extern "C" fn qca_model_load_default(o: *const QcaModelOptions, out: 
 #[no_mangle]
 pub unsafe extern "C" fn qca_model_free(m: *mut QcaModel) {
     if !m.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(m))));
+        let _ = crate::quiet_panic::catch(|| drop(Box::from_raw(m)));
     }
 }
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod postprocess;
 pub mod preprocess;
+mod quiet_panic;
 pub mod runtime;
 pub mod synth;
 pub mod watershed;

@@ -162,6 +162,11 @@ fn meaningless_input_is_refused_with_what_to_do() {
 /// A TIFF built by hand: one 16-bit page with the given tags (value fits in 4 bytes) and an
 /// ImageJ description. Enough to reach every size the reader takes from a file.
 fn tiny_tiff(width: u32, height: u32, pages: u32, description: &str, xres: (u32, u32)) -> Vec<u8> {
+    tiny_tiff_with(width, height, pages, description, xres, &[])
+}
+
+/// As `tiny_tiff`, with extra tags (tag, type, count, value) on every page.
+fn tiny_tiff_with(width: u32, height: u32, pages: u32, description: &str, xres: (u32, u32), extra: &[(u16, u16, u32, u32)]) -> Vec<u8> {
     let mut out = b"II*\0".to_vec();
     out.extend(8u32.to_le_bytes());
     let desc = format!("{description}\0").into_bytes();
@@ -193,10 +198,11 @@ fn tiny_tiff(width: u32, height: u32, pages: u32, description: &str, xres: (u32,
             (282, 5, 1, res_at),
             (283, 5, 1, res_at),
         ];
+        tags.extend_from_slice(extra);
         if p == 0 {
             tags.push((270, 2, desc.len() as u32, desc_at));
-            tags.sort();
         }
+        tags.sort();
         out.extend((tags.len() as u16).to_le_bytes());
         for (tag, ty, count, value) in &tags {
             out.extend(tag.to_le_bytes());
@@ -274,3 +280,16 @@ fn uncalibrated_files_get_the_models_voxel_size_written_and_said() {
     assert!((um3 - voxels * 1.75 * 0.8 * 0.8).abs() < 1e-6 * um3.max(1.0), "{row:?}");
 }
 
+
+#[test]
+fn a_decoder_panic_is_an_error_that_prints_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.tif");
+    // a SampleFormat tag with no values panics inside the `tiff` crate (found by fuzz_tiff)
+    std::fs::write(&p, tiny_tiff_with(8, 8, 2, "ImageJ=1.54f\n", (1, 1), &[(339, 3, 0, 0)])).unwrap();
+    let e = tiff::read(&p).unwrap_err();
+    assert!(e.to_string().contains("malformed file"), "{e}");
+    let o = qcanet(&["measure", s(&p), "-o", s(&d.path().join("m.csv"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!err(&o).contains("panicked") && err(&o).lines().count() == 1, "{}", err(&o));
+}

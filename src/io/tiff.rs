@@ -220,6 +220,12 @@ fn rational_to_f64(v: &tiff::decoder::ifd::Value) -> Option<f64> {
 /// type, or a colour image is an error that names the file.
 pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
     let path = path.as_ref();
+    // the `tiff` crate panics on some malformed tags (found by examples/fuzz_tiff.rs, e.g. a
+    // SampleFormat tag with no values): a bad file is an error, never a crash
+    crate::quiet_panic::catch(|| read_inner(path)).unwrap_or_else(|what| Err(tiff_err(path, format!("malformed file (the decoder failed: {what})"))))
+}
+
+fn read_inner(path: &Path) -> Result<Stack> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut dec = Decoder::new(BufReader::new(f)).map_err(|e| tiff_err(path, e))?;
     let mut limits = Limits::default();
