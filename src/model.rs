@@ -637,6 +637,13 @@ mod tests {
         assert_eq!(i.tile, [48, 128, 128]);
         assert_eq!(i.post.markers, MarkerMode::LocalMaxima);
         raw.insert("qcanet.voxel_size".into(), "1,2".into());
+        assert!(NetInfo::from_metadata(raw.clone()).is_err());
+        // sizes from a model file are bounded: an absurd multiple or tile is an error
+        raw.insert("qcanet.voxel_size".into(), "1.75,0.8,0.8".into());
+        raw.insert("qcanet.spatial_multiple".into(), "100000,8,8".into());
+        assert!(NetInfo::from_metadata(raw.clone()).unwrap_err().to_string().contains("spatial_multiple"));
+        raw.insert("qcanet.spatial_multiple".into(), "4,8,8".into());
+        raw.insert("qcanet.tile".into(), "64,4096,192".into());
         assert!(NetInfo::from_metadata(raw).is_err());
     }
 }

@@ -294,3 +294,32 @@ fn absurd_sizes_are_errors_not_crashes() {
     assert_eq!(s, QCA_ERR_INVALID_ARGUMENT);
     assert!(last_error().contains("marker smoothing"), "{}", last_error());
 }
+
+/// Every struct_size a caller could pass, from 0 to past the end: each is either accepted
+/// (a field boundary or the whole struct) or refused with QCA_ERR_INVALID_ARGUMENT; none
+/// reads past what the caller owns or crashes.
+#[test]
+fn every_struct_size_is_accepted_or_refused() {
+    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
+    assert_eq!(s, QCA_OK, "{}", last_error());
+    let dims = [4usize, 16, 16];
+    let v = vec![0.5f32; 4 * 16 * 16];
+    let mut lab = vec![0u32; v.len()];
+    let full = std::mem::size_of::<QcaSegmentParams>();
+    let (mut ok, mut refused) = (0, 0);
+    for size in 0..full + 16 {
+        let mut p = params();
+        p.struct_size = size as u32;
+        let mut k = 0u32;
+        match unsafe { qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k) } {
+            QCA_OK => ok += 1,
+            QCA_ERR_INVALID_ARGUMENT => refused += 1,
+            other => panic!("struct_size {size}: {other:?} ({})", last_error()),
+        }
+    }
+    // the ends of the 13 fields before the last (struct_size .. progress) and every size
+    // from the whole struct on
+    assert_eq!(ok, 13 + 16, "{ok} accepted, {refused} refused");
+    assert_eq!(refused, full - 13);
+    unsafe { qca_model_free(m) };
+}

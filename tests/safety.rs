@@ -293,3 +293,26 @@ fn a_decoder_panic_is_an_error_that_prints_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!err(&o).contains("panicked") && err(&o).lines().count() == 1, "{}", err(&o));
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_leaves_nothing_half_written() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("big.tif");
+    let e = qcanet::synth::generate(&qcanet::synth::SynthParams { dims: [51, 256, 256], n_nuclei: 20, seed: 2, ..Default::default() });
+    tiff::write(&raw, &Samples::U16(e.image), e.dims, 1, Some(e.voxel_size)).unwrap();
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_qcanet"))
+        .args(["segment", s(&raw), "-o", s(&out.join("big.tif")), "-q", "--device", "cpu"])
+        .env("ORT_DYLIB_PATH", std::env::var("ORT_DYLIB_PATH").unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", err(&o));
+    assert!(err(&o).contains("interrupted") && !err(&o).contains("panicked"), "{}", err(&o));
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -145,6 +145,9 @@ enum Cmd {
         /// and the wall time per volume
         #[arg(long)]
         timings: bool,
+        /// Stop at the first file that fails (default: go on, list the failures at the end)
+        #[arg(long)]
+        fail_fast: bool,
         #[command(flatten)]
         model: ModelArgs,
         #[command(flatten)]
@@ -218,16 +221,38 @@ fn parse_triple_usize(s: &str) -> std::result::Result<[usize; 3], String> {
     parse_triple(s)
 }
 
+/// Set by SIGINT/SIGTERM: the run stops at the next tile, writes nothing more, and the
+/// temporary file of a write in progress is removed as it unwinds.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // a second signal ends the process at once (a stale .part file is cleaned next run)
+    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 fn main() -> ExitCode {
-    // `qcanet ... | head`: end quietly when the reader goes away, as other Unix tools do
-    // (Rust ignores SIGPIPE, and a write to a closed pipe would panic)
-    // SAFETY: restoring the default action of one signal before any thread starts.
+    // SAFETY: signal actions set before any thread starts. SIGPIPE back to the default, so
+    // that `qcanet ... | head` ends quietly as other Unix tools do (Rust ignores SIGPIPE,
+    // and a write to a closed pipe would panic); SIGINT/SIGTERM stop the run cleanly.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
     }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if interrupted() => {
+            eprintln!("qcanet: interrupted; results already written are complete, nothing half-written is left");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("qcanet: error: {e}");
             ExitCode::FAILURE
@@ -240,8 +265,8 @@ fn run(cli: Cli) -> Result<()> {
         qcanet::runtime::init(Some(p))?;
     }
     match cli.cmd {
-        Cmd::Segment { inputs, output, channel, measure, timings, model, post } => {
-            segment(&inputs, &output, channel, Outputs { csv: measure, timings }, &model, &post, cli.quiet)
+        Cmd::Segment { inputs, output, channel, measure, timings, fail_fast, model, post } => {
+            segment(&inputs, &output, channel, Outputs { csv: measure, timings, fail_fast }, &model, &post, cli.quiet)
         }
         Cmd::Evaluate { pred, gt, json } => evaluate(&pred, &gt, json.as_deref()),
         Cmd::Measure { labels, image, voxel_size, output } => measure_cmd(&labels, image.as_deref(), voxel_size, &output),
@@ -354,6 +379,7 @@ fn bar(len: u64, quiet: bool) -> ProgressBar {
 struct Outputs {
     csv: bool,
     timings: bool,
+    fail_fast: bool,
 }
 
 /// One input file as the writer sees it.
@@ -518,6 +544,13 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
 
         // the networks, frame after frame
         for ((i, f), read) in files.iter().enumerate().zip(read_rx) {
+            if interrupted() {
+                failures.push((f.clone(), Error::Cancelled));
+                break;
+            }
+            if want.fail_fast && !failures.is_empty() {
+                break;
+            }
             pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             let stack = match read {
                 Ok(s) => s,
@@ -563,7 +596,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                     let frames = stack.frames as f32;
                     let cb = |frac: f32| {
                         pb.set_position(base + ((t as f32 + frac) / frames * 100.0) as u64);
-                        true
+                        !interrupted()
                     };
                     let probs = model.infer(&vol, stack.dims, &p, Some(&cb))?;
                     Ok((probs, if want.csv { Some(vol) } else { None }))
