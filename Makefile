@@ -119,6 +119,7 @@ test-gpu-check: build runtime-gpu venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH QCANET_ORT_GPU=$(CURDIR)/$(ORT_GPU_DIR) GPU_DEV=cpu BIG_DIMS=24,96,96 \
 	    DATA=$(CURDIR)/$(CACHE)/gpu-check/data OUT=$(CURDIR)/$(CACHE)/gpu-check/out WORK=$(CURDIR)/$(CACHE)/gpu-check/work \
 	    bash tools/gpu_check.sh > $(CACHE)/gpu-check/stdout.txt
+	# the plumbing, not the GPU: here the "GPU" labels come from the CPU, so they must agree exactly
 	grep -q "Labels vs CPU (min agreement over files): gpu 1.000000" $(CACHE)/gpu-check/out/report.md
 	grep -q "python: device=cpu" $(CACHE)/gpu-check/out/report.md
 	test -s $(CACHE)/gpu-check/out/report.json

@@ -9,7 +9,9 @@
 //! replaced by absurd numbers, truncation, and splices of two seeds. Every input is read
 //! with `qcanet::io::tiff::read` and, when it reads, its volume and calibration are used.
 //!
-//! Failure is a panic (caught and reported with the input saved to `fuzz-crashes/`), an
+//! The reader turns panics of the `tiff` crate into errors; those inputs are counted and
+//! the first five kept (`fuzz-crashes/caught-*.tif`). Failure is any other panic (caught
+//! and reported with the input saved to `fuzz-crashes/`), an
 //! abort or a crash (the process dies: the input being tried is always in
 //! `fuzz-crashes/current.tif`), or one input taking over 10 s (a hang; reported and saved).
 //! Without `--corpus`, everything is generated: the run needs no data.
@@ -192,7 +194,7 @@ fn main() {
             }
         });
     }
-    let (mut n, mut read_ok, mut failures) = (0u64, 0u64, 0u64);
+    let (mut n, mut read_ok, mut failures, mut caught) = (0u64, 0u64, 0u64, 0u64);
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
     loop {
@@ -217,15 +219,21 @@ fn main() {
             eprintln!("fuzz_tiff: {what} on input {n} ({:.1} s), saved as {}", took.as_secs_f64(), keep.display());
         } else if matches!(r, Ok(true)) {
             read_ok += 1;
+        } else if caught < 5 && tiff::read(&current).is_err_and(|e| e.to_string().contains("the decoder failed")) {
+            // a panic in the decoder that the reader caught: not a failure, but worth a look
+            caught += 1;
+            let keep = crashes.join(format!("caught-{seed}-{n}.tif"));
+            std::fs::write(&keep, &input).unwrap();
         }
         n += 1;
     }
     let _ = std::fs::remove_file(&current);
     println!(
-        "fuzz_tiff: {n} inputs in {:.1} s from {} seeds ({read_ok} read as stacks, the rest refused with an error); slowest {:.3} s; {failures} failures",
+        "fuzz_tiff: {n} inputs in {:.1} s from {} seeds ({read_ok} read as stacks, the rest refused with an error); slowest {:.3} s; {failures} failures; decoder panics caught by the reader: {caught}{} (kept as fuzz-crashes/caught-*.tif)",
         start.elapsed().as_secs_f64(),
         seeds.len(),
-        slowest.as_secs_f64()
+        slowest.as_secs_f64(),
+        if caught >= 5 { " or more" } else { "" }
     );
     if failures > 0 {
         std::process::exit(1);

@@ -474,6 +474,9 @@ pub fn infer_tiled(
             m2[k] = lcm(m[k], d.info.spatial_multiple[k]);
         }
     }
+    if m2.iter().any(|&m| m > MAX_TILE) {
+        return Err(Error::Model(format!("the NSN and NDN spatial multiples {m:?} and {:?} need tiles of {m2:?} voxels (limit {MAX_TILE})", ndn.map(|d| d.info.spatial_multiple))));
+    }
     let mut grid = Vec::new();
     let mut sizes = [0usize; 3];
     for k in 0..3 {

@@ -87,6 +87,13 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
     c
 }
 
+/// True when `ORT_DYLIB_PATH` names a CPU build and no GPU build is asked for by name.
+fn pinned_cpu_build() -> bool {
+    let named_gpu = std::env::var_os("QCANET_ORT_GPU").is_some_and(|v| !v.is_empty());
+    let pinned = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from);
+    !named_gpu && pinned.is_some_and(|p| !p.parent().is_some_and(cuda_libs::is_gpu_runtime_dir))
+}
+
 /// Folders that may hold the GPU build, with where each came from.
 fn gpu_candidates() -> Vec<(String, PathBuf)> {
     let mut c = Vec::new();
@@ -194,6 +201,8 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
             cuda_libs::prepare().map_err(Error::Runtime)?;
             Some(lib)
         }
+        // ORT_DYLIB_PATH naming a CPU build pins the CPU (unless QCANET_ORT_GPU asks for a GPU build)
+        (None, Device::Auto) if pinned_cpu_build() => None,
         (None, Device::Auto) => match find_gpu_runtime() {
             // no GPU build installed: the CPU is the plain choice, nothing to report
             Err(_) => None,
@@ -206,6 +215,9 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
             },
         },
     };
+    // CUDA counts only where its libraries were loaded: the GPU branch above, or an explicit
+    // GPU build with CUDA asked for or found to work
+    let prepared = gpu.is_some() || (explicit.is_some() && device != Device::Cpu && note.is_none());
     let list = match &gpu {
         Some(lib) => vec![("the GPU build".to_string(), lib.clone())],
         None => candidates(explicit),
@@ -218,16 +230,20 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
             tried.push(format!("{} ({what}: not found)", path.display()));
             continue;
         }
-        // ort panics when the library lacks the expected API version; keep that inside
-        let r = std::panic::catch_unwind(|| -> std::result::Result<ort::environment::Environment, String> {
+        // ort panics when the library lacks the expected API version; keep that inside.
+        // Once one library is loaded (init_from succeeded) it stays the process's ONNX
+        // Runtime: a failure after that ends the search instead of naming another path.
+        let mut loaded = false;
+        let r = crate::quiet_panic::catch(|| -> std::result::Result<ort::environment::Environment, String> {
             let b = ort::init_from(&path).map_err(|e| e.to_string())?;
+            loaded = true;
             b.with_name("qcanet").build().map_err(|e| e.to_string())
         });
         match r {
             Ok(Ok(env)) => {
                 let shown = path.display().to_string();
                 // a GPU build counts only once its CUDA libraries are in place
-                let cuda = device != Device::Cpu && note.is_none() && path.parent().is_some_and(cuda_libs::is_gpu_runtime_dir);
+                let cuda = device != Device::Cpu && prepared && path.parent().is_some_and(cuda_libs::is_gpu_runtime_dir);
                 let note = if device == Device::Cpu { None } else { note };
                 let _ = RUNTIME.set(Started { env, path: shown.clone(), cuda, note });
                 return Ok(shown);
@@ -235,7 +251,7 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
             Ok(Err(e)) => tried.push(format!("{} ({what}: {e})", path.display())),
             Err(_) => tried.push(format!("{} ({what}: incompatible ONNX Runtime, need 1.22 or newer)", path.display())),
         }
-        if explicit_only {
+        if explicit_only || loaded {
             break;
         }
     }

@@ -42,18 +42,22 @@ fn outputs_never_replace_inputs() {
     refused(&qcanet(&["segment", s(&a), "-o", s(&other), "-q"]), "is an input");
     // the input folder as output folder
     refused(&qcanet(&["segment", s(d.path()), "-o", s(d.path()), "-q"]), "is an input");
-    // --measure's CSV onto an input
-    let csv_in = d.path().join("b.csv");
-    std::fs::write(&csv_in, b"keep").unwrap();
+    // --measure's CSV onto the labels themselves
+    refused(&qcanet(&["segment", s(&a), "-o", s(&d.path().join("res.csv")), "-q", "--measure"]), "would both be written");
     let b = d.path().join("b.tif");
     synth(&b, 2);
-    let out = d.path().join("out");
-    std::fs::create_dir(&out).unwrap();
     assert_eq!(std::fs::read(&a).unwrap(), before, "the raw stack was changed");
     // measure and evaluate refuse to write over what they read
     refused(&qcanet(&["measure", s(&a), "-o", s(&a)]), "is an input");
     refused(&qcanet(&["evaluate", s(&a), s(&b), "--json", s(&b)]), "is an input");
     assert_eq!(std::fs::read(&a).unwrap(), before);
+    // evaluate over folders: the JSON may not land on one of the paired files
+    let (p, g) = (d.path().join("pred"), d.path().join("gt"));
+    std::fs::create_dir(&p).unwrap();
+    std::fs::create_dir(&g).unwrap();
+    std::fs::copy(&a, p.join("x.tif")).unwrap();
+    std::fs::copy(&a, g.join("x.tif")).unwrap();
+    refused(&qcanet(&["evaluate", s(&p), s(&g), "--json", s(&p.join("x.tif"))]), "is an input");
 }
 
 #[test]
@@ -69,6 +73,12 @@ fn two_inputs_never_share_one_result() {
         "would both be written",
     );
     assert!(!out.join("emb.tif").exists(), "no work before the refusal");
+    // a.tif and a.tiff give different label files but one a.csv
+    let e = d.path().join("e");
+    std::fs::create_dir(&e).unwrap();
+    synth(&e.join("a.tif"), 4);
+    synth(&e.join("a.tiff"), 5);
+    refused(&qcanet(&["segment", s(&e), "-o", s(&out), "-q", "--measure"]), "would both be written");
     // a .tif name for several results: no folder named labels.tif
     let lab = d.path().join("labels.tif");
     refused(
@@ -103,7 +113,7 @@ fn results_follow_the_umask_and_stale_temporary_files_are_cleaned() {
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     // left by a run killed while writing (its process is gone)
-    let stale = out.join(".qcanet-99999999-x1y2z3.tif.part");
+    let stale = out.join(format!(".qcanet-99999999@{}@x1y2z3.tif.part", qcanet::io::atomic::hostname()));
     std::fs::write(&stale, b"half").unwrap();
     let ort = std::env::var("ORT_DYLIB_PATH").unwrap();
     let o = Command::new("sh")
@@ -297,13 +307,17 @@ fn a_decoder_panic_is_an_error_that_prints_nothing() {
 #[test]
 fn ctrl_c_stops_cleanly_and_leaves_nothing_half_written() {
     let d = tempfile::tempdir().unwrap();
-    let raw = d.path().join("big.tif");
-    let e = qcanet::synth::generate(&qcanet::synth::SynthParams { dims: [51, 256, 256], n_nuclei: 20, seed: 2, ..Default::default() });
-    tiff::write(&raw, &Samples::U16(e.image), e.dims, 1, Some(e.voxel_size)).unwrap();
+    let inp = d.path().join("in");
+    std::fs::create_dir(&inp).unwrap();
+    let e = qcanet::synth::generate(&qcanet::synth::SynthParams { dims: [51, 320, 320], n_nuclei: 30, seed: 2, ..Default::default() });
+    tiff::write(inp.join("v0.tif"), &Samples::U16(e.image), e.dims, 1, Some(e.voxel_size)).unwrap();
+    // eight volumes of 5 M voxels: far more work than the 1.5 s before the signal
+    for k in 1..8 {
+        std::os::unix::fs::symlink(inp.join("v0.tif"), inp.join(format!("v{k}.tif"))).unwrap();
+    }
     let out = d.path().join("out");
-    std::fs::create_dir(&out).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_qcanet"))
-        .args(["segment", s(&raw), "-o", s(&out.join("big.tif")), "-q", "--device", "cpu"])
+        .args(["segment", s(&inp), "-o", s(&out), "-q", "--device", "cpu"])
         .env("ORT_DYLIB_PATH", std::env::var("ORT_DYLIB_PATH").unwrap())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -313,6 +327,10 @@ fn ctrl_c_stops_cleanly_and_leaves_nothing_half_written() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", err(&o));
     assert!(err(&o).contains("interrupted") && !err(&o).contains("panicked"), "{}", err(&o));
-    let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(left.is_empty(), "{left:?}");
+    // what is there is complete; nothing half-written
+    for f in std::fs::read_dir(&out).unwrap().flatten() {
+        let name = f.file_name().into_string().unwrap();
+        assert!(!name.ends_with(".part"), "{name}");
+        assert_eq!(tiff::read(f.path()).unwrap().dims, [51, 320, 320], "{name}");
+    }
 }

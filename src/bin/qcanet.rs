@@ -238,13 +238,11 @@ fn interrupted() -> bool {
 }
 
 fn main() -> ExitCode {
-    // SAFETY: signal actions set before any thread starts. SIGPIPE back to the default, so
+    // SAFETY: a signal action set before any thread starts. SIGPIPE back to the default, so
     // that `qcanet ... | head` ends quietly as other Unix tools do (Rust ignores SIGPIPE,
-    // and a write to a closed pipe would panic); SIGINT/SIGTERM stop the run cleanly.
+    // and a write to a closed pipe would panic).
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
     }
     let cli = Cli::parse();
     match run(cli) {
@@ -262,7 +260,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     if let Some(p) = &cli.onnxruntime {
-        qcanet::runtime::init(Some(p))?;
+        let device = match &cli.cmd {
+            Cmd::Segment { model, .. } | Cmd::Demo { model, .. } | Cmd::Info { model } => load_options(model).device,
+            _ => Device::Cpu,
+        };
+        qcanet::runtime::init_for(device, Some(p))?;
     }
     match cli.cmd {
         Cmd::Segment { inputs, output, channel, measure, timings, fail_fast, model, post } => {
@@ -384,6 +386,8 @@ struct Outputs {
 
 /// One input file as the writer sees it.
 struct FileJob {
+    /// Position in the input list: the writer's key.
+    index: usize,
     input: PathBuf,
     output: PathBuf,
     dims: [usize; 3],
@@ -446,6 +450,12 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
             return Err(Error::io(parent, std::io::Error::new(std::io::ErrorKind::NotFound, "output folder does not exist")));
         }
     }
+    // SIGINT/SIGTERM stop segmentation cleanly (the other commands are short and write once)
+    // SAFETY: on_interrupt only touches an atomic and calls _exit.
+    unsafe {
+        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
+    }
     let model = load_model(ma)?;
     if let (Some(note), false) = (model.fallback_note(), quiet) {
         eprintln!("note: {note}");
@@ -457,6 +467,9 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
     let mut total_nuclei = 0u64;
     let mut stage_times: Vec<qcanet::StageTimes> = Vec::new();
     let mut volumes = 0usize;
+    let (mut attempted, mut succeeded) = (0usize, 0usize);
+    // set by the writer when a file fails, so that --fail-fast also stops on those
+    let writer_failed = std::sync::atomic::AtomicBool::new(false);
 
     std::thread::scope(|sc| {
         let (job_tx, job_rx) = mpsc::sync_channel::<FrameJob>(workers);
@@ -488,11 +501,11 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
         let writer = sc.spawn(|| {
             // per file: frames received so far, how many, the first error
             type Pending = (Vec<Option<(Segmentation, String)>>, usize, Option<Error>);
-            let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
+            let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
             let mut written = Vec::new();
             for d in done_rx {
-                let key = d.file.input.display().to_string();
-                let entry = pending.entry(key.clone()).or_insert_with(|| ((0..d.file.frames).map(|_| None).collect(), 0, None));
+                let key = d.file.index;
+                let entry = pending.entry(key).or_insert_with(|| ((0..d.file.frames).map(|_| None).collect(), 0, None));
                 entry.1 += 1;
                 match d.result {
                     Ok(r) => entry.0[d.frame] = Some(r),
@@ -503,6 +516,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                 if entry.1 == d.file.frames {
                     let (frames, _, err) = pending.remove(&key).unwrap();
                     if let Some(e) = err {
+                        writer_failed.store(true, std::sync::atomic::Ordering::SeqCst);
                         written.push((d.file.clone(), Err(e), Vec::new()));
                         continue;
                     }
@@ -519,6 +533,9 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                     let r = tiff::write_labels(&f.output, &labels, f.dims, f.frames, f.voxel_size)
                         .and_then(|_| if want.csv { write_atomic(&f.output.with_extension("csv"), csv.as_bytes()) } else { Ok(()) })
                         .map(|_| counts);
+                    if r.is_err() {
+                        writer_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
                     written.push((d.file.clone(), r, times));
                 }
             }
@@ -548,9 +565,10 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                 failures.push((f.clone(), Error::Cancelled));
                 break;
             }
-            if want.fail_fast && !failures.is_empty() {
+            if want.fail_fast && (!failures.is_empty() || writer_failed.load(std::sync::atomic::Ordering::SeqCst)) {
                 break;
             }
+            attempted += 1;
             pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             let stack = match read {
                 Ok(s) => s,
@@ -588,7 +606,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
             // an uncalibrated file is taken to be on the model's grid (said above); that
             // size is what the result carries and what --measure uses
             let used_voxel = p.voxel_size.or(model.info().voxel_size);
-            let job = Arc::new(FileJob { input: f.clone(), output: outputs[i].clone(), dims: stack.dims, frames: stack.frames, voxel_size: used_voxel });
+            let job = Arc::new(FileJob { index: i, input: f.clone(), output: outputs[i].clone(), dims: stack.dims, frames: stack.frames, voxel_size: used_voxel });
             for t in 0..stack.frames {
                 let r = stack.volume(t, channel).and_then(|v| {
                     let vol = v.to_f32();
@@ -619,6 +637,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
         for (file, r, times) in writer.join().expect("writer thread") {
             match r {
                 Ok(counts) => {
+                    succeeded += 1;
                     total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
                     volumes += counts.len();
                     stage_times.extend(times);
@@ -639,7 +658,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
         Device::Auto => "auto",
     };
     if !quiet {
-        eprintln!("segmented {} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on the {device})", files.len() - failures.len(), model.name);
+        eprintln!("segmented {succeeded} of {} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on the {device})", files.len(), model.name);
     }
     if want.timings {
         let col = |f: fn(&qcanet::StageTimes) -> f64| median(&mut stage_times.iter().map(f).collect::<Vec<_>>()) * 1e3;
@@ -657,7 +676,10 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
         // one input: its error is the command's error, on one line
         1 if files.len() == 1 => Err(failures.remove(0).1),
         n => {
-            let list: Vec<String> = failures.iter().map(|(f, e)| format!("{}: {e}", f.display())).collect();
+            let mut list: Vec<String> = failures.iter().map(|(f, e)| format!("{}: {e}", f.display())).collect();
+            if attempted < files.len() {
+                list.push(format!("{} file(s) not attempted after that", files.len() - attempted));
+            }
             Err(Error::invalid(format!("{n} of {} file(s) failed:\n  {}", files.len(), list.join("\n  "))))
         }
     }
@@ -708,17 +730,17 @@ fn plan_outputs(files: &[PathBuf], output: &Path, to_folder: bool, csv: bool) ->
     for f in files {
         let name = f.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file name", f.display())))?;
         let o = if to_folder { output.join(name) } else { output.to_path_buf() };
-        not_an_input(&o, &inputs)?;
-        if csv {
-            not_an_input(&o.with_extension("csv"), &inputs)?;
-        }
-        if let Some(prev) = by_output.insert(o.clone(), f) {
-            return Err(Error::invalid(format!(
-                "{} and {} would both be written to {}; segment them into different folders",
-                prev.display(),
-                f.display(),
-                o.display()
-            )));
+        let written = if csv { vec![o.clone(), o.with_extension("csv")] } else { vec![o.clone()] };
+        for w in written {
+            not_an_input(&w, &inputs)?;
+            if let Some(prev) = by_output.insert(w.clone(), f) {
+                return Err(Error::invalid(format!(
+                    "{} and {} would both be written to {}; choose other output names or folders",
+                    prev.display(),
+                    f.display(),
+                    w.display()
+                )));
+            }
         }
         outs.push(o);
     }
@@ -753,12 +775,14 @@ fn pairs(pred: &Path, gt: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
 }
 
 fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
+    let pairs = pairs(pred, gt)?;
     if let Some(j) = json {
-        not_an_input(j, &[pred, gt])?;
+        let read: Vec<&Path> = pairs.iter().flat_map(|(_, p, g)| [p.as_path(), g.as_path()]).collect();
+        not_an_input(j, &read)?;
     }
     let mut rows = Vec::new();
     println!("{:<28} {:>6} {:>6} {:>6} {:>7} {:>6} {:>5} {:>5}", "file", "IoU", "SEG", "MUCov", "CTC-SEG", "F1", "n_gt", "n_pred");
-    for (name, p, g) in pairs(pred, gt)? {
+    for (name, p, g) in pairs {
         let (a, da, fa) = read_labels(&p)?;
         let (b, db, fb) = read_labels(&g)?;
         if da != db || fa != fb {

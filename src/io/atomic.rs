@@ -5,9 +5,11 @@
 //!   the file is renamed over the target: a reader never sees half a file.
 //! - The temporary file is created with mode 0666, so the kernel applies the user's umask
 //!   (the result is 0644 under the usual umask 022, not the 0600 of a private temp file).
-//! - An interrupted run (SIGINT, SIGKILL, power loss) can leave a `.part` file behind; its
-//!   name carries the writer's process id, and [`clean_stale`] removes those whose process
-//!   is gone when the next run writes into that folder.
+//! - An interrupted run (SIGKILL, power loss) can leave a `.part` file behind; its name
+//!   carries the writer's process id and host (`.qcanet-<pid>@<host>@<random>.part`), and
+//!   [`clean_stale`] removes those of this host whose process is gone when the next run
+//!   writes into that folder. Files of other hosts (a folder shared over NFS by cluster
+//!   nodes) are left alone: their process cannot be checked from here.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +29,7 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io:
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     clean_stale(dir);
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{PREFIX}{}-", std::process::id()))
+        .prefix(&format!("{PREFIX}{}@{}@", std::process::id(), hostname()))
         .suffix(SUFFIX)
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
@@ -44,10 +46,23 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, |f| f.write_all(bytes))
 }
 
-/// The process id in a temporary file's name, if it is one of ours.
-fn owner_pid(name: &str) -> Option<i32> {
+/// This machine's name, as it appears in temporary file names ('@' and '/' replaced).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() };
+    let name: String = name.chars().map(|c| if c == '@' || c == '/' { '_' } else { c }).collect();
+    if name.is_empty() { "localhost".into() } else { name }
+}
+
+/// The process id and host in a temporary file's name, if it is one of ours.
+fn owner(name: &str) -> Option<(i32, &str)> {
     let rest = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    rest.split('-').next()?.parse().ok()
+    let (pid, rest) = rest.split_once('@')?;
+    let (host, _) = rest.rsplit_once('@')?;
+    Some((pid.parse().ok()?, host))
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -55,15 +70,16 @@ fn process_alive(pid: i32) -> bool {
     pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
-/// Removes `.qcanet-<pid>-*.part` files in `dir` left by processes that no longer run.
-/// Returns the files removed. Errors are ignored: this is housekeeping.
+/// Removes `.qcanet-<pid>@<host>@*.part` files in `dir` left by processes of this host
+/// that no longer run. Returns the files removed. Errors are ignored: this is housekeeping.
 pub fn clean_stale(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else { return removed };
+    let here = hostname();
     for e in rd.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(owner_pid) else { continue };
-        if !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+        let Some((pid, host)) = name.to_str().and_then(owner) else { continue };
+        if host == here && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
             removed.push(e.path());
         }
     }
@@ -117,14 +133,16 @@ mod tests {
     fn stale_parts_of_dead_processes_are_cleaned_and_live_ones_kept() {
         let d = tempfile::tempdir().unwrap();
         // a pid that cannot exist (above the kernel's pid_max limit of 2^22)
-        let dead = d.path().join(".qcanet-99999999-abc.part");
-        let live = d.path().join(format!(".qcanet-{}-abc.part", std::process::id()));
+        let h = hostname();
+        let dead = d.path().join(format!(".qcanet-99999999@{h}@abc.tif.part"));
+        let live = d.path().join(format!(".qcanet-{}@{h}@abc.part", std::process::id()));
+        let elsewhere = d.path().join(".qcanet-99999999@another-node@abc.part");
         let other = d.path().join(".qcanet-notapid.part");
-        for p in [&dead, &live, &other] {
+        for p in [&dead, &live, &elsewhere, &other] {
             std::fs::write(p, b"x").unwrap();
         }
         assert_eq!(clean_stale(d.path()), vec![dead.clone()]);
-        assert!(!dead.exists() && live.exists() && other.exists());
+        assert!(!dead.exists() && live.exists() && elsewhere.exists() && other.exists());
     }
 
     #[test]

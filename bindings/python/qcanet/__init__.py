@@ -104,12 +104,16 @@ def _params(voxel_size=None, fg_threshold=None, centre_threshold=None, markers=N
 
 
 def _nvidia_wheel_dirs():
-    """``site-packages/nvidia/*/lib`` folders of this interpreter (NVIDIA's CUDA wheels)."""
+    """``site-packages/nvidia/*/lib`` folders of this interpreter (NVIDIA's CUDA wheels), when
+    they are the CUDA 13 ones the GPU build needs (``nvidia/cu13``): a CUDA 12 environment's
+    cuDNN has the same file name and must not be preferred over a system CUDA 13."""
     import glob
     import sys
 
     dirs = []
     for sp in sys.path:
+        if not os.path.isdir(os.path.join(sp, "nvidia", "cu13")):
+            continue
         for d in sorted(glob.glob(os.path.join(sp, "nvidia", "*", "lib"))):
             if os.path.isdir(d) and d not in dirs:
                 dirs.append(d)
