@@ -334,3 +334,21 @@ fn ctrl_c_stops_cleanly_and_leaves_nothing_half_written() {
         assert_eq!(tiff::read(f.path()).unwrap().dims, [51, 320, 320], "{name}");
     }
 }
+
+#[test]
+fn a_time_lapse_keeps_its_frame_interval() {
+    let d = tempfile::tempdir().unwrap();
+    let mut frames = Vec::new();
+    for seed in [1u64, 2] {
+        frames.extend(qcanet::synth::generate(&qcanet::synth::SynthParams { dims: [16, 48, 48], n_nuclei: 3, seed, ..Default::default() }).image);
+    }
+    let every = tiff::FrameInterval { value: 7.5, unit: "min".into() };
+    let raw = d.path().join("lapse.tif");
+    tiff::write_timed(&raw, &Samples::U16(frames), [16, 48, 48], 2, Some([1.75, 0.8, 0.8]), Some(&every)).unwrap();
+    assert_eq!(tiff::read(&raw).unwrap().frame_interval, Some(every.clone()));
+    let out = d.path().join("labels.tif");
+    let o = qcanet(&["segment", s(&raw), "-o", s(&out), "-q"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let st = tiff::read(&out).unwrap();
+    assert_eq!((st.frames, st.frame_interval), (2, Some(every)));
+}

@@ -393,6 +393,7 @@ struct FileJob {
     dims: [usize; 3],
     frames: usize,
     voxel_size: Option<[f64; 3]>,
+    frame_interval: Option<tiff::FrameInterval>,
 }
 
 /// One frame's network outputs on their way to post-processing.
@@ -530,7 +531,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                         labels.extend(s.labels);
                         csv.push_str(&c);
                     }
-                    let r = tiff::write_labels(&f.output, &labels, f.dims, f.frames, f.voxel_size)
+                    let r = tiff::write_labels_timed(&f.output, &labels, f.dims, f.frames, f.voxel_size, f.frame_interval.as_ref())
                         .and_then(|_| if want.csv { write_atomic(&f.output.with_extension("csv"), csv.as_bytes()) } else { Ok(()) })
                         .map(|_| counts);
                     if r.is_err() {
@@ -606,7 +607,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
             // an uncalibrated file is taken to be on the model's grid (said above); that
             // size is what the result carries and what --measure uses
             let used_voxel = p.voxel_size.or(model.info().voxel_size);
-            let job = Arc::new(FileJob { index: i, input: f.clone(), output: outputs[i].clone(), dims: stack.dims, frames: stack.frames, voxel_size: used_voxel });
+            let job = Arc::new(FileJob { index: i, input: f.clone(), output: outputs[i].clone(), dims: stack.dims, frames: stack.frames, voxel_size: used_voxel, frame_interval: stack.frame_interval.clone() });
             for t in 0..stack.frames {
                 let r = stack.volume(t, channel).and_then(|v| {
                     let vol = v.to_f32();

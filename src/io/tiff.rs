@@ -87,6 +87,15 @@ pub struct Stack {
     /// (z, y, x) in `unit`; `None` when the file carries no calibration.
     pub voxel_size: Option<[f64; 3]>,
     pub unit: Option<String>,
+    /// Time between frames of a time lapse (ImageJ `finterval`/`tunit`), kept for the output.
+    pub frame_interval: Option<FrameInterval>,
+}
+
+/// Time between the frames of a time lapse, in the file's time unit ("sec" when unnamed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameInterval {
+    pub value: f64,
+    pub unit: String,
 }
 
 impl Stack {
@@ -170,6 +179,8 @@ struct ImageJInfo {
     frames: Option<usize>,
     spacing: Option<f64>,
     unit: Option<String>,
+    finterval: Option<f64>,
+    tunit: Option<String>,
 }
 
 fn parse_imagej(desc: &str) -> Option<ImageJInfo> {
@@ -186,6 +197,8 @@ fn parse_imagej(desc: &str) -> Option<ImageJInfo> {
             "frames" => info.frames = v.parse().ok(),
             "spacing" => info.spacing = v.parse().ok(),
             "unit" => info.unit = Some(v.replace("\\u00B5", "\u{00B5}")),
+            "finterval" => info.finterval = v.parse().ok().filter(|f: &f64| f.is_finite() && *f > 0.0),
+            "tunit" => info.tunit = Some(v.to_string()).filter(|u| !u.is_empty() && !u.contains('\n')),
             _ => {}
         }
     }
@@ -302,6 +315,7 @@ fn read_inner(path: &Path) -> Result<Stack> {
     let (mut channels, mut slices, mut frames) = (1, n, 1);
     let mut spacing = None;
     let mut unit = None;
+    let mut frame_interval = None;
     if let Some(info) = &ij {
         channels = info.channels.unwrap_or(1).max(1);
         frames = info.frames.unwrap_or(1).max(1);
@@ -316,6 +330,7 @@ fn read_inner(path: &Path) -> Result<Stack> {
         }
         spacing = info.spacing;
         unit = info.unit.clone();
+        frame_interval = info.finterval.map(|value| FrameInterval { value, unit: info.tunit.clone().unwrap_or_else(|| "sec".into()) });
     }
     let voxel_size = match (xres, yres) {
         (Some(xr), Some(yr)) if xr > 0.0 && yr > 0.0 && (ij.is_some() || spacing.is_some()) => {
@@ -330,21 +345,46 @@ fn read_inner(path: &Path) -> Result<Stack> {
         frames,
         voxel_size,
         unit,
+        frame_interval,
     })
 }
 
 /// Writes labels as a 16-bit stack when every label fits, else 32-bit.
 pub fn write_labels(path: impl AsRef<Path>, labels: &[u32], dims: [usize; 3], frames: usize, voxel_um: Option<[f64; 3]>) -> Result<()> {
+    write_labels_timed(path, labels, dims, frames, voxel_um, None)
+}
+
+/// [`write_labels`] for a time lapse, with the time between frames.
+pub fn write_labels_timed(
+    path: impl AsRef<Path>,
+    labels: &[u32],
+    dims: [usize; 3],
+    frames: usize,
+    voxel_um: Option<[f64; 3]>,
+    interval: Option<&FrameInterval>,
+) -> Result<()> {
     let max = labels.iter().copied().max().unwrap_or(0);
     if max <= u16::MAX as u32 {
-        write(path, &Samples::U16(labels.iter().map(|&l| l as u16).collect()), dims, frames, voxel_um)
+        write_timed(path, &Samples::U16(labels.iter().map(|&l| l as u16).collect()), dims, frames, voxel_um, interval)
     } else {
-        write(path, &Samples::U32(labels.to_vec()), dims, frames, voxel_um)
+        write_timed(path, &Samples::U32(labels.to_vec()), dims, frames, voxel_um, interval)
     }
 }
 
 /// Writes a stack (Deflate-compressed, ImageJ hyperstack header) atomically.
 pub fn write(path: impl AsRef<Path>, samples: &Samples, dims: [usize; 3], frames: usize, voxel_um: Option<[f64; 3]>) -> Result<()> {
+    write_timed(path, samples, dims, frames, voxel_um, None)
+}
+
+/// [`write`] with the time between frames of a time lapse.
+pub fn write_timed(
+    path: impl AsRef<Path>,
+    samples: &Samples,
+    dims: [usize; 3],
+    frames: usize,
+    voxel_um: Option<[f64; 3]>,
+    interval: Option<&FrameInterval>,
+) -> Result<()> {
     let path = path.as_ref();
     let [nz, ny, nx] = dims;
     let plane = ny * nx;
@@ -362,7 +402,7 @@ pub fn write(path: impl AsRef<Path>, samples: &Samples, dims: [usize; 3], frames
     }
     super::atomic::write_with(path, |f| {
         let mut w = BufWriter::new(f);
-        encode(&mut w, samples, dims, frames, voxel_um).map_err(std::io::Error::other)?;
+        encode(&mut w, samples, dims, frames, voxel_um, interval).map_err(std::io::Error::other)?;
         w.flush()
     })
 }
@@ -373,6 +413,7 @@ fn encode<W: std::io::Write + std::io::Seek>(
     dims: [usize; 3],
     frames: usize,
     voxel_um: Option<[f64; 3]>,
+    interval: Option<&FrameInterval>,
 ) -> std::result::Result<(), tiff::TiffError> {
     let [nz, ny, nx] = dims;
     let plane = ny * nx;
@@ -383,6 +424,9 @@ fn encode<W: std::io::Write + std::io::Seek>(
     }
     if let Some(v) = voxel_um {
         desc.push_str(&format!("unit=micron\nspacing={}\n", v[0]));
+    }
+    if let Some(t) = interval.filter(|t| t.value.is_finite() && t.value > 0.0) {
+        desc.push_str(&format!("finterval={}\ntunit={}\n", t.value, t.unit));
     }
     desc.push_str("loop=false\n");
     let mut enc = TiffEncoder::new(w)?.with_compression(Compression::Deflate(DeflateLevel::Balanced));
