@@ -473,7 +473,9 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
     let writer_failed = std::sync::atomic::AtomicBool::new(false);
 
     std::thread::scope(|sc| {
-        let (job_tx, job_rx) = mpsc::sync_channel::<FrameJob>(workers);
+        // rendezvous channels: a frame's probabilities (8 bytes a voxel) wait in no queue, so
+        // at most `workers` + 1 frames are in memory at once, and one decoded stack ahead
+        let (job_tx, job_rx) = mpsc::sync_channel::<FrameJob>(0);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel::<FrameDone>();
         for _ in 0..workers {
@@ -544,7 +546,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
         });
 
         // the reader: decodes the next files while the networks run
-        let (read_tx, read_rx) = mpsc::sync_channel::<Result<tiff::Stack>>(1);
+        let (read_tx, read_rx) = mpsc::sync_channel::<Result<tiff::Stack>>(0);
         let files_ref = &files;
         sc.spawn(move || {
             for f in files_ref {
