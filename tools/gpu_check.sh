@@ -13,6 +13,12 @@
 # CUDA or a Python environment's nvidia/*/lib), as qcanet does for any user.
 #
 #   OUT=/tmp/report bash tools/gpu_check.sh
+# How this workplace's GPU machine got it (64 MiB per transfer, kept between calls only
+# while warm, no zstd there): `make runtime-gpu-pack`; three calls each carrying gpu/xfer
+# holding one piece, whose command moves it to gpu/store/; a last call carrying gpu/xfer
+# (last piece + SHA256SUMS), target/release/{qcanet,libqcanet.so}, gpu/data (Emb10/Emb11
+# images/ and instances/) and gpu/bin (zstd and the libraries `ldd` lists for it), with
+#   DATA=$PWD/gpu/data bash tools/gpu_check.sh
 # A dry run of the whole script on a machine without a GPU (every "GPU" step on the CPU,
 # a smaller large volume):  GPU_DEV=cpu BIG_DIMS=51,256,256 bash tools/gpu_check.sh
 set -euo pipefail
