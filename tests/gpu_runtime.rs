@@ -39,7 +39,15 @@ fn qcanet_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().unwrap()
+    // a fresh copy of a program can be "busy" for a moment: another test thread's fork may
+    // still hold the descriptor the copy was written through (until that child execs)
+    for _ in 0..100 {
+        match c.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{} stayed busy (ETXTBSY) for 2 s", exe.display());
 }
 
 fn stderr(o: &Output) -> String {
