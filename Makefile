@@ -113,6 +113,7 @@ fuzz: build
 # tools/gpu_check.sh end to end with every "GPU" step on the CPU, on generated volumes,
 # so that the script a GPU machine runs once is known to work before it gets there.
 test-gpu-check: build runtime-gpu venv
+	$(VPY) -m doctest tools/compare_labels.py tools/mirror_volume.py
 	rm -rf $(CACHE)/gpu-check && mkdir -p $(CACHE)/gpu-check/data/images $(CACHE)/gpu-check/data/instances
 	for s in 1 2; do $(REL)/qcanet synth -o $(CACHE)/gpu-check/data/images/e$$s.tif \
 	    --labels $(CACHE)/gpu-check/data/instances/e$$s.tif --nuclei 5 --seed $$s --dims 24,64,64 > /dev/null; done

@@ -16,6 +16,10 @@ minimum over files.
 (4, 1, 0.75)
 >>> agreement(a, a)["agreement"]
 1.0
+>>> agreement(np.array([[0, 5, 5, 0]]), np.array([[0, 0, 0, 0]]))["differing_voxels"]   # foreground vs background, both ways
+2
+>>> agreement(np.array([[0, 0, 0, 0]]), np.array([[0, 5, 5, 0]]))["differing_voxels"]
+2
 """
 import argparse
 import json
@@ -39,12 +43,17 @@ def agreement(a, b):
     for (la, lb), c in zip(uniq.tolist(), counts.tolist()):
         if la > 0 and (la not in best or c > best[la][1]):
             best[la] = (lb, c)
-    mapped = np.zeros(int(a.max()) + 1, dtype=np.int64)
-    for la, (lb, _) in best.items():
-        mapped[la] = lb
-    same = mapped[a[fg]] == b[fg]
-    # background in A must be background in B to agree
-    same &= ~((a[fg] == 0) & (b[fg] != 0))
+    # a lookup over the labels present (a dense table would be as large as the largest label)
+    keys = np.array(sorted(best), dtype=np.int64)
+    vals = np.array([best[k][0] for k in keys.tolist()], dtype=np.int64)
+    af, bf = a[fg], b[fg]
+    if len(keys):
+        at = np.clip(np.searchsorted(keys, af), 0, len(keys) - 1)
+        mapped = np.where(keys[at] == af, vals[at], 0)
+    else:
+        mapped = np.zeros_like(af)
+    # a foreground voxel agrees when it is foreground in both and in matched nuclei
+    same = (af > 0) & (bf > 0) & (mapped == bf)
     diff = int(n_fg - same.sum())
     return {
         "fg_voxels": n_fg,

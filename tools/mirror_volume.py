@@ -33,6 +33,9 @@ def main(argv=None):
     ap.add_argument("--dims", default="153,1024,1024", help="Z,Y,X of the result")
     a = ap.parse_args(argv)
     dims = tuple(int(v) for v in a.dims.split(","))
+    if len(dims) != 3 or min(dims) < 1 or np.prod(dims, dtype=np.float64) > 2**33:
+        print(f"--dims {a.dims}: three positive sizes, at most 2^33 voxels (16 GiB of uint16) in all", file=sys.stderr)
+        return 2
     vol = tifffile.imread(a.input)
     if vol.ndim != 3:
         print(f"{a.input}: a 3-D stack is needed, got shape {vol.shape}", file=sys.stderr)
