@@ -17,7 +17,7 @@
 //! system's and the user's site-packages.
 
 use std::ffi::{CStr, CString, OsString};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One library the CUDA provider needs: soname, what it is, where to get it.
 pub struct Needed {
@@ -36,14 +36,6 @@ pub const NEEDED: [Needed; 7] = [
     Needed { soname: "libnvrtc.so.13", what: "NVRTC 13", pypi: "nvidia-cuda-nvrtc" },
     Needed { soname: "libcudnn.so.9", what: "cuDNN 9", pypi: "nvidia-cudnn-cu13" },
 ];
-
-/// A CUDA-capable machine, with every library the provider needs loaded.
-#[derive(Clone, Debug)]
-pub struct CudaReady {
-    pub devices: i32,
-    /// soname -> where it was loaded from ("system" when the loader found it).
-    pub loaded: Vec<(String, String)>,
-}
 
 fn dlopen_global(name: &str) -> Result<(), String> {
     let c = CString::new(name).map_err(|_| format!("{name}: bad path"))?;
@@ -179,25 +171,23 @@ pub fn device_count() -> Result<i32, String> {
 
 /// Checks for a CUDA device and loads every library the provider needs, or says which
 /// ones are missing and how to get them. Safe to call more than once.
-pub fn prepare() -> Result<CudaReady, String> {
-    let devices = device_count()?;
+pub fn prepare() -> Result<(), String> {
+    device_count()?;
     let dirs = search_dirs();
-    let mut loaded = Vec::new();
     let mut missing = Vec::new();
+    // a folder named by the user wins over whatever the loader would pick
+    let explicit = std::env::var_os("QCANET_CUDA_LIBS").is_some_and(|v| !v.is_empty());
     for n in &NEEDED {
-        // a folder named by the user wins over whatever the loader would pick
-        let explicit = std::env::var_os("QCANET_CUDA_LIBS").is_some_and(|v| !v.is_empty());
         let found = find_in(&dirs, n.soname);
         let attempt = match (&found, explicit) {
-            (Some(p), true) => dlopen_global(&p.to_string_lossy()).map(|_| p.display().to_string()),
-            _ => dlopen_global(n.soname).map(|_| "system".to_string()).or_else(|e| match &found {
-                Some(p) => dlopen_global(&p.to_string_lossy()).map(|_| p.display().to_string()),
+            (Some(p), true) => dlopen_global(&p.to_string_lossy()),
+            _ => dlopen_global(n.soname).or_else(|e| match &found {
+                Some(p) => dlopen_global(&p.to_string_lossy()),
                 None => Err(e),
             }),
         };
-        match attempt {
-            Ok(from) => loaded.push((n.soname.to_string(), from)),
-            Err(e) => missing.push(format!("{} ({}: `pip install {}`; {e})", n.soname, n.what, n.pypi)),
+        if let Err(e) = attempt {
+            missing.push(format!("{} ({}: `pip install {}`; {e})", n.soname, n.what, n.pypi));
         }
     }
     if !missing.is_empty() {
@@ -210,12 +200,7 @@ pub fn prepare() -> Result<CudaReady, String> {
             if shown.is_empty() { "(no other folder)".to_string() } else { shown.join(", ") }
         ));
     }
-    Ok(CudaReady { devices, loaded })
-}
-
-/// True if `dir` holds a GPU build of ONNX Runtime (the CUDA provider beside the runtime).
-pub fn is_gpu_runtime_dir(dir: &Path) -> bool {
-    dir.join("libonnxruntime_providers_cuda.so").is_file() && dir.join("libonnxruntime_providers_shared.so").is_file()
+    Ok(())
 }
 
 #[cfg(test)]

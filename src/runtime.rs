@@ -87,11 +87,16 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
     c
 }
 
+/// True if `dir` holds a GPU build of ONNX Runtime (the CUDA provider beside the runtime).
+fn is_gpu_runtime_dir(dir: &Path) -> bool {
+    dir.join("libonnxruntime_providers_cuda.so").is_file() && dir.join("libonnxruntime_providers_shared.so").is_file()
+}
+
 /// True when `ORT_DYLIB_PATH` names a CPU build and no GPU build is asked for by name.
 fn pinned_cpu_build() -> bool {
     let named_gpu = std::env::var_os("QCANET_ORT_GPU").is_some_and(|v| !v.is_empty());
     let pinned = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from);
-    !named_gpu && pinned.is_some_and(|p| !p.parent().is_some_and(cuda_libs::is_gpu_runtime_dir))
+    !named_gpu && pinned.is_some_and(|p| !p.parent().is_some_and(is_gpu_runtime_dir))
 }
 
 /// Folders that may hold the GPU build, with where each came from.
@@ -119,7 +124,7 @@ fn gpu_candidates() -> Vec<(String, PathBuf)> {
 pub fn find_gpu_runtime() -> std::result::Result<PathBuf, String> {
     let mut looked = Vec::new();
     for (what, d) in gpu_candidates() {
-        if cuda_libs::is_gpu_runtime_dir(&d) {
+        if is_gpu_runtime_dir(&d) {
             if let Some(lib) = LIB_NAMES.iter().map(|n| d.join(n)).find(|p| p.exists()) {
                 return Ok(lib);
             }
@@ -169,7 +174,7 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
     let gpu: Option<PathBuf> = match (explicit, device) {
         // an explicit GPU build is used on the GPU unless the CPU was asked for
         (Some(p), d) => {
-            let is_gpu = p.parent().is_some_and(cuda_libs::is_gpu_runtime_dir);
+            let is_gpu = p.parent().is_some_and(is_gpu_runtime_dir);
             match (is_gpu, d) {
                 (false, Device::Cuda) => {
                     return Err(Error::Runtime(format!(
@@ -243,7 +248,7 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
             Ok(Ok(env)) => {
                 let shown = path.display().to_string();
                 // a GPU build counts only once its CUDA libraries are in place
-                let cuda = device != Device::Cpu && prepared && path.parent().is_some_and(cuda_libs::is_gpu_runtime_dir);
+                let cuda = device != Device::Cpu && prepared && path.parent().is_some_and(is_gpu_runtime_dir);
                 let note = if device == Device::Cpu { None } else { note };
                 let _ = RUNTIME.set(Started { env, path: shown.clone(), cuda, note });
                 return Ok(shown);

@@ -54,6 +54,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `qcanet segment RAW -o OUT -q --device DEVICE` in `dir`, with `env`.
+fn segment_in(dir: &Path, raw: &Path, out: &Path, device: &str, env: &[(&str, &str)]) -> Output {
+    qcanet_in(dir, &["segment", raw.to_str().unwrap(), "-o", out.to_str().unwrap(), "-q", "--device", device], env)
+}
+
 fn synth(dir: &Path) -> PathBuf {
     let raw = dir.join("emb.tif");
     let o = qcanet_in(dir, &["synth", "-o", raw.to_str().unwrap(), "--labels", dir.join("gt.tif").to_str().unwrap(), "--nuclei", "4", "--dims", "24,64,64"], &[]);
@@ -67,7 +72,7 @@ fn cuda_without_the_gpu_build_says_how_to_get_it() {
     let d = tempfile::tempdir().unwrap();
     let raw = synth(d.path());
     let out = d.path().join("labels.tif");
-    let o = qcanet_in(d.path(), &["segment", raw.to_str().unwrap(), "-o", out.to_str().unwrap(), "-q", "--device", "cuda"], &[]);
+    let o = segment_in(d.path(), &raw, &out, "cuda", &[]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(e.contains("GPU build of ONNX Runtime") && e.contains("make runtime-gpu") && e.contains("QCANET_ORT_GPU"), "{e}");
@@ -81,11 +86,7 @@ fn cuda_with_the_gpu_build_but_no_driver_names_the_driver() {
     let d = tempfile::tempdir().unwrap();
     let raw = synth(d.path());
     let out = d.path().join("labels.tif");
-    let o = qcanet_in(
-        d.path(),
-        &["segment", raw.to_str().unwrap(), "-o", out.to_str().unwrap(), "-q", "--device", "cuda"],
-        &[("QCANET_ORT_GPU", gpu.to_str().unwrap())],
-    );
+    let o = segment_in(d.path(), &raw, &out, "cuda", &[("QCANET_ORT_GPU", gpu.to_str().unwrap())]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(e.contains("no NVIDIA driver") && e.contains("libcuda.so.1"), "{e}");
@@ -124,7 +125,7 @@ fn the_gpu_build_runs_on_the_cpu_with_the_cpu_builds_labels() {
     let d = tempfile::tempdir().unwrap();
     let raw = synth(d.path());
     let (a, b) = (d.path().join("a.tif"), d.path().join("b.tif"));
-    let o = qcanet_in(d.path(), &["segment", raw.to_str().unwrap(), "-o", a.to_str().unwrap(), "-q", "--device", "cpu"], &[]);
+    let o = segment_in(d.path(), &raw, &a, "cpu", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lib = gpu.join("libonnxruntime.so");
     let o = qcanet_in(

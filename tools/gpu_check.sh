@@ -94,9 +94,9 @@ NVOL=$(ls "$DATA"/images/*.tif | wc -l)
 say "== data: $NVOL validation volumes in $DATA"
 VOX=1.75,0.8,0.8
 
-run_folder() { # name device precision -> labels in $WORK/$name, timings line in $WORK/$name.timings
-    local name=$1 dev=$2 prec=$3
-    "$BIN" segment "$DATA/images" -o "$WORK/$name" --voxel-size $VOX --device "$dev" --precision "$prec" --timings -q \
+run_folder() { # name device precision [folder] -> labels in $WORK/$name, timings line in $WORK/$name.timings
+    local name=$1 dev=$2 prec=$3 in=${4:-$DATA/images}
+    "$BIN" segment "$in" -o "$WORK/$name" --voxel-size $VOX --device "$dev" --precision "$prec" --timings -q \
         > "$WORK/$name.timings" 2>> "$LOG"
     say "$name: $(cat "$WORK/$name.timings")"
 }
@@ -114,11 +114,9 @@ for f in "$DATA"/images/*.tif; do
 done
 NREP=$(ls "$REP" | wc -l)
 
-variant() { # name precision [VAR=value ...]: a CUDA pass over $REP, labels compared with the CPU's
-    local name=$1 prec=$2; shift 2
-    env "$@" "$BIN" segment "$REP" -o "$WORK/$name" --voxel-size $VOX --device $GPU_DEV --precision "$prec" --timings -q \
-        > "$WORK/$name.timings" 2>> "$LOG"
-    say "$name ($*): $(cat "$WORK/$name.timings")"
+variant() { # name precision: a CUDA pass over $REP, labels compared with the CPU's
+    local name=$1
+    run_folder "$name" "$GPU_DEV" "$2" "$REP"
     python3 tools/compare_labels.py "$WORK/$name" "$WORK/cpu" --json "$WORK/agree_$name.json" | tee -a "$LOG"
     "$BIN" evaluate "$WORK/$name" "$DATA/instances" --json "$WORK/eval_$name.json" > "$WORK/eval_$name.txt"
     say "$name accuracy: $(tail -1 "$WORK/eval_$name.txt")"

@@ -534,7 +534,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                         csv.push_str(&c);
                     }
                     let r = tiff::write_labels_timed(&f.output, &labels, f.dims, f.frames, f.voxel_size, f.frame_interval.as_ref())
-                        .and_then(|_| if want.csv { write_atomic(&f.output.with_extension("csv"), csv.as_bytes()) } else { Ok(()) })
+                        .and_then(|_| if want.csv { qcanet::io::atomic::write_bytes(&f.output.with_extension("csv"), csv.as_bytes()) } else { Ok(()) })
                         .map(|_| counts);
                     if r.is_err() {
                         writer_failed.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -700,10 +700,6 @@ fn push_frame_csv(csv: &mut String, t: usize, nuclei: &[qcanet::Nucleus]) {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    qcanet::io::atomic::write_bytes(path, bytes)
-}
-
 /// Refuses to write `out` over one of `inputs`.
 fn not_an_input(out: &Path, inputs: &[&Path]) -> Result<()> {
     match inputs.iter().find(|i| qcanet::io::atomic::same_file(out, i)) {
@@ -816,7 +812,7 @@ fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
     if let Some(j) = json {
         let per: Vec<_> = rows.iter().map(|(n, m)| serde_json::json!({"file": n, "metrics": m})).collect();
         let doc = serde_json::json!({"files": per, "mean": means});
-        write_atomic(j, serde_json::to_string_pretty(&doc).unwrap().as_bytes())?;
+        qcanet::io::atomic::write_bytes(j, serde_json::to_string_pretty(&doc).unwrap().as_bytes())?;
     }
     Ok(())
 }
@@ -848,7 +844,7 @@ fn measure_cmd(labels: &Path, image: Option<&Path>, voxel: Option<[f64; 3]>, out
         count += m.len();
         push_frame_csv(&mut csv, t, &m);
     }
-    write_atomic(output, csv.as_bytes())?;
+    qcanet::io::atomic::write_bytes(output, csv.as_bytes())?;
     println!("{count} nuclei -> {}", output.display());
     Ok(())
 }

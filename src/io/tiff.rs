@@ -205,14 +205,6 @@ fn parse_imagej(desc: &str) -> Option<ImageJInfo> {
     Some(info)
 }
 
-/// Bytes per sample of a grey colour type (others are refused before this is asked).
-fn colortype_bytes(ct: tiff::ColorType) -> u64 {
-    match ct {
-        tiff::ColorType::Gray(b) => (b as u64).div_ceil(8),
-        _ => 8,
-    }
-}
-
 fn tiff_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Tiff { path: path.display().to_string(), msg: e.to_string() }
 }
@@ -251,14 +243,14 @@ fn read_inner(path: &Path) -> Result<Stack> {
     let yres = dec.find_tag(Tag::YResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
     let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
     let ct = dec.colortype().map_err(|e| tiff_err(path, e))?;
-    if !matches!(ct, tiff::ColorType::Gray(_)) {
+    let tiff::ColorType::Gray(bits) = ct else {
         return Err(Error::Unsupported(format!(
             "{}: colour or multi-sample pages ({ct:?}) are not supported; save the nuclear channel as a grey stack",
             path.display()
         )));
-    }
+    };
     let mut pages: Vec<DecodingResult> = Vec::new();
-    let page_bytes = (w as u64) * (h as u64) * colortype_bytes(ct);
+    let page_bytes = (w as u64) * (h as u64) * (bits as u64).div_ceil(8);
     let mut total: u64 = 0;
     loop {
         let (pw, ph) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
