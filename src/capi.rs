@@ -1,4 +1,4 @@
-//! The C API (ABI version 1): every `extern "C"` function of the library, and nothing else.
+//! The C API (ABI version 2): every `extern "C"` function of the library, and nothing else.
 //!
 //! Conventions, for every function below:
 //! - Fallible functions return a [`QcaStatus`]; `QCA_OK` (0) is success. On failure,
@@ -10,6 +10,11 @@
 //! - Handles (`QcaModel`, `QcaImage`, `QcaMeasurements`) are created by one function
 //!   and freed by the `_free` function named in their documentation; `_free(NULL)` is fine.
 //! - A `QcaModel` may be used from several threads at once.
+//! - Lengths, volumes and thresholds are `double`, so a host's double (Fiji, MATLAB,
+//!   Python) reaches the library unchanged (ABI 2; ABI 1 passed them as `float`).
+//!
+//! This module only translates: C values to the library's types and back. Every
+//! parameter is defaulted and validated once, in [`crate::plan`].
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -17,7 +22,7 @@ use std::path::Path;
 
 use crate::error::{voxel_count, Error, Result};
 use crate::io::tiff::{self, Samples};
-use crate::{Connectivity, Device, Landscape, LoadOptions, MarkerMode, Model, PostParams, Precision, SegmentParams};
+use crate::{Connectivity, Device, Landscape, LoadOptions, MarkerMode, Matching, Metrics, Model, Nucleus, PostParams, Precision, SegmentParams};
 
 /// Library major version (semantic versioning of the crate).
 pub const QCA_VERSION_MAJOR: u32 = 0;
@@ -26,7 +31,7 @@ pub const QCA_VERSION_MINOR: u32 = 1;
 /// Library patch version.
 pub const QCA_VERSION_PATCH: u32 = 0;
 /// Version of this C interface; changes only when old callers would break.
-pub const QCA_ABI_VERSION: u32 = 1;
+pub const QCA_ABI_VERSION: u32 = 2;
 
 /// Inference device: CUDA when it starts, else the CPU.
 pub const QCA_DEVICE_AUTO: i32 = 0;
@@ -58,7 +63,8 @@ pub const QCA_SAMPLE_U32: i32 = 3;
 /// Sample type: 32-bit float.
 pub const QCA_SAMPLE_F32: i32 = 4;
 
-/// Result of every fallible call. Values are fixed for ABI 1.
+/// Result of every fallible call. Values are fixed across ABI versions; new ones are
+/// appended (and `QcaStatus::LAST` moved), so they stay contiguous from 0.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(non_camel_case_types)]
@@ -85,6 +91,15 @@ pub enum QcaStatus {
     QCA_ERR_CANCELLED = 9,
     /// A bug in qcanet (a caught panic); please report it.
     QCA_ERR_INTERNAL = 10,
+}
+
+impl QcaStatus {
+    const LAST: QcaStatus = QcaStatus::QCA_ERR_INTERNAL;
+
+    fn from_i32(v: i32) -> Option<QcaStatus> {
+        // SAFETY: QcaStatus is repr(i32) with the contiguous values 0..=LAST.
+        (0..=Self::LAST as i32).contains(&v).then(|| unsafe { std::mem::transmute::<i32, QcaStatus>(v) })
+    }
 }
 
 use QcaStatus::*;
@@ -123,21 +138,21 @@ pub struct QcaSegmentParams {
     /// `sizeof(QcaSegmentParams)` as the caller knows it.
     pub struct_size: u32,
     /// Input voxel size z, y, x in micrometres; 0 = the model's (no resampling).
-    pub voxel_size: [f32; 3],
+    pub voxel_size: [f64; 3],
     /// NSN probability threshold; < 0 = the model's.
-    pub fg_threshold: f32,
+    pub fg_threshold: f64,
     /// NDN probability threshold; < 0 = the model's.
-    pub centre_threshold: f32,
+    pub centre_threshold: f64,
     /// `QCA_MARKERS_*`.
     pub markers: i32,
     /// Smoothing of the NDN output before local maxima (micrometres); < 0 = the model's.
-    pub marker_sigma_um: f32,
+    pub marker_sigma_um: f64,
     /// `QCA_LANDSCAPE_*`.
     pub landscape: i32,
     /// Fill holes in the mask: 1 yes, 0 no, -1 = the model's.
     pub fill_holes: i32,
     /// Nuclei smaller than this (cubic micrometres) are dropped; < 0 = the model's.
-    pub min_volume_um3: f32,
+    pub min_volume_um3: f64,
     /// Watershed connectivity: 6, 18 or 26; 0 = the model's.
     pub connectivity: i32,
     /// Tile size z, y, x in voxels of the model grid; 0 = the model's.
@@ -150,30 +165,91 @@ pub struct QcaSegmentParams {
     pub user_data: *mut c_void,
 }
 
+/// Detection at one IoU threshold (StarDist's `matching.py` definitions).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaMatching {
+    /// Pairs count when their IoU is >= this.
+    pub threshold: f64,
+    /// Matched pairs (one-to-one, optimal), unmatched predictions, unmatched ground truth.
+    pub n_tp: u32,
+    pub n_fp: u32,
+    pub n_fn: u32,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// TP / (TP + FP + FN) (StarDist's "accuracy", reported as AP).
+    pub ap: f64,
+    /// Mean IoU of the matched pairs.
+    pub mean_matched_score: f64,
+    /// Sum of matched IoUs / (TP + FP/2 + FN/2).
+    pub panoptic_quality: f64,
+}
+
+/// Number of IoU thresholds in `QcaMetrics.matching` (0.5, 0.6, 0.7, 0.8, 0.9).
+pub const QCA_MATCH_THRESHOLDS: usize = 5;
+
 /// Accuracy of a segmentation against ground truth (see `qca_evaluate`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QcaMetrics {
     /// Voxel IoU of the foregrounds.
     pub iou: f64,
-    /// QCANet SEG: mean over ground-truth nuclei of the best IoU (counted when > half covered).
+    /// QCANet SEG, as the authors' evaluation code computes it.
     pub seg: f64,
-    /// Mean over predicted nuclei of the best IoU (same rule).
+    /// QCANet MUCov, as the authors' evaluation code computes it.
     pub mucov: f64,
     /// Cell Tracking Challenge SEG.
     pub seg_ctc: f64,
-    /// Detection F1 at IoU > 0.5.
+    /// Detection F1 at IoU >= 0.5 (`matching[0].f1`).
     pub f1: f64,
     /// Ground-truth nuclei.
     pub n_gt: u32,
     /// Predicted nuclei.
     pub n_pred: u32,
-    /// Pairs matched at IoU > 0.5.
+    /// Pairs matched at IoU >= 0.5.
     pub n_matched: u32,
-    /// Matched / predicted.
+    /// Matched / predicted at IoU >= 0.5.
     pub precision: f64,
-    /// Matched / ground truth.
+    /// Matched / ground truth at IoU >= 0.5.
     pub recall: f64,
+    /// Detection at IoU 0.5, 0.6, 0.7, 0.8, 0.9.
+    pub matching: [QcaMatching; QCA_MATCH_THRESHOLDS],
+}
+
+impl From<&Matching> for QcaMatching {
+    fn from(m: &Matching) -> Self {
+        QcaMatching {
+            threshold: m.threshold,
+            n_tp: m.tp,
+            n_fp: m.fp,
+            n_fn: m.fn_,
+            precision: m.precision,
+            recall: m.recall,
+            f1: m.f1,
+            ap: m.ap,
+            mean_matched_score: m.mean_matched_score,
+            panoptic_quality: m.panoptic_quality,
+        }
+    }
+}
+
+impl From<&Metrics> for QcaMetrics {
+    fn from(m: &Metrics) -> Self {
+        QcaMetrics {
+            iou: m.iou,
+            seg: m.seg,
+            mucov: m.mucov,
+            seg_ctc: m.seg_ctc,
+            f1: m.f1,
+            n_gt: m.n_gt,
+            n_pred: m.n_pred,
+            n_matched: m.n_matched,
+            precision: m.precision,
+            recall: m.recall,
+            matching: m.matching.each_ref().map(QcaMatching::from),
+        }
+    }
 }
 
 /// One nucleus (see `qca_measure`). Voxel coordinates are z, y, x indices.
@@ -210,6 +286,22 @@ pub struct QcaImageInfo {
     pub has_voxel_size: i32,
     /// z, y, x in micrometres.
     pub voxel_size_um: [f64; 3],
+}
+
+impl From<&Nucleus> for QcaNucleus {
+    fn from(x: &Nucleus) -> Self {
+        QcaNucleus {
+            label: x.label,
+            bbox_min: x.bbox_min,
+            bbox_max: x.bbox_max,
+            voxels: x.voxels,
+            volume_um3: x.volume_um3,
+            centroid: x.centroid,
+            centroid_um: x.centroid_um,
+            mean_intensity: x.mean_intensity,
+            total_intensity: x.total_intensity,
+        }
+    }
 }
 
 /// A loaded model. Create with `qca_model_load` or `qca_model_load_default`; free with `qca_model_free`.
@@ -315,26 +407,26 @@ unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a 
     Ok(Path::new(s))
 }
 
-/// The end offset of each field of a struct: the `struct_size`s an older, shorter
-/// version of it can have.
+/// The (start, end) offsets of each field of a struct: an older, shorter version of it
+/// ends between two fields (at a field's end, or after the padding before the next).
 macro_rules! field_ends {
     ($t:ty: $($f:ident),+) => {{
-        fn end<F>(_: impl Fn(&$t) -> &F, offset: usize) -> usize {
-            offset + std::mem::size_of::<F>()
+        fn span<F>(_: impl Fn(&$t) -> &F, offset: usize) -> (usize, usize) {
+            (offset, offset + std::mem::size_of::<F>())
         }
-        [$(end(|s: &$t| &s.$f, std::mem::offset_of!($t, $f))),+]
+        [$(span(|s: &$t| &s.$f, std::mem::offset_of!($t, $f))),+]
     }};
 }
 
 /// Copies a caller's versioned struct over defaults: only the bytes it says it has. Its
-/// `struct_size` must end on a field boundary (`ends`) or cover the whole struct: a size
-/// inside a field would copy half of it (half a callback pointer).
-unsafe fn read_versioned<T: Copy>(p: *const T, default: T, ends: &[usize], what: &str) -> std::result::Result<T, (QcaStatus, String)> {
+/// `struct_size` must not end inside a field (`fields`: their start and end offsets), or
+/// it would copy half of one (half a callback pointer).
+unsafe fn read_versioned<T: Copy>(p: *const T, default: T, fields: &[(usize, usize)], what: &str) -> std::result::Result<T, (QcaStatus, String)> {
     let size = *(p as *const u32) as usize;
     if size < 4 {
         return Err(invalid(format!("{what}.struct_size is {size}: call the _default function first")));
     }
-    if size < std::mem::size_of::<T>() && !ends.contains(&size) {
+    if fields.iter().any(|&(start, end)| start < size && size < end) {
         return Err(invalid(format!(
             "{what}.struct_size is {size}, which ends inside a field (this library's struct is {} bytes): \
              set it with sizeof or the _default function",
@@ -372,21 +464,10 @@ pub extern "C" fn qca_last_error() -> *const c_char {
 /// Name of a status code ("QCA_OK", ...), static storage; NULL for an unknown code.
 #[no_mangle]
 pub extern "C" fn qca_status_str(status: i32) -> *const c_char {
-    let s: &'static [u8] = match status {
-        0 => b"QCA_OK\0",
-        1 => b"QCA_ERR_NULL_POINTER\0",
-        2 => b"QCA_ERR_INVALID_ARGUMENT\0",
-        3 => b"QCA_ERR_NON_FINITE\0",
-        4 => b"QCA_ERR_IO\0",
-        5 => b"QCA_ERR_FORMAT\0",
-        6 => b"QCA_ERR_RUNTIME\0",
-        7 => b"QCA_ERR_MODEL\0",
-        8 => b"QCA_ERR_INFERENCE\0",
-        9 => b"QCA_ERR_CANCELLED\0",
-        10 => b"QCA_ERR_INTERNAL\0",
-        _ => return std::ptr::null(),
-    };
-    s.as_ptr() as *const c_char
+    // the names are the enum's own (its Debug spelling), made once
+    static NAMES: std::sync::OnceLock<Vec<CString>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| (0..=QcaStatus::LAST as i32).filter_map(QcaStatus::from_i32).map(|s| CString::new(format!("{s:?}")).unwrap_or_default()).collect());
+    usize::try_from(status).ok().and_then(|i| names.get(i)).map_or(std::ptr::null(), |n| n.as_ptr())
 }
 
 /// Loads ONNX Runtime from `onnxruntime_library_path`, or (NULL) searches for it:
@@ -510,19 +591,26 @@ pub unsafe extern "C" fn qca_model_describe(m: *const QcaModel, buf: *mut c_char
         let mut keys: Vec<_> = i.raw.iter().filter(|(k, _)| k.starts_with("qcanet.") && k.as_str() != "qcanet.architecture").collect();
         keys.sort();
         let meta: Vec<String> = keys.iter().map(|(k, v)| format!("{}={}", &k[7..], v)).collect();
-        let s = format!("{} on {:?}; {}", m.inner.name, m.inner.device_used(), meta.join("; "));
-        let bytes = s.as_bytes();
-        if !needed.is_null() {
-            *needed = bytes.len() + 1;
-        }
-        if capacity > 0 {
-            non_null(buf, "buf")?;
-            let n = bytes.len().min(capacity - 1);
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, n);
-            *buf.add(n) = 0;
-        }
-        Ok(())
+        let s = format!("{} on {}; {}", m.inner.name, m.inner.device_used(), meta.join("; "));
+        write_text(&s, buf, capacity, needed)
     })
+}
+
+/// Writes `text` into a caller's buffer as the text functions do: NUL-terminated, cut to
+/// `capacity`; `*needed` (may be NULL) gets the full length + 1. Nothing is written when
+/// `buf` is NULL with a non-zero capacity.
+unsafe fn write_text(text: &str, buf: *mut c_char, capacity: usize, needed: *mut usize) -> std::result::Result<(), (QcaStatus, String)> {
+    let bytes = text.as_bytes();
+    if capacity > 0 {
+        non_null(buf, "buf")?;
+        let n = bytes.len().min(capacity - 1);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, n);
+        *buf.add(n) = 0;
+    }
+    if !needed.is_null() {
+        *needed = bytes.len() + 1;
+    }
+    Ok(())
 }
 
 /// Fills `p` with "as the model says" for every field. NULL is ignored.
@@ -555,98 +643,119 @@ fn default_params() -> QcaSegmentParams {
     }
 }
 
-/// Checked conversion of C parameters into the library's.
+/// C parameters into the library's: the sentinels ("as the model's") become `None`;
+/// the values themselves are checked once, by [`crate::plan`].
 unsafe fn segment_params(p: *const QcaSegmentParams) -> std::result::Result<(SegmentParams, QcaSegmentParams), (QcaStatus, String)> {
     let ends = field_ends!(QcaSegmentParams: struct_size, voxel_size, fg_threshold, centre_threshold, markers, marker_sigma_um,
         landscape, fill_holes, min_volume_um3, connectivity, tile, overlap, progress, user_data);
     let c = if p.is_null() { default_params() } else { read_versioned(p, default_params(), &ends, "QcaSegmentParams")? };
-    let finite = |v: f32, what: &str| if v.is_nan() { Err(invalid(format!("{what} is NaN"))) } else { Ok(v) };
-    let mut s = SegmentParams::default();
+    // a negative value means "the model's"; NaN is passed on, for the plan to refuse
+    let given = |v: f64| (!(v < 0.0)).then_some(v);
     let v = c.voxel_size;
-    if v.iter().any(|a| !a.is_finite() || *a < 0.0) {
-        return Err(invalid(format!("voxel_size {v:?} must be >= 0 (0 = the model's)")));
-    }
-    if v.iter().all(|&a| a > 0.0) {
-        s.voxel_size = Some([v[0] as f64, v[1] as f64, v[2] as f64]);
-    } else if v.iter().any(|&a| a > 0.0) {
-        return Err(invalid(format!("voxel_size {v:?}: give all three values or none")));
-    }
-    let t = finite(c.fg_threshold, "fg_threshold")?;
-    if t > 1.0 {
-        return Err(invalid(format!("fg_threshold {t} is above 1")));
-    }
-    s.fg_threshold = (t >= 0.0).then_some(t);
-    let t = finite(c.centre_threshold, "centre_threshold")?;
-    if t > 1.0 {
-        return Err(invalid(format!("centre_threshold {t} is above 1")));
-    }
-    s.centre_threshold = (t >= 0.0).then_some(t);
-    s.markers = match c.markers {
+    let voxel_size = if v.iter().all(|&a| a == 0.0) {
+        None
+    } else if v.iter().any(|&a| a == 0.0) {
+        return Err(invalid(format!("voxel_size {v:?}: give all three values or none (0 = the model's)")));
+    } else {
+        Some(v)
+    };
+    let markers = match c.markers {
         QCA_MARKERS_MODEL => None,
         QCA_MARKERS_COMPONENTS => Some(MarkerMode::Components),
         QCA_MARKERS_LOCAL_MAXIMA => Some(MarkerMode::LocalMaxima),
         x => return Err(invalid(format!("markers {x} is not a QCA_MARKERS_* value"))),
     };
-    let t = finite(c.marker_sigma_um, "marker_sigma_um")?;
-    s.marker_sigma_um = (t >= 0.0).then_some(t);
-    s.landscape = match c.landscape {
+    let landscape = match c.landscape {
         QCA_LANDSCAPE_MODEL => None,
         QCA_LANDSCAPE_DISTANCE => Some(Landscape::Distance),
         QCA_LANDSCAPE_CENTRE => Some(Landscape::Centre),
         x => return Err(invalid(format!("landscape {x} is not a QCA_LANDSCAPE_* value"))),
     };
-    s.fill_holes = match c.fill_holes {
+    let fill_holes = match c.fill_holes {
         -1 => None,
         0 => Some(false),
         1 => Some(true),
         x => return Err(invalid(format!("fill_holes {x} is not -1, 0 or 1"))),
     };
-    let t = finite(c.min_volume_um3, "min_volume_um3")?;
-    s.min_volume_um3 = (t >= 0.0).then_some(t as f64);
-    s.connectivity = if c.connectivity == 0 { None } else { Some(Connectivity::from_rank(c.connectivity).c()?) };
-    if c.tile.iter().any(|&t| t > 0) {
-        if c.tile.iter().any(|&t| t == 0) {
-            return Err(invalid(format!("tile {:?}: give all three sizes or none", c.tile)));
-        }
-        s.tile = Some([c.tile[0] as usize, c.tile[1] as usize, c.tile[2] as usize]);
-    }
-    if c.overlap.iter().any(|&o| o >= 0) {
-        if c.overlap.iter().any(|&o| o < 0) {
-            return Err(invalid(format!("overlap {:?}: give all three or none", c.overlap)));
-        }
-        s.overlap = Some([c.overlap[0] as usize, c.overlap[1] as usize, c.overlap[2] as usize]);
-    }
+    let connectivity = if c.connectivity == 0 { None } else { Some(Connectivity::from_rank(c.connectivity).c()?) };
+    let tile = match c.tile {
+        [0, 0, 0] => None,
+        t if t.contains(&0) => return Err(invalid(format!("tile {t:?}: give all three sizes or none"))),
+        t => Some(t.map(|a| a as usize)),
+    };
+    let overlap = match c.overlap {
+        o if o.iter().all(|&a| a < 0) => None,
+        o if o.iter().any(|&a| a < 0) => return Err(invalid(format!("overlap {o:?}: give all three or none"))),
+        o => Some(o.map(|a| a as usize)),
+    };
+    let s = SegmentParams {
+        voxel_size,
+        voxel_size_source: crate::VoxelSource::Caller,
+        fg_threshold: given(c.fg_threshold).map(|t| t as f32),
+        centre_threshold: given(c.centre_threshold).map(|t| t as f32),
+        markers,
+        marker_sigma_um: given(c.marker_sigma_um),
+        landscape,
+        fill_holes,
+        min_volume_um3: given(c.min_volume_um3),
+        connectivity,
+        tile,
+        overlap,
+    };
     Ok((s, c))
 }
 
-unsafe fn segment_any(
+/// A caller's voxels as the f32 the networks take: borrowed when they already are.
+trait Voxels: Copy {
+    fn as_f32(v: &[Self]) -> std::borrow::Cow<'_, [f32]>;
+}
+impl Voxels for f32 {
+    fn as_f32(v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+        std::borrow::Cow::Borrowed(v)
+    }
+}
+impl Voxels for u16 {
+    fn as_f32(v: &[u16]) -> std::borrow::Cow<'_, [f32]> {
+        std::borrow::Cow::Owned(v.iter().map(|&a| a as f32).collect())
+    }
+}
+impl Voxels for u8 {
+    fn as_f32(v: &[u8]) -> std::borrow::Cow<'_, [f32]> {
+        std::borrow::Cow::Owned(v.iter().map(|&a| a as f32).collect())
+    }
+}
+
+/// The one segmentation path behind `qca_segment_u8/u16/f32`.
+unsafe fn segment_typed<T: Voxels>(
     m: *const QcaModel,
-    voxels: std::result::Result<Vec<f32>, (QcaStatus, String)>,
-    dims: [usize; 3],
-    n: usize,
+    voxels: *const T,
+    dims: *const usize,
     p: *const QcaSegmentParams,
     labels_out: *mut u32,
     n_nuclei: *mut u32,
-) -> std::result::Result<(), (QcaStatus, String)> {
-    let m = m.as_ref().ok_or_else(|| null("model"))?;
-    non_null(labels_out, "labels_out")?;
-    let vol = voxels?;
-    let (params, c) = segment_params(p)?;
-    let cb = c.progress;
-    let user = c.user_data as usize;
-    let progress = move |f: f32| -> bool {
-        match cb {
-            // SAFETY: the caller promised a valid callback and user_data for this call
-            Some(f_) => unsafe { f_(f, user as *mut c_void) == 0 },
-            None => true,
+) -> QcaStatus {
+    guard(|| {
+        let (d, n) = read_dims(dims)?;
+        let m = m.as_ref().ok_or_else(|| null("model"))?;
+        let vol = T::as_f32(slice(voxels, n, "voxels")?);
+        non_null(labels_out, "labels_out")?;
+        let (params, c) = segment_params(p)?;
+        let cb = c.progress;
+        let user = c.user_data as usize;
+        let progress = move |f: f32| -> bool {
+            match cb {
+                // SAFETY: the caller promised a valid callback and user_data for this call
+                Some(f_) => unsafe { f_(f, user as *mut c_void) == 0 },
+                None => true,
+            }
+        };
+        let seg = m.inner.segment(&vol, d, &params, Some(&progress)).c()?;
+        std::ptr::copy_nonoverlapping(seg.labels.as_ptr(), labels_out, n);
+        if !n_nuclei.is_null() {
+            *n_nuclei = seg.n_nuclei;
         }
-    };
-    let seg = m.inner.segment(&vol, dims, &params, Some(&progress)).c()?;
-    std::ptr::copy_nonoverlapping(seg.labels.as_ptr(), labels_out, n);
-    if !n_nuclei.is_null() {
-        *n_nuclei = seg.n_nuclei;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Segments a 16-bit volume of `dims[0] x dims[1] x dims[2]` (z, y, x) voxels.
@@ -658,11 +767,7 @@ unsafe fn segment_any(
 /// elements; `dims` has 3 elements; `p` is NULL or filled by `qca_segment_params_default`.
 #[no_mangle]
 pub unsafe extern "C" fn qca_segment_u16(m: *const QcaModel, voxels: *const u16, dims: *const usize, p: *const QcaSegmentParams, labels_out: *mut u32, n_nuclei: *mut u32) -> QcaStatus {
-    guard(|| {
-        let (d, n) = read_dims(dims)?;
-        let v = slice(voxels, n, "voxels").map(|s| s.iter().map(|&a| a as f32).collect());
-        segment_any(m, v, d, n, p, labels_out, n_nuclei)
-    })
+    segment_typed(m, voxels, dims, p, labels_out, n_nuclei)
 }
 
 /// As `qca_segment_u16`, for 8-bit voxels.
@@ -671,11 +776,7 @@ pub unsafe extern "C" fn qca_segment_u16(m: *const QcaModel, voxels: *const u16,
 /// As `qca_segment_u16`.
 #[no_mangle]
 pub unsafe extern "C" fn qca_segment_u8(m: *const QcaModel, voxels: *const u8, dims: *const usize, p: *const QcaSegmentParams, labels_out: *mut u32, n_nuclei: *mut u32) -> QcaStatus {
-    guard(|| {
-        let (d, n) = read_dims(dims)?;
-        let v = slice(voxels, n, "voxels").map(|s| s.iter().map(|&a| a as f32).collect());
-        segment_any(m, v, d, n, p, labels_out, n_nuclei)
-    })
+    segment_typed(m, voxels, dims, p, labels_out, n_nuclei)
 }
 
 /// As `qca_segment_u16`, for float voxels (NaN or infinite values are an error).
@@ -684,17 +785,77 @@ pub unsafe extern "C" fn qca_segment_u8(m: *const QcaModel, voxels: *const u8, d
 /// As `qca_segment_u16`.
 #[no_mangle]
 pub unsafe extern "C" fn qca_segment_f32(m: *const QcaModel, voxels: *const f32, dims: *const usize, p: *const QcaSegmentParams, labels_out: *mut u32, n_nuclei: *mut u32) -> QcaStatus {
+    segment_typed(m, voxels, dims, p, labels_out, n_nuclei)
+}
+
+/// The plan `qca_segment_*` would run for a volume of `dims` under `p`, as one JSON object
+/// (input and model grids with the voxel sizes and where the input's came from,
+/// resampling, normalisation, tiles after every clamp, post-processing with every default
+/// filled in), written into `buf` as `qca_model_describe` writes its text. An invalid
+/// parameter fails here exactly as it would in `qca_segment_*`.
+///
+/// # Safety
+/// `m` is a live model; `dims` has 3 elements; `p` is NULL or filled by
+/// `qca_segment_params_default`; `buf` has `capacity` writable bytes (or is NULL with 0).
+#[no_mangle]
+pub unsafe extern "C" fn qca_plan_json(m: *const QcaModel, dims: *const usize, p: *const QcaSegmentParams, buf: *mut c_char, capacity: usize, needed: *mut usize) -> QcaStatus {
     guard(|| {
-        let (d, n) = read_dims(dims)?;
-        let v = slice(voxels, n, "voxels").map(|s| s.to_vec());
-        segment_any(m, v, d, n, p, labels_out, n_nuclei)
+        let m = m.as_ref().ok_or_else(|| null("model"))?;
+        let (d, _) = read_dims(dims)?;
+        let (params, _) = segment_params(p)?;
+        let plan = m.inner.plan(d, &params).c()?;
+        let json = serde_json::to_string(&plan).map_err(|e| (QCA_ERR_INTERNAL, e.to_string()))?;
+        write_text(&json, buf, capacity, needed)
+    })
+}
+
+/// The `QCA_*` value of a named choice, in the one vocabulary the CLI, model metadata,
+/// Python and Fiji share: `option` is "device" (auto, cpu, cuda), "precision" (fp32,
+/// tf32), "markers" (components, local-max), "landscape" (distance, centre) or
+/// "connectivity" (6, 18, 26); older spellings (local_max, edt) are accepted.
+///
+/// # Safety
+/// `option` and `name` are NUL-terminated; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_option_value(option: *const c_char, name: *const c_char, out: *mut i32) -> QcaStatus {
+    guard(|| {
+        let text = |p: *const c_char, what: &str| -> std::result::Result<String, (QcaStatus, String)> {
+            non_null(p, what)?;
+            Ok(CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
+        let (option, name) = (text(option, "option")?, text(name, "name")?);
+        non_null(out, "out")?;
+        let v = match option.as_str() {
+            "device" => match name.parse::<Device>().c()? {
+                Device::Auto => QCA_DEVICE_AUTO,
+                Device::Cpu => QCA_DEVICE_CPU,
+                Device::Cuda => QCA_DEVICE_CUDA,
+            },
+            "precision" => match name.parse::<Precision>().c()? {
+                Precision::Fp32 => QCA_PRECISION_FP32,
+                Precision::Tf32 => QCA_PRECISION_TF32,
+            },
+            "markers" => match name.parse::<MarkerMode>().c()? {
+                MarkerMode::Components => QCA_MARKERS_COMPONENTS,
+                MarkerMode::LocalMaxima => QCA_MARKERS_LOCAL_MAXIMA,
+            },
+            "landscape" => match name.parse::<Landscape>().c()? {
+                Landscape::Distance => QCA_LANDSCAPE_DISTANCE,
+                Landscape::Centre => QCA_LANDSCAPE_CENTRE,
+            },
+            "connectivity" => name.parse::<Connectivity>().c()?.neighbours(),
+            _ => return Err(invalid(format!("option '{option}' is not device, precision, markers, landscape or connectivity"))),
+        };
+        *out = v;
+        Ok(())
     })
 }
 
 /// Post-processing alone, for hosts with their own networks: NSN and NDN
-/// probabilities (0..1) in, labels out. Fields "as the model's" take the library
-/// defaults (thresholds 0.5, local-maxima markers, distance landscape, no minimum
-/// size); a voxel size of 0 means 1 micrometre in each axis.
+/// probabilities (0..1) in, labels out. Fields "as the model's" take the one table of
+/// defaults (README "Defaults": thresholds 0.5, QCANet's connected-component markers,
+/// distance landscape, holes filled, 6-connected flood, no minimum volume); a voxel size
+/// of 0 means 1 micrometre in each axis.
 ///
 /// # Safety
 /// Both probability arrays and `labels_out` hold `dims[0]*dims[1]*dims[2]` elements.
@@ -772,18 +933,7 @@ pub unsafe extern "C" fn qca_evaluate(pred: *const u32, gt: *const u32, dims: *c
         let g = slice(gt, n, "gt")?;
         non_null(out, "out")?;
         let m = crate::metrics::evaluate(p, g).c()?;
-        *out = QcaMetrics {
-            iou: m.iou,
-            seg: m.seg,
-            mucov: m.mucov,
-            seg_ctc: m.seg_ctc,
-            f1: m.f1,
-            n_gt: m.n_gt,
-            n_pred: m.n_pred,
-            n_matched: m.n_matched,
-            precision: m.precision,
-            recall: m.recall,
-        };
+        *out = QcaMetrics::from(&m);
         Ok(())
     })
 }
@@ -803,20 +953,7 @@ pub unsafe extern "C" fn qca_measure(labels: *const u32, intensity: *const f32, 
         let v = if voxel_size.is_null() { [1.0; 3] } else { let s = slice(voxel_size, 3, "voxel_size")?; [s[0], s[1], s[2]] };
         non_null(out, "out")?;
         let nuc = crate::measure::measure(l, d, v, i).c()?;
-        let nuclei = nuc
-            .iter()
-            .map(|x| QcaNucleus {
-                label: x.label,
-                bbox_min: x.bbox_min,
-                bbox_max: x.bbox_max,
-                voxels: x.voxels,
-                volume_um3: x.volume_um3,
-                centroid: x.centroid,
-                centroid_um: x.centroid_um,
-                mean_intensity: x.mean_intensity,
-                total_intensity: x.total_intensity,
-            })
-            .collect();
+        let nuclei = nuc.iter().map(QcaNucleus::from).collect();
         *out = Box::into_raw(Box::new(QcaMeasurements { nuclei }));
         Ok(())
     })

@@ -9,6 +9,7 @@
 //! the two together.
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use crate::edt::negative_edt;
 use crate::error::{voxel_count, Error, Result};
@@ -22,6 +23,11 @@ pub enum MarkerMode {
     LocalMaxima,
 }
 
+crate::vocabulary!(MarkerMode, "marker rule", [
+    MarkerMode::Components => "components" | "cc",
+    MarkerMode::LocalMaxima => "local-max" | "local_max" | "local-maxima" | "local_maxima",
+]);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Landscape {
     /// -EDT of the mask (QCANet).
@@ -30,13 +36,18 @@ pub enum Landscape {
     Centre,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+crate::vocabulary!(Landscape, "landscape", [
+    Landscape::Distance => "distance" | "edt",
+    Landscape::Centre => "centre" | "center",
+]);
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PostParams {
     pub fg_threshold: f32,
     pub centre_threshold: f32,
     pub markers: MarkerMode,
     /// Gaussian sigma (micrometres) applied to the NDN output before finding maxima.
-    pub marker_sigma_um: f32,
+    pub marker_sigma_um: f64,
     pub landscape: Landscape,
     pub fill_holes: bool,
     /// Nuclei smaller than this (cubic micrometres) are removed.
@@ -46,11 +57,16 @@ pub struct PostParams {
 }
 
 impl Default for PostParams {
+    /// The one table of post-processing defaults, used where neither a model's metadata
+    /// nor a caller says otherwise (README, "Defaults"): QCANet's pipeline -- NSN > 0.5
+    /// with holes filled, markers = 26-connected components of NDN > 0.5, watershed of the
+    /// negative distance transform with 6-connected flooding, no minimum volume.
+    /// (`marker_sigma_um` matters only with local-maxima markers.)
     fn default() -> Self {
         PostParams {
             fg_threshold: 0.5,
             centre_threshold: 0.5,
-            markers: MarkerMode::LocalMaxima,
+            markers: MarkerMode::Components,
             marker_sigma_um: 1.0,
             landscape: Landscape::Distance,
             fill_holes: true,
@@ -63,9 +79,45 @@ impl Default for PostParams {
 /// Largest Gaussian sigma, in voxels, for the marker smoothing (the kernel spans 4 sigma).
 pub const MAX_SIGMA_VOXELS: f64 = 32.0;
 
+impl PostParams {
+    /// The one check of post-processing parameters, for a grid of `voxel` micrometres.
+    pub fn validate(&self, voxel: [f64; 3]) -> Result<()> {
+        crate::plan::check_voxel_size(voxel, "voxel size")?;
+        for (what, t) in [("fg_threshold", self.fg_threshold), ("centre_threshold", self.centre_threshold)] {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(Error::invalid(format!("{what} {t} must be within 0..=1")));
+            }
+        }
+        if !(self.min_volume_um3.is_finite() && self.min_volume_um3 >= 0.0) {
+            return Err(Error::invalid(format!("min_volume_um3 {} must be >= 0", self.min_volume_um3)));
+        }
+        let s = self.marker_sigma_um;
+        if !(s.is_finite() && s >= 0.0) {
+            return Err(Error::invalid(format!("marker_sigma_um {s} must be >= 0")));
+        }
+        if self.markers == MarkerMode::LocalMaxima {
+            let sigma = self.sigma_voxels(voxel);
+            if sigma.iter().any(|v| *v > MAX_SIGMA_VOXELS) {
+                return Err(Error::invalid(format!(
+                    "marker smoothing of {s} um is {sigma:.1?} voxels at the voxel size {voxel:?} um; at most {MAX_SIGMA_VOXELS} (check the voxel size)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn sigma_voxels(&self, voxel: [f64; 3]) -> [f64; 3] {
+        voxel.map(|v| self.marker_sigma_um / v)
+    }
+}
+
 /// Runs the post-processing on probability volumes of shape `dims` (z, y, x)
 /// with voxel size `voxel` (z, y, x, micrometres). Returns labels and their count.
-pub fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
+///
+/// Preconditions (checked here, cheaply): both volumes hold `dims` voxels, all finite;
+/// `p.validate(voxel)` passes ([`crate::plan`] checks it once per segmentation,
+/// [`crate::postprocess_probabilities`] for hosts that call this alone).
+pub(crate) fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
     let n = voxel_count(dims)?;
     if fg.len() != n || centre.len() != n {
         return Err(Error::invalid(format!(
@@ -78,9 +130,6 @@ pub fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3]
     if bad > 0 {
         return Err(Error::NonFinite(bad));
     }
-    if voxel.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-        return Err(Error::invalid(format!("voxel size must be positive, got {voxel:?}")));
-    }
     let mut mask: Vec<bool> = fg.par_iter().map(|&v| v > p.fg_threshold).collect();
     if p.fill_holes {
         fill_holes(&mut mask, dims);
@@ -91,17 +140,7 @@ pub fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3]
             label_components(&m, dims, Connectivity::Full26)
         }
         MarkerMode::LocalMaxima => {
-            let sigma = [
-                p.marker_sigma_um as f64 / voxel[0],
-                p.marker_sigma_um as f64 / voxel[1],
-                p.marker_sigma_um as f64 / voxel[2],
-            ];
-            if sigma.iter().any(|s| !(s.is_finite() && *s <= MAX_SIGMA_VOXELS)) {
-                return Err(Error::invalid(format!(
-                    "marker smoothing of {} um is {sigma:.1?} voxels at the voxel size {voxel:?} um; at most {MAX_SIGMA_VOXELS} (check the voxel size)",
-                    p.marker_sigma_um
-                )));
-            }
+            let sigma = p.sigma_voxels(voxel);
             let sm = if p.marker_sigma_um > 0.0 { gaussian(centre, dims, sigma) } else { centre.to_vec() };
             let mx = max_filter3(&sm, dims);
             let peaks: Vec<bool> = (0..n)
@@ -314,6 +353,9 @@ mod tests {
         let p = PostParams::default();
         assert!(matches!(postprocess(&[f32::NAN; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &p), Err(Error::NonFinite(8))));
         assert!(postprocess(&[0.0; 7], &[0.0; 8], [2, 2, 2], [1.0; 3], &p).is_err());
-        assert!(postprocess(&[0.0; 8], &[0.0; 8], [2, 2, 2], [0.0, 1.0, 1.0], &p).is_err());
+        // parameters are checked by the public entry (and by the plan), once
+        assert!(crate::postprocess_probabilities(&[0.0; 8], &[0.0; 8], [2, 2, 2], [0.0, 1.0, 1.0], &p).is_err());
+        let bad = PostParams { fg_threshold: 2.0, ..PostParams::default() };
+        assert!(crate::postprocess_probabilities(&[0.0; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &bad).is_err());
     }
 }

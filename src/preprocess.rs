@@ -15,6 +15,17 @@ pub enum Normalization {
     None,
 }
 
+impl std::fmt::Display for Normalization {
+    /// The metadata spelling, which [`Normalization::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Normalization::Percentile { lo, hi } => write!(f, "percentile:{lo},{hi}"),
+            Normalization::MinMax => f.write_str("minmax"),
+            Normalization::None => f.write_str("none"),
+        }
+    }
+}
+
 impl Normalization {
     /// Parses `percentile:1,99.9`, `minmax` or `none`.
     pub fn parse(s: &str) -> Result<Self> {

@@ -21,7 +21,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::cuda_libs;
 use crate::error::{Error, Result};
-use crate::model::Device;
+use crate::session::Device;
 
 const LIB_NAMES: [&str; 2] = ["libonnxruntime.so", "libonnxruntime.so.1"];
 /// Name of the folder that holds the GPU build next to the library or the program.

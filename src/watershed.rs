@@ -20,7 +20,14 @@ pub enum Connectivity {
     Full26 = 3,
 }
 
+crate::vocabulary!(Connectivity, "connectivity", [
+    Connectivity::Faces6 => "6" | "faces",
+    Connectivity::Edges18 => "18" | "edges",
+    Connectivity::Full26 => "26" | "full" | "vertices",
+]);
+
 impl Connectivity {
+    /// From a neighbour count (6, 18, 26) or scikit-image's rank (1, 2, 3).
     pub fn from_rank(rank: i32) -> Result<Self> {
         match rank {
             1 | 6 => Ok(Self::Faces6),
@@ -28,6 +35,10 @@ impl Connectivity {
             3 | 26 => Ok(Self::Full26),
             _ => Err(Error::invalid(format!("connectivity must be 6, 18 or 26 (or 1, 2, 3), got {rank}"))),
         }
+    }
+    /// The neighbour count: 6, 18 or 26.
+    pub fn neighbours(self) -> i32 {
+        [0, 6, 18, 26][self as usize]
     }
     fn rank(self) -> i64 {
         self as i64
@@ -243,17 +254,7 @@ pub fn label_components(mask: &[bool], dims: [usize; 3], conn: Connectivity) -> 
     let mut lab = vec![0u32; mask.len()];
     let mut next = 0u32;
     let mut stack: Vec<usize> = Vec::new();
-    let mut nbs: Vec<(isize, isize, isize)> = Vec::new();
-    for dz in -1isize..=1 {
-        for dy in -1isize..=1 {
-            for dx in -1isize..=1 {
-                let d2 = dz * dz + dy * dy + dx * dx;
-                if d2 != 0 && d2 as i64 <= conn.rank() {
-                    nbs.push((dz, dy, dx));
-                }
-            }
-        }
-    }
+    let nbs = neighbour_steps(conn);
     for start in 0..mask.len() {
         if !mask[start] || lab[start] != 0 {
             continue;

@@ -306,20 +306,82 @@ fn every_struct_size_is_accepted_or_refused() {
     let v = vec![0.5f32; 4 * 16 * 16];
     let mut lab = vec![0u32; v.len()];
     let full = std::mem::size_of::<QcaSegmentParams>();
-    let (mut ok, mut refused) = (0, 0);
+    // the bytes each field occupies: a size that ends strictly inside one is refused, any
+    // other (a field's end, padding between fields, the whole struct and more) accepted
+    use std::mem::{offset_of, size_of_val};
+    let q = params();
+    let spans = [
+        (offset_of!(QcaSegmentParams, struct_size), size_of_val(&q.struct_size)),
+        (offset_of!(QcaSegmentParams, voxel_size), size_of_val(&q.voxel_size)),
+        (offset_of!(QcaSegmentParams, fg_threshold), size_of_val(&q.fg_threshold)),
+        (offset_of!(QcaSegmentParams, centre_threshold), size_of_val(&q.centre_threshold)),
+        (offset_of!(QcaSegmentParams, markers), size_of_val(&q.markers)),
+        (offset_of!(QcaSegmentParams, marker_sigma_um), size_of_val(&q.marker_sigma_um)),
+        (offset_of!(QcaSegmentParams, landscape), size_of_val(&q.landscape)),
+        (offset_of!(QcaSegmentParams, fill_holes), size_of_val(&q.fill_holes)),
+        (offset_of!(QcaSegmentParams, min_volume_um3), size_of_val(&q.min_volume_um3)),
+        (offset_of!(QcaSegmentParams, connectivity), size_of_val(&q.connectivity)),
+        (offset_of!(QcaSegmentParams, tile), size_of_val(&q.tile)),
+        (offset_of!(QcaSegmentParams, overlap), size_of_val(&q.overlap)),
+        (offset_of!(QcaSegmentParams, progress), size_of_val(&q.progress)),
+        (offset_of!(QcaSegmentParams, user_data), size_of_val(&q.user_data)),
+    ];
     for size in 0..full + 16 {
         let mut p = params();
         p.struct_size = size as u32;
         let mut k = 0u32;
-        match unsafe { qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k) } {
-            QCA_OK => ok += 1,
-            QCA_ERR_INVALID_ARGUMENT => refused += 1,
-            other => panic!("struct_size {size}: {other:?} ({})", last_error()),
-        }
+        let inside = spans.iter().any(|&(at, len)| at < size && size < at + len);
+        let want = if size < 4 || inside { QCA_ERR_INVALID_ARGUMENT } else { QCA_OK };
+        let got = unsafe { qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k) };
+        assert_eq!(got, want, "struct_size {size}: {}", last_error());
     }
-    // the ends of the 13 fields before the last (struct_size .. progress) and every size
-    // from the whole struct on
-    assert_eq!(ok, 13 + 16, "{ok} accepted, {refused} refused");
-    assert_eq!(refused, full - 13);
     unsafe { qca_model_free(m) };
+}
+
+#[test]
+fn status_names_come_from_the_enum_and_text_out_parameters_stay_untouched_on_failure() {
+    let name = |s: i32| unsafe { CStr::from_ptr(qca_status_str(s)).to_str().unwrap().to_string() };
+    assert_eq!(name(0), "QCA_OK");
+    assert_eq!(name(QCA_ERR_INVALID_ARGUMENT as i32), "QCA_ERR_INVALID_ARGUMENT");
+    assert_eq!(name(QCA_ERR_INTERNAL as i32), "QCA_ERR_INTERNAL");
+    assert!(qca_status_str(11).is_null() && qca_status_str(-1).is_null());
+    // a failing describe (buffer NULL with a capacity) leaves *needed as it was
+    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
+    assert_eq!(s, QCA_OK, "{}", last_error());
+    let mut needed = 12345usize;
+    assert_eq!(unsafe { qca_model_describe(m, ptr::null_mut(), 10, &mut needed) }, QCA_ERR_NULL_POINTER);
+    assert_eq!(needed, 12345);
+    // the plan: JSON of the resolved parameters; refused exactly as segmentation would be
+    let dims = [8usize, 40, 40];
+    let mut p = params();
+    p.voxel_size = [2.0, 1.0, 1.0];
+    let mut n = 0usize;
+    assert_eq!(unsafe { qca_plan_json(m, dims.as_ptr(), &p, ptr::null_mut(), 0, &mut n) }, QCA_OK, "{}", last_error());
+    let mut buf = vec![0 as std::ffi::c_char; n];
+    assert_eq!(unsafe { qca_plan_json(m, dims.as_ptr(), &p, buf.as_mut_ptr(), n, ptr::null_mut()) }, QCA_OK);
+    let json: serde_json::Value = serde_json::from_str(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap()).unwrap();
+    assert_eq!(json["input_voxel_size"], serde_json::json!([2.0, 1.0, 1.0]));
+    assert_eq!(json["voxel_size_source"], "caller");
+    assert_eq!(json["post"]["markers"], "components", "the one defaults table (a model without metadata)");
+    p.min_volume_um3 = f64::NAN;
+    let mut untouched = 7usize;
+    assert_eq!(unsafe { qca_plan_json(m, dims.as_ptr(), &p, ptr::null_mut(), 0, &mut untouched) }, QCA_ERR_INVALID_ARGUMENT);
+    assert_eq!(untouched, 7);
+    assert!(last_error().contains("min_volume_um3"), "{}", last_error());
+    unsafe { qca_model_free(m) };
+    // named choices: one vocabulary, old spellings accepted
+    let val = |o: &str, n: &str| {
+        let (o, n) = (CString::new(o).unwrap(), CString::new(n).unwrap());
+        let mut v = -7i32;
+        let s = unsafe { qca_option_value(o.as_ptr(), n.as_ptr(), &mut v) };
+        (s, v)
+    };
+    assert_eq!(val("markers", "local_max"), (QCA_OK, QCA_MARKERS_LOCAL_MAXIMA));
+    assert_eq!(val("markers", "components"), (QCA_OK, QCA_MARKERS_COMPONENTS));
+    assert_eq!(val("landscape", "edt"), (QCA_OK, QCA_LANDSCAPE_DISTANCE));
+    assert_eq!(val("device", "CUDA"), (QCA_OK, QCA_DEVICE_CUDA));
+    assert_eq!(val("precision", "tf32"), (QCA_OK, QCA_PRECISION_TF32));
+    assert_eq!(val("connectivity", "18"), (QCA_OK, 18));
+    assert_eq!(val("markers", "watershed"), (QCA_ERR_INVALID_ARGUMENT, -7));
+    assert_eq!(val("colour", "red"), (QCA_ERR_INVALID_ARGUMENT, -7));
 }

@@ -93,7 +93,7 @@ fn bad_inputs_fail_with_one_line_and_leave_no_file() {
     let raw = d.path().join("emb.tif");
     ok(&qcanet(&["synth", "-o", s(&raw), "--labels", s(&d.path().join("g.tif")), "--nuclei", "2", "--dims", "16,40,40"]));
     one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&d.path().join("no/such/dir/x.tif")), "-q"]), "does not exist");
-    one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--fg-threshold", "2"]), "outside 0..1");
+    one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--fg-threshold", "2"]), "fg_threshold 2 must be within 0..=1");
     one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--nsn", s(&junk)]), "not a loadable ONNX model");
     one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--onnxruntime", "/nonexistent/libonnxruntime.so"]), "could not load");
     assert!(!out.exists());

@@ -46,11 +46,16 @@ fn small_tiles_stitch_like_one_tile() {
     let m = model();
     let e = generate(&SynthParams { n_nuclei: 12, seed: 31, ..Default::default() });
     let vol: Vec<f32> = e.image.iter().map(|&a| a as f32).collect();
-    let whole = m.probabilities(&vol, e.dims, &params(e.voxel_size), None).unwrap();
+    let probs = |p: &SegmentParams| {
+        let plan = m.plan(e.dims, p).unwrap();
+        m.infer(&vol, plan, None).unwrap()
+    };
+    let whole = probs(&params(e.voxel_size));
     // 2 x 2 x 2 tiles over the 51 x 120 x 120 volume
     let tiled_p = SegmentParams { tile: Some([32, 96, 96]), overlap: Some([12, 32, 32]), ..params(e.voxel_size) };
-    let tiled = m.probabilities(&vol, e.dims, &tiled_p, None).unwrap();
-    let mut d: Vec<f32> = whole.0.iter().zip(&tiled.0).map(|(a, b)| (a - b).abs()).collect();
+    let tiled = probs(&tiled_p);
+    assert_eq!((whole.plan.tiles.len(), tiled.plan.tiles.len()), (1, 8), "{:?} {:?}", whole.plan.tiles, tiled.plan.tiles);
+    let mut d: Vec<f32> = whole.foreground.iter().zip(&tiled.foreground).map(|(a, b)| (a - b).abs()).collect();
     let mean = d.iter().map(|&a| a as f64).sum::<f64>() / d.len() as f64;
     d.sort_by(|a, b| a.total_cmp(b));
     let p999 = d[d.len() * 999 / 1000];

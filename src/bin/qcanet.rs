@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use qcanet::io::tiff::{self, Samples};
-use qcanet::{Connectivity, Device, Error, Landscape, LoadOptions, MarkerMode, Model, Precision, Result, SegmentParams, Segmentation};
+use qcanet::{Connectivity, Device, Error, Landscape, LoadOptions, MarkerMode, Model, Precision, Result, SegmentParams, Segmentation, VoxelSource};
 
 #[derive(Parser)]
 #[command(
@@ -34,37 +34,6 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum PrecisionArg {
-    /// IEEE fp32: the CPU's labels
-    Fp32,
-    /// TensorFloat-32 convolutions on NVIDIA GPUs (faster; probabilities differ slightly)
-    Tf32,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum MarkersArg {
-    /// Local maxima of the smoothed centre map (default of the embedded model)
-    LocalMax,
-    /// Connected components of the thresholded centre map (QCANet's rule)
-    Components,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LandscapeArg {
-    /// Distance to the mask's edge (QCANet)
-    Distance,
-    /// The centre map itself
-    Centre,
-}
-
 #[derive(clap::Args)]
 struct ModelArgs {
     /// NSN model (.onnx); a joint model needs no --ndn. Default: the embedded model
@@ -75,14 +44,15 @@ struct ModelArgs {
     ndn: Option<PathBuf>,
     /// Where the networks run: auto = CUDA when the GPU build of ONNX Runtime, a driver and
     /// a GPU are there (`make runtime-gpu`), else the CPU
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceArg,
+    #[arg(long, value_name = "auto|cpu|cuda", default_value = "auto")]
+    device: Device,
     /// CUDA device index
     #[arg(long, default_value_t = 0)]
     device_id: i32,
-    /// GPU arithmetic (the CPU always computes in fp32)
-    #[arg(long, value_enum, default_value = "fp32")]
-    precision: PrecisionArg,
+    /// GPU arithmetic: fp32 (the CPU's labels) or tf32 (TensorFloat-32 convolutions on
+    /// NVIDIA GPUs: faster, probabilities differ slightly). The CPU always computes in fp32
+    #[arg(long, value_name = "fp32|tf32", default_value = "fp32")]
+    precision: Precision,
     /// Inference threads (0 = all cores)
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -99,15 +69,17 @@ struct PostArgs {
     /// Threshold on the centre network's probability (0..1)
     #[arg(long, value_name = "P")]
     centre_threshold: Option<f32>,
-    /// How nucleus markers are found
-    #[arg(long, value_enum)]
-    markers: Option<MarkersArg>,
+    /// How nucleus markers are found: components (connected components of the thresholded
+    /// centre map, QCANet's rule) or local-max (local maxima of the smoothed centre map)
+    #[arg(long, value_name = "components|local-max")]
+    markers: Option<MarkerMode>,
     /// Smoothing of the centre map before finding maxima, micrometres
     #[arg(long, value_name = "UM")]
-    marker_sigma: Option<f32>,
-    /// Landscape the watershed floods
-    #[arg(long, value_enum)]
-    landscape: Option<LandscapeArg>,
+    marker_sigma: Option<f64>,
+    /// Landscape the watershed floods: distance (to the mask's edge, QCANet) or centre
+    /// (the centre map itself)
+    #[arg(long, value_name = "distance|centre")]
+    landscape: Option<Landscape>,
     /// Nuclei smaller than this are dropped (cubic micrometres)
     #[arg(long, value_name = "UM3")]
     min_volume: Option<f64>,
@@ -115,8 +87,8 @@ struct PostArgs {
     #[arg(long)]
     no_fill_holes: bool,
     /// Watershed connectivity: 6, 18 or 26
-    #[arg(long)]
-    connectivity: Option<i32>,
+    #[arg(long, value_name = "6|18|26")]
+    connectivity: Option<Connectivity>,
     /// Tile size Z,Y,X (voxels of the model grid)
     #[arg(long, value_name = "Z,Y,X", value_parser = parse_triple_usize)]
     tile: Option<[usize; 3]>,
@@ -148,6 +120,24 @@ enum Cmd {
         /// Stop at the first file that fails (default: go on, list the failures at the end)
         #[arg(long)]
         fail_fast: bool,
+        /// Print each file's plan (grids, resampling, tiles, post-processing parameters)
+        #[arg(long, short)]
+        verbose: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        post: PostArgs,
+    },
+    /// What `segment` would do with a stack: input and model grids and where the voxel size
+    /// comes from, resampling, tiles, post-processing with every default filled in
+    Plan {
+        input: PathBuf,
+        /// Channel holding the nuclei (0-based) in multi-channel stacks
+        #[arg(long, default_value_t = 0)]
+        channel: usize,
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         model: ModelArgs,
         #[command(flatten)]
@@ -206,19 +196,13 @@ enum Cmd {
     },
 }
 
-fn parse_triple<T: std::str::FromStr>(s: &str) -> std::result::Result<[T; 3], String> {
-    let v: Vec<T> = s.split(',').map(|a| a.trim().parse::<T>()).collect::<std::result::Result<_, _>>().map_err(|_| format!("'{s}' is not Z,Y,X"))?;
-    v.try_into().map_err(|_| format!("'{s}' is not three values Z,Y,X"))
-}
-fn parse_triple_f64(s: &str) -> std::result::Result<[f64; 3], String> {
-    let t: [f64; 3] = parse_triple(s)?;
-    if t.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
-        return Err(format!("'{s}': voxel sizes must be positive"));
-    }
+fn parse_triple_f64(s: &str) -> Result<[f64; 3]> {
+    let t: [f64; 3] = qcanet::vocab::parse_zyx("voxel size", s)?;
+    qcanet::plan::check_voxel_size(t, "voxel size")?;
     Ok(t)
 }
-fn parse_triple_usize(s: &str) -> std::result::Result<[usize; 3], String> {
-    parse_triple(s)
+fn parse_triple_usize(s: &str) -> Result<[usize; 3]> {
+    qcanet::vocab::parse_zyx("value", s)
 }
 
 /// Set by SIGINT/SIGTERM: the run stops at the next tile, writes nothing more, and the
@@ -261,15 +245,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     if let Some(p) = &cli.onnxruntime {
         let device = match &cli.cmd {
-            Cmd::Segment { model, .. } | Cmd::Demo { model, .. } | Cmd::Info { model } => load_options(model).device,
+            Cmd::Segment { model, .. } | Cmd::Plan { model, .. } | Cmd::Demo { model, .. } | Cmd::Info { model } => model.device,
             _ => Device::Cpu,
         };
         qcanet::runtime::init_for(device, Some(p))?;
     }
     match cli.cmd {
-        Cmd::Segment { inputs, output, channel, measure, timings, fail_fast, model, post } => {
-            segment(&inputs, &output, channel, Outputs { csv: measure, timings, fail_fast }, &model, &post, cli.quiet)
+        Cmd::Segment { inputs, output, channel, measure, timings, fail_fast, verbose, model, post } => {
+            segment(&inputs, &output, channel, Outputs { csv: measure, timings, fail_fast, verbose }, &model, &post, cli.quiet)
         }
+        Cmd::Plan { input, channel, json, model, post } => plan_cmd(&input, channel, json, &model, &post),
         Cmd::Evaluate { pred, gt, json } => evaluate(&pred, &gt, json.as_deref()),
         Cmd::Measure { labels, image, voxel_size, output } => measure_cmd(&labels, image.as_deref(), voxel_size, &output),
         Cmd::Synth { output, labels, nuclei, seed, time, dims } => {
@@ -285,19 +270,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn load_options(a: &ModelArgs) -> LoadOptions {
-    LoadOptions {
-        device: match a.device {
-            DeviceArg::Auto => Device::Auto,
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::Cuda,
-        },
-        device_id: a.device_id,
-        num_threads: a.threads,
-        precision: match a.precision {
-            PrecisionArg::Fp32 => Precision::Fp32,
-            PrecisionArg::Tf32 => Precision::Tf32,
-        },
-    }
+    LoadOptions { device: a.device, device_id: a.device_id, num_threads: a.threads, precision: a.precision }
 }
 
 fn load_model(a: &ModelArgs) -> Result<Model> {
@@ -308,33 +281,44 @@ fn load_model(a: &ModelArgs) -> Result<Model> {
     }
 }
 
-fn params(p: &PostArgs, file_voxel: Option<[f64; 3]>) -> Result<SegmentParams> {
-    for (name, v) in [("--fg-threshold", p.fg_threshold), ("--centre-threshold", p.centre_threshold)] {
-        if let Some(t) = v {
-            if !(0.0..=1.0).contains(&t) {
-                return Err(Error::invalid(format!("{name} {t} is outside 0..1")));
-            }
-        }
-    }
-    Ok(SegmentParams {
-        voxel_size: p.voxel_size.or(file_voxel),
+/// The caller's overrides; checking them is the plan's job.
+fn params(p: &PostArgs, file_voxel: Option<[f64; 3]>) -> SegmentParams {
+    let (voxel_size, voxel_size_source) = match (p.voxel_size, file_voxel) {
+        (Some(v), _) => (Some(v), VoxelSource::Caller),
+        (None, Some(v)) => (Some(v), VoxelSource::File),
+        (None, None) => (None, VoxelSource::Caller),
+    };
+    SegmentParams {
+        voxel_size,
+        voxel_size_source,
         fg_threshold: p.fg_threshold,
         centre_threshold: p.centre_threshold,
-        markers: p.markers.map(|m| match m {
-            MarkersArg::LocalMax => MarkerMode::LocalMaxima,
-            MarkersArg::Components => MarkerMode::Components,
-        }),
+        markers: p.markers,
         marker_sigma_um: p.marker_sigma,
-        landscape: p.landscape.map(|l| match l {
-            LandscapeArg::Distance => Landscape::Distance,
-            LandscapeArg::Centre => Landscape::Centre,
-        }),
-        fill_holes: if p.no_fill_holes { Some(false) } else { None },
+        landscape: p.landscape,
+        fill_holes: p.no_fill_holes.then_some(false),
         min_volume_um3: p.min_volume,
-        connectivity: p.connectivity.map(Connectivity::from_rank).transpose()?,
+        connectivity: p.connectivity,
         tile: p.tile,
         overlap: p.overlap,
-    })
+    }
+}
+
+/// `qcanet plan`: the plan of one stack, as text or JSON.
+fn plan_cmd(input: &Path, channel: usize, json: bool, ma: &ModelArgs, pa: &PostArgs) -> Result<()> {
+    let stack = tiff::read(input)?;
+    if channel >= stack.channels {
+        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", stack.channels)));
+    }
+    let model = load_model(ma)?;
+    let plan = model.plan(stack.dims, &params(pa, stack.voxel_size_um()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| Error::Internal(e.to_string()))?);
+    } else {
+        println!("{}: {} frame(s), model {} on the {}", input.display(), stack.frames, model.name, model.device_used());
+        println!("{plan}");
+    }
+    Ok(())
 }
 
 fn is_tiff(p: &Path) -> bool {
@@ -382,6 +366,7 @@ struct Outputs {
     csv: bool,
     timings: bool,
     fail_fast: bool,
+    verbose: bool,
 }
 
 /// One input file as the writer sees it.
@@ -401,7 +386,6 @@ struct FrameJob {
     file: std::sync::Arc<FileJob>,
     frame: usize,
     probs: qcanet::Probabilities,
-    params: SegmentParams,
     /// The raw frame, kept for intensity measurements.
     raw: Option<Vec<f32>>,
 }
@@ -416,7 +400,7 @@ struct FrameDone {
 /// How many frames are post-processed at once while the networks run on the next ones:
 /// with a GPU the CPU's post-processing is the slow stage, so several run side by side.
 fn post_workers(model: &Model) -> usize {
-    let cores = qcanet::model::num_cpus();
+    let cores = qcanet::session::num_cpus();
     match model.device_used() {
         Device::Cuda => (cores / 2).clamp(1, 8),
         _ => 1,
@@ -485,10 +469,10 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                     Ok(j) => j,
                     Err(_) => break,
                 };
-                let result = model.finish(job.probs, &job.params).and_then(|seg| {
+                let result = model.finish(job.probs).and_then(|seg| {
                     let mut csv = String::new();
                     if let Some(raw) = &job.raw {
-                        let m = qcanet::measure(&seg.labels, job.file.dims, job.file.voxel_size.unwrap_or([1.0; 3]), Some(raw))?;
+                        let m = qcanet::measure(&seg.labels, job.file.dims, seg.plan.input_voxel_size, Some(raw))?;
                         push_frame_csv(&mut csv, job.frame, &m);
                     }
                     Ok((seg, csv))
@@ -580,35 +564,28 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                     continue;
                 }
             };
-            let p = match params(pa, stack.voxel_size_um()) {
+            let plan = match model.plan(stack.dims, &params(pa, stack.voxel_size_um())) {
                 Ok(p) => p,
                 Err(e) => {
                     failures.push((f.clone(), e));
                     continue;
                 }
             };
-            if p.voxel_size.is_none() && model.info().voxel_size.is_some() && !quiet {
+            if want.verbose && !quiet {
+                pb.suspend(|| eprintln!("{}:\n{plan}", f.display()));
+            }
+            if plan.voxel_size_source == VoxelSource::Model && !quiet {
                 pb.suspend(|| {
                     eprintln!(
                         "note: {} has no calibration (no length unit); assuming the model's voxel size {:?} um, written into the result (set --voxel-size)",
                         f.display(),
-                        model.info().voxel_size.unwrap()
+                        plan.input_voxel_size
                     )
                 });
             }
-            if stack.dims[0] < 2 {
-                failures.push((
-                    f.clone(),
-                    Error::invalid(format!(
-                        "{} is a single 2-D image: qcanet segments 3-D stacks (save every z slice of the volume in one multi-page TIFF)",
-                        f.display()
-                    )),
-                ));
-                continue;
-            }
             // an uncalibrated file is taken to be on the model's grid (said above); that
             // size is what the result carries and what --measure uses
-            let used_voxel = p.voxel_size.or(model.info().voxel_size);
+            let used_voxel = (plan.voxel_size_source != VoxelSource::Unknown).then_some(plan.input_voxel_size);
             let job = Arc::new(FileJob { index: i, input: f.clone(), output: outputs[i].clone(), dims: stack.dims, frames: stack.frames, voxel_size: used_voxel, frame_interval: stack.frame_interval.clone() });
             for t in 0..stack.frames {
                 let r = stack.volume(t, channel).and_then(|v| {
@@ -619,7 +596,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                         pb.set_position(base + ((t as f32 + frac) / frames * 100.0) as u64);
                         !interrupted()
                     };
-                    let probs = model.infer(&vol, stack.dims, &p, Some(&cb))?;
+                    let probs = model.infer(&vol, plan.clone(), Some(&cb))?;
                     Ok((probs, if want.csv { Some(vol) } else { None }))
                 });
                 let (probs, raw) = match r {
@@ -630,7 +607,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                         break;
                     }
                 };
-                if job_tx.send(FrameJob { file: Arc::clone(&job), frame: t, probs, params: p.clone(), raw }).is_err() {
+                if job_tx.send(FrameJob { file: Arc::clone(&job), frame: t, probs, raw }).is_err() {
                     break;
                 }
             }
@@ -780,7 +757,10 @@ fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
         not_an_input(j, &read)?;
     }
     let mut rows = Vec::new();
-    println!("{:<28} {:>6} {:>6} {:>6} {:>7} {:>6} {:>5} {:>5}", "file", "IoU", "SEG", "MUCov", "CTC-SEG", "F1", "n_gt", "n_pred");
+    println!(
+        "{:<28} {:>6} {:>6} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>5} {:>5}",
+        "file", "IoU", "SEG", "MUCov", "CTC-SEG", "F1", "AP.5", "AP.7", "AP.9", "n_gt", "n_pred"
+    );
     for (name, p, g) in pairs {
         let (a, da, fa) = read_labels(&p)?;
         let (b, db, fb) = read_labels(&g)?;
@@ -789,29 +769,45 @@ fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
         }
         let m = qcanet::evaluate(&a, &b)?;
         println!(
-            "{:<28} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>6.3} {:>5} {:>5}",
-            name, m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, m.n_gt, m.n_pred
+            "{:<28} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>5} {:>5}",
+            name, m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, m.matching[0].ap, m.matching[2].ap, m.matching[4].ap, m.n_gt, m.n_pred
         );
         rows.push((name, m));
     }
     let k = rows.len() as f64;
-    let mean = |f: fn(&qcanet::Metrics) -> f64| rows.iter().map(|(_, m)| f(m)).sum::<f64>() / k;
+    let mean = |f: &dyn Fn(&qcanet::Metrics) -> f64| rows.iter().map(|(_, m)| f(m)).sum::<f64>() / k;
+    let ap_mean: Vec<f64> = (0..qcanet::metrics::MATCH_THRESHOLDS.len()).map(|i| mean(&|m| m.matching[i].ap)).collect();
     let means = serde_json::json!({
-        "iou": mean(|m| m.iou), "seg": mean(|m| m.seg), "mucov": mean(|m| m.mucov),
-        "seg_ctc": mean(|m| m.seg_ctc), "f1": mean(|m| m.f1),
+        "iou": mean(&|m| m.iou), "seg": mean(&|m| m.seg), "mucov": mean(&|m| m.mucov),
+        "seg_ctc": mean(&|m| m.seg_ctc), "f1": mean(&|m| m.f1),
+        "ap": qcanet::metrics::MATCH_THRESHOLDS.iter().zip(&ap_mean).map(|(t, a)| serde_json::json!({"threshold": t, "ap": a})).collect::<Vec<_>>(),
     });
     println!(
-        "{:<28} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>6.3}",
+        "{:<28} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
         format!("mean of {}", rows.len()),
-        means["iou"].as_f64().unwrap(),
-        means["seg"].as_f64().unwrap(),
-        means["mucov"].as_f64().unwrap(),
-        means["seg_ctc"].as_f64().unwrap(),
-        means["f1"].as_f64().unwrap()
+        mean(&|m| m.iou),
+        mean(&|m| m.seg),
+        mean(&|m| m.mucov),
+        mean(&|m| m.seg_ctc),
+        mean(&|m| m.f1),
+        ap_mean[0],
+        ap_mean[2],
+        ap_mean[4]
     );
+    // detection pooled over all files (counts summed), as StarDist's matching_dataset
+    let pooled: Vec<qcanet::Matching> =
+        (0..qcanet::metrics::MATCH_THRESHOLDS.len()).map(|i| qcanet::Matching::pooled(&rows.iter().map(|(_, m)| m.matching[i]).collect::<Vec<_>>())).collect();
+    println!("\npooled over {} file(s): one-to-one matching at IoU >= threshold", rows.len());
+    println!("{:>9} {:>6} {:>6} {:>6} {:>9} {:>6} {:>6} {:>6} {:>6} {:>6}", "threshold", "TP", "FP", "FN", "precision", "recall", "F1", "AP", "mIoU", "PQ");
+    for m in &pooled {
+        println!(
+            "{:>9.1} {:>6} {:>6} {:>6} {:>9.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+            m.threshold, m.tp, m.fp, m.fn_, m.precision, m.recall, m.f1, m.ap, m.mean_matched_score, m.panoptic_quality
+        );
+    }
     if let Some(j) = json {
         let per: Vec<_> = rows.iter().map(|(n, m)| serde_json::json!({"file": n, "metrics": m})).collect();
-        let doc = serde_json::json!({"files": per, "mean": means});
+        let doc = serde_json::json!({"files": per, "mean": means, "pooled": pooled});
         qcanet::io::atomic::write_bytes(j, serde_json::to_string_pretty(&doc).unwrap().as_bytes())?;
     }
     Ok(())
@@ -891,7 +887,7 @@ fn demo(out: Option<PathBuf>, ma: &ModelArgs) -> Result<()> {
 }
 
 fn info(ma: &ModelArgs) -> Result<()> {
-    println!("qcanet {} (C ABI {})", qcanet::VERSION, qcanet::capi::QCA_ABI_VERSION);
+    println!("qcanet {} (C ABI {})", qcanet::VERSION, qcanet::ABI_VERSION);
     let path = qcanet::runtime::init_for(load_options(ma).device, None)?;
     println!("ONNX Runtime: {path}");
     println!("  {}", qcanet::runtime::build_info().unwrap_or_default());

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from . import _native as N
-from .reference import Metrics
+from .reference import Matching, Metrics
 
 __all__ = ["Model", "QcanetError", "evaluate", "measure", "postprocess", "watershed", "edt",
            "read_tiff", "write_tiff", "Metrics", "version"]
@@ -60,8 +60,23 @@ def _ptr(a: np.ndarray):
     return a.ctypes.data_as(C.c_void_p)
 
 
-_MARKERS = {None: 0, "components": 1, "local_max": 2}
-_LANDSCAPE = {None: 0, "distance": 1, "edt": 1, "centre": 2}
+def _option(option: str, name) -> int:
+    """The C value of a named choice, parsed by the library (one vocabulary for the CLI,
+    model metadata, Python and Fiji; older spellings such as "local_max" accepted)."""
+    v = C.c_int32()
+    status = _lib().qca_option_value(option.encode(), str(name).encode(), C.byref(v))
+    if status != 0:
+        raise ValueError((_lib().qca_last_error() or b"").decode(errors="replace"))
+    return v.value
+
+
+def _real(name, v):
+    """A real parameter for the C struct, where a negative value means "the model's":
+    a caller's negative number must not silently become that."""
+    v = float(v)
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
 
 
 def _params(voxel_size=None, fg_threshold=None, centre_threshold=None, markers=None, marker_sigma_um=None,
@@ -71,25 +86,23 @@ def _params(voxel_size=None, fg_threshold=None, centre_threshold=None, markers=N
     if voxel_size is not None:
         if len(voxel_size) != 3:
             raise ValueError("voxel_size is (z, y, x)")
-        p.voxel_size[:] = [float(v) for v in voxel_size]
+        p.voxel_size[:] = [_real("voxel_size", v) for v in voxel_size]
     if fg_threshold is not None:
-        p.fg_threshold = fg_threshold
+        p.fg_threshold = _real("fg_threshold", fg_threshold)
     if centre_threshold is not None:
-        p.centre_threshold = centre_threshold
-    if markers not in _MARKERS:
-        raise ValueError(f"markers must be one of {list(_MARKERS)[1:]}")
-    p.markers = _MARKERS[markers]
+        p.centre_threshold = _real("centre_threshold", centre_threshold)
+    if markers is not None:
+        p.markers = _option("markers", markers)
     if marker_sigma_um is not None:
-        p.marker_sigma_um = marker_sigma_um
-    if landscape not in _LANDSCAPE:
-        raise ValueError(f"landscape must be one of {list(_LANDSCAPE)[1:]}")
-    p.landscape = _LANDSCAPE[landscape]
+        p.marker_sigma_um = _real("marker_sigma_um", marker_sigma_um)
+    if landscape is not None:
+        p.landscape = _option("landscape", landscape)
     if fill_holes is not None:
         p.fill_holes = int(bool(fill_holes))
     if min_volume_um3 is not None:
-        p.min_volume_um3 = min_volume_um3
+        p.min_volume_um3 = _real("min_volume_um3", min_volume_um3)
     if connectivity is not None:
-        p.connectivity = connectivity
+        p.connectivity = _option("connectivity", connectivity)
     if tile is not None:
         t = [int(v) for v in tile]
         if len(t) != 3 or any(v <= 0 for v in t):
@@ -181,7 +194,26 @@ class Model:
     @property
     def device(self) -> str:
         """Where the networks run: "cuda" or "cpu"."""
-        return "cuda" if " on Cuda;" in self.describe() else "cpu"
+        return "cuda" if " on cuda;" in self.describe() else "cpu"
+
+    def plan(self, shape, voxel_size=None, **post) -> dict:
+        """What ``segment`` would do with a volume of ``shape`` (z, y, x): input and model
+        grids and where the voxel size comes from, resampling, normalisation, tiles after
+        every clamp, post-processing with every default filled in. Invalid parameters
+        raise here exactly as in ``segment``."""
+        import json
+
+        if not self._h:
+            raise ValueError("model is closed")
+        if len(shape) != 3:
+            raise ValueError(f"shape is (z, y, x), got {shape}")
+        dims = (C.c_size_t * 3)(*[int(d) for d in shape])
+        p = _params(voxel_size=voxel_size, **post)
+        need = C.c_size_t()
+        _check(_lib().qca_plan_json(self._h, dims, C.byref(p), None, 0, C.byref(need)))
+        buf = C.create_string_buffer(need.value)
+        _check(_lib().qca_plan_json(self._h, dims, C.byref(p), buf, need.value, None))
+        return json.loads(buf.value.decode())
 
     def segment(self, volume: np.ndarray, voxel_size=None, progress=None, **post) -> np.ndarray:
         """Labels (uint32, same shape) for a (z, y, x) uint8/uint16/float volume.
@@ -213,14 +245,20 @@ class Model:
 
 
 def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
-    """IoU, SEG, MUCov, CTC SEG, F1 (one record) of predicted vs ground-truth labels."""
+    """One record of predicted vs ground-truth labels: IoU, SEG and MUCov (as the QCANet
+    authors' code computes them), CTC SEG, and detection (``matching``: TP/FP/FN,
+    precision, recall, F1, AP, ... at IoU 0.5, 0.6, 0.7, 0.8, 0.9)."""
     p = np.ascontiguousarray(pred, dtype=np.uint32)
     g = np.ascontiguousarray(gt, dtype=np.uint32)
     if p.shape != g.shape:
         raise ValueError(f"shapes differ: {p.shape} vs {g.shape}")
     m = N.QcaMetrics()
     _check(_lib().qca_evaluate(_ptr(p), _ptr(g), _dims(p), C.byref(m)))
-    return Metrics(m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, m.precision, m.recall, m.n_gt, m.n_pred, m.n_matched)
+    matching = [Matching(r.threshold, r.n_tp, r.n_fp, r.n_fn, r.precision, r.recall, r.f1, r.ap,
+                         r.mean_matched_score, r.panoptic_quality, r.mean_matched_score * r.n_tp)
+                for r in m.matching]
+    return Metrics(m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, m.precision, m.recall, m.n_gt, m.n_pred, m.n_matched,
+                   matching)
 
 
 def measure(labels: np.ndarray, image: np.ndarray | None = None, voxel_size=(1.0, 1.0, 1.0)):

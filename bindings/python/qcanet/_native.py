@@ -5,7 +5,7 @@ import ctypes as C
 import os
 from pathlib import Path
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 class QcaModelOptions(C.Structure):
@@ -17,17 +17,23 @@ PROGRESS_FN = C.CFUNCTYPE(C.c_int32, C.c_float, C.c_void_p)
 
 
 class QcaSegmentParams(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("voxel_size", C.c_float * 3), ("fg_threshold", C.c_float),
-                ("centre_threshold", C.c_float), ("markers", C.c_int32), ("marker_sigma_um", C.c_float),
-                ("landscape", C.c_int32), ("fill_holes", C.c_int32), ("min_volume_um3", C.c_float),
+    _fields_ = [("struct_size", C.c_uint32), ("voxel_size", C.c_double * 3), ("fg_threshold", C.c_double),
+                ("centre_threshold", C.c_double), ("markers", C.c_int32), ("marker_sigma_um", C.c_double),
+                ("landscape", C.c_int32), ("fill_holes", C.c_int32), ("min_volume_um3", C.c_double),
                 ("connectivity", C.c_int32), ("tile", C.c_uint32 * 3), ("overlap", C.c_int32 * 3),
                 ("progress", PROGRESS_FN), ("user_data", C.c_void_p)]
+
+
+class QcaMatching(C.Structure):
+    _fields_ = [("threshold", C.c_double), ("n_tp", C.c_uint32), ("n_fp", C.c_uint32), ("n_fn", C.c_uint32),
+                ("precision", C.c_double), ("recall", C.c_double), ("f1", C.c_double), ("ap", C.c_double),
+                ("mean_matched_score", C.c_double), ("panoptic_quality", C.c_double)]
 
 
 class QcaMetrics(C.Structure):
     _fields_ = [("iou", C.c_double), ("seg", C.c_double), ("mucov", C.c_double), ("seg_ctc", C.c_double),
                 ("f1", C.c_double), ("n_gt", C.c_uint32), ("n_pred", C.c_uint32), ("n_matched", C.c_uint32),
-                ("precision", C.c_double), ("recall", C.c_double)]
+                ("precision", C.c_double), ("recall", C.c_double), ("matching", QcaMatching * 5)]
 
 
 class QcaNucleus(C.Structure):
@@ -84,6 +90,8 @@ def _declare(lib):
         "qca_model_load_default": (st, [P(QcaModelOptions), P(C.c_void_p)]),
         "qca_model_free": (None, [C.c_void_p]),
         "qca_model_describe": (st, [C.c_void_p, C.c_char_p, C.c_size_t, P(C.c_size_t)]),
+        "qca_plan_json": (st, [C.c_void_p, sz3, P(QcaSegmentParams), C.c_char_p, C.c_size_t, P(C.c_size_t)]),
+        "qca_option_value": (st, [C.c_char_p, C.c_char_p, P(C.c_int32)]),
         "qca_segment_params_default": (None, [P(QcaSegmentParams)]),
         "qca_segment_u8": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),
         "qca_segment_u16": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),

@@ -7,7 +7,7 @@ on the validation embryos.  It is deliberately plain and slow-ish.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, field
 
 import numpy as np
 
@@ -15,6 +15,33 @@ import numpy as np
 # --------------------------------------------------------------------------
 # metrics
 # --------------------------------------------------------------------------
+MATCH_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class Matching:
+    """Detection at one IoU threshold, as StarDist's ``matching.py`` defines it."""
+
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    ap: float                   # TP / (TP + FP + FN), StarDist's "accuracy"
+    mean_matched_score: float
+    panoptic_quality: float
+    matched_score_sum: float
+
+    @classmethod
+    def from_counts(cls, threshold, tp, n_pred, n_gt, score_sum):
+        fp, fn = n_pred - tp, n_gt - tp
+        return cls(threshold, tp, fp, fn, _safe_div(tp, tp + fp), _safe_div(tp, tp + fn),
+                   _safe_div(2 * tp, 2 * tp + fp + fn), _safe_div(tp, tp + fp + fn),
+                   _safe_div(score_sum, tp), _safe_div(score_sum, tp + fp / 2 + fn / 2), float(score_sum))
+
+
 @dataclass
 class Metrics:
     """One record per comparison; every ratio is 0 when its denominator is."""
@@ -29,6 +56,7 @@ class Metrics:
     n_gt: int
     n_pred: int
     n_matched: int
+    matching: list = field(default_factory=list)
 
     def as_dict(self):
         return asdict(self)
@@ -68,22 +96,51 @@ def _overlaps(t):
     return inter, gt_size, pr_size, jac
 
 
+def _authors_terms(jac, cover):
+    """The QCANet authors' rule (funalab/QCANet ``src/tools/evaluation_seg.py``), one
+    term per row: walk the columns in ascending label order; whenever a Jaccard index is
+    ``>=`` the best so far it becomes the best and the coverage becomes the larger of the
+    coverage so far and ``cover`` (the *ground-truth* nucleus's covered fraction, in SEG
+    and MUCov alike). The best counts when that coverage exceeds 0.5, else 0."""
+    terms = np.zeros(jac.shape[0])
+    for i in range(jac.shape[0]):
+        best = cov = 0.0
+        for j in np.flatnonzero(jac[i] > 0):
+            if jac[i, j] >= best:
+                best, cov = jac[i, j], max(cov, cover[i, j])
+        terms[i] = best if cov > 0.5 else 0.0
+    return terms
+
+
 def _seg_terms(inter, gt_size, jac):
-    """Per ground-truth nucleus: the Jaccard index of its best-IoU prediction when that
-    prediction covers more than half of it, else 0 (needs at least one prediction)."""
-    best_p = jac.argmax(axis=1)
-    r = np.arange(len(gt_size))
-    return np.where(inter[r, best_p] > 0.5 * gt_size, jac[r, best_p], 0.0)
+    """Per ground-truth nucleus: its SEG term under the authors' rule."""
+    return _authors_terms(jac, inter / np.maximum(gt_size, 1)[:, None])
+
+
+def _matching(jac, threshold):
+    """StarDist's optimal one-to-one matching: (pairs, IoU sum) at ``threshold``."""
+    from scipy.optimize import linear_sum_assignment
+    n_gt, n_pred = jac.shape
+    if min(n_gt, n_pred) == 0:
+        return 0, 0.0
+    n_matched = min(n_gt, n_pred)
+    costs = -(jac >= threshold).astype(float) - jac / (2 * n_matched)
+    r, c = linear_sum_assignment(costs)
+    ok = jac[r, c] >= threshold
+    return int(ok.sum()), float(jac[r, c][ok].sum())
 
 
 def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
-    """IoU, SEG, MUCov, CTC SEG and F1 of a predicted label volume.
+    """IoU, SEG and MUCov (the QCANet authors' rules), CTC SEG, and detection scores at
+    IoU 0.5..0.9 of a predicted label volume.
 
     >>> gt = np.zeros((1, 1, 8), np.uint32); gt[0, 0, :4] = 1; gt[0, 0, 4:] = 2
     >>> pr = np.zeros_like(gt); pr[0, 0, :3] = 5
     >>> m = evaluate(pr, gt)
-    >>> (round(m.iou, 3), m.seg, m.mucov, m.n_gt, m.n_pred)
-    (0.375, 0.375, 0.75, 2, 1)
+    >>> (round(m.iou, 3), m.seg, m.mucov, m.n_gt, m.n_pred, m.n_matched)
+    (0.375, 0.375, 0.75, 2, 1, 1)
+    >>> [(r.threshold, r.tp, r.fp, r.fn, round(r.ap, 3)) for r in m.matching[:3]]
+    [(0.5, 1, 0, 1, 0.5), (0.6, 1, 0, 1, 0.5), (0.7, 1, 0, 1, 0.5)]
     """
     t, _, _ = contingency(pred, gt)
     t = t.astype(np.float64)
@@ -94,25 +151,27 @@ def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
     n_gt, n_pred = inter.shape
     seg = seg_ctc = mucov = 0.0
     if n_gt and n_pred:
-        seg = float(_seg_terms(inter, gt_size, jac).mean())
-        cover = inter > 0.5 * gt_size[:, None]       # at most one per gt row
-        seg_ctc = float(np.where(cover, jac, 0.0).sum(axis=1).mean())
-        best_g = jac.argmax(axis=0)                  # per prediction: best-IoU gt
-        c = np.arange(n_pred)
-        ok = inter[best_g, c] > 0.5 * pr_size
-        mucov = float(np.where(ok, jac[best_g, c], 0.0).mean())
-    matched = int((jac > 0.5).sum()) if n_gt and n_pred else 0
-    return Metrics(iou=iou, seg=seg, mucov=mucov, seg_ctc=seg_ctc,
-                   f1=_safe_div(2 * matched, n_gt + n_pred),
-                   precision=_safe_div(matched, n_pred), recall=_safe_div(matched, n_gt),
-                   n_gt=int(n_gt), n_pred=int(n_pred), n_matched=matched)
+        cover = inter / gt_size[:, None]
+        seg = float(_authors_terms(jac, cover).mean())
+        mucov = float(_authors_terms(jac.T, cover.T).mean())
+        seg_ctc = float(np.where(inter > 0.5 * gt_size[:, None], jac, 0.0).sum(axis=1).mean())
+    matching = [Matching.from_counts(th, *_counts(jac, th, n_pred, n_gt)) for th in MATCH_THRESHOLDS]
+    m = matching[0]
+    return Metrics(iou=iou, seg=seg, mucov=mucov, seg_ctc=seg_ctc, f1=m.f1,
+                   precision=m.precision, recall=m.recall,
+                   n_gt=int(n_gt), n_pred=int(n_pred), n_matched=m.tp, matching=matching)
+
+
+def _counts(jac, threshold, n_pred, n_gt):
+    tp, score = _matching(jac, threshold)
+    return tp, int(n_pred), int(n_gt), score
 
 
 def per_nucleus_seg(pred: np.ndarray, gt: np.ndarray):
     """Each ground-truth nucleus's SEG term: (gt ids, sizes in voxels, Jaccard or 0).
 
-    A nucleus scores the Jaccard index of the prediction covering more than half
-    of it, 0 when none does; ``evaluate(...).seg`` is the mean of these terms.
+    A nucleus scores its best Jaccard index under the authors' coverage rule
+    (``_authors_terms``); ``evaluate(...).seg`` is the mean of these terms.
 
     >>> gt = np.zeros((1, 1, 8), np.uint32); gt[0, 0, :4] = 1; gt[0, 0, 4:] = 2
     >>> pr = np.zeros_like(gt); pr[0, 0, :3] = 5
@@ -131,8 +190,8 @@ def seg_by_size(pairs, voxel_size, edges_um3=(300.0, 700.0, 1500.0)):
     """SEG broken down by ground-truth nucleus volume, over many (pred, gt) pairs.
 
     Returns one row per volume class: dict(lo, hi, n, covered, matched, seg):
-    ``covered`` counts nuclei more than half inside one prediction (a nonzero SEG
-    term, even if that prediction also holds a neighbour), ``matched`` those whose
+    ``covered`` counts nuclei with a nonzero SEG term (more than half of them covered
+    along the authors' walk, even if a prediction also holds a neighbour), ``matched`` those whose
     term exceeds 0.5, and ``seg`` is the class's mean term.
     Where SEG is lost -- tiny objects, mid-sized dim nuclei, or the boundaries of
     large ones -- is what decides the next training change.

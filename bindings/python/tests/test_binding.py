@@ -100,3 +100,37 @@ def test_meaningless_arrays_and_parameters_are_refused():
             m.segment(v, overlap=(0, -4, 0))
         with pytest.raises(qcanet.QcanetError, match="slices"):
             m.segment(np.zeros((1, 32, 32), np.uint16))
+
+
+def test_the_plan_is_resolved_once_and_visible():
+    with qcanet.Model(device="cpu") as m:
+        plan = m.plan((51, 120, 120), voxel_size=(2.0, 0.8, 0.8), min_volume_um3=100)
+        assert plan["input_dims"] == [51, 120, 120] and plan["voxel_size_source"] == "caller"
+        assert plan["resampled"] and plan["model_voxel_size"] == [1.75, 0.8, 0.8]
+        assert plan["model_dims"] == [58, 120, 120]
+        # every default filled in: the embedded model's metadata, then the caller's value
+        post = plan["post"]
+        assert post["markers"] == "local-max" and post["landscape"] == "distance"
+        assert post["fg_threshold"] == pytest.approx(0.6) and post["min_volume_um3"] == 100
+        assert plan["tiles"]["tile"][0] % 4 == 0 and plan["tiles"]["count"] == [1, 1, 1]
+        # no voxel size: the model's grid is assumed, and the plan says so
+        assert m.plan((51, 120, 120))["voxel_size_source"] == "model"
+        # doubles end to end: 0.8 stays 0.8 (ABI 1 passed it through a C float)
+        assert m.plan((51, 120, 120), voxel_size=(1.75, 0.8, 0.8))["input_voxel_size"] == [1.75, 0.8, 0.8]
+        # the plan refuses what segment would refuse, with the same status
+        with pytest.raises(qcanet.QcanetError) as e:
+            m.plan((51, 120, 120), fg_threshold=1.5)
+        assert e.value.status_name == "QCA_ERR_INVALID_ARGUMENT" and "fg_threshold" in str(e.value)
+
+
+def test_one_vocabulary_for_named_choices():
+    with qcanet.Model(device="cpu") as m:
+        for spelling, name in (("components", "components"), ("local-max", "local-max"), ("local_max", "local-max"),
+                               ("CC", "components")):
+            assert m.plan((8, 32, 32), markers=spelling)["post"]["markers"] == name
+        assert m.plan((8, 32, 32), landscape="edt")["post"]["landscape"] == "distance"
+        assert m.plan((8, 32, 32), connectivity=26)["post"]["connectivity"] == "26"
+        with pytest.raises(ValueError, match="components, local-max"):
+            m.plan((8, 32, 32), markers="watershed")
+        with pytest.raises(ValueError, match="must be >= 0"):
+            m.plan((8, 32, 32), min_volume_um3=-5)

@@ -1,0 +1,263 @@
+//! One ONNX network, ready to run: the ONNX Runtime session on its device (CPU, CUDA
+//! with the CPU as fallback), its threads, the tensor checks of the contract, and one
+//! batch of tiles through it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::contract::{NetInfo, Role};
+use crate::error::{Error, Result};
+
+/// Where inference runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// CUDA when it starts, else the CPU.
+    Auto,
+    Cpu,
+    /// CUDA or an error.
+    Cuda,
+}
+
+crate::vocabulary!(Device, "device", [Device::Auto => "auto", Device::Cpu => "cpu", Device::Cuda => "cuda" | "gpu"]);
+
+/// Arithmetic of the convolutions on a GPU (the CPU always computes in fp32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// IEEE fp32 everywhere: the same labels as the CPU.
+    #[default]
+    Fp32,
+    /// TensorFloat-32 tensor cores for convolutions (10-bit mantissa inputs, fp32
+    /// accumulation) on NVIDIA GPUs since Ampere: faster, probabilities differ slightly.
+    Tf32,
+}
+
+crate::vocabulary!(Precision, "precision", [Precision::Fp32 => "fp32", Precision::Tf32 => "tf32"]);
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub device_id: i32,
+    /// Inference threads; 0 = all cores.
+    pub num_threads: usize,
+    pub precision: Precision,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { device: Device::Auto, device_id: 0, num_threads: 0, precision: Precision::Fp32 }
+    }
+}
+
+/// Most inference threads one may ask for (ONNX Runtime crashes far above the core count).
+pub const MAX_THREADS: usize = 1024;
+
+/// Tiles sent to a GPU in one run are capped at this many voxels in all (about 3 GB of
+/// activations for the default model): enough to fill an H100, far below its memory.
+const GPU_BATCH_VOXELS: usize = 20_000_000;
+/// At most this many tiles per run.
+const MAX_BATCH: usize = 16;
+
+/// How to read a probability output.
+#[derive(Clone, Debug)]
+struct Output {
+    name: String,
+}
+
+/// One ONNX network, ready to run. Sessions are not re-entrant in `ort`, so runs
+/// on the same network are serialised; different models run in parallel.
+pub struct Network {
+    session: Mutex<Session>,
+    pub info: NetInfo,
+    input: String,
+    prob: Output,
+    centre: Option<Output>,
+    pub device_used: Device,
+    /// Why `Device::Auto` runs on the CPU, when it does.
+    pub fallback: Option<String>,
+}
+
+fn model_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Model(format!("{what}: {e}"))
+}
+
+impl Network {
+    pub fn from_file(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, &path.display().to_string(), opts)
+    }
+
+    pub fn from_bytes(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(Error::Model(format!("{name}: empty file")));
+        }
+        let (env, runtime_has_cuda) = crate::runtime::environment_for(opts.device)?;
+        if opts.num_threads > MAX_THREADS {
+            return Err(Error::invalid(format!("{} inference threads asked for; at most {MAX_THREADS} (0 = all cores)", opts.num_threads)));
+        }
+        let threads = if opts.num_threads == 0 { num_cpus() } else { opts.num_threads };
+        let build = |cuda: bool| -> Result<Session> {
+            let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;
+            b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
+            if cuda {
+                // EXHAUSTIVE: cuDNN times every convolution algorithm once per input shape and
+                // caches the winner; tiles share one shape, so only the first run pays. On the
+                // H100 (docs/gpu/h100-run2) it gave the fastest network of the choices tried
+                // (HEURISTIC, channels-last NHWC: no faster in fp32, same labels).
+                let ep = ort::ep::CUDA::default()
+                    .with_device_id(opts.device_id)
+                    .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Exhaustive)
+                    .with_tf32(opts.precision == Precision::Tf32)
+                    .build()
+                    .error_on_failure();
+                b = b.with_execution_providers([ep]).map_err(|e| Error::Model(format!("CUDA could not start: {e}")))?;
+            }
+            b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))
+        };
+        let mut fallback = None;
+        let (session, device_used) = match opts.device {
+            Device::Cpu => (build(false)?, Device::Cpu),
+            Device::Cuda => (build(true)?, Device::Cuda),
+            Device::Auto if runtime_has_cuda => match build(true) {
+                Ok(s) => (s, Device::Cuda),
+                Err(e) => {
+                    fallback = Some(format!("CUDA not used: {e}"));
+                    (build(false)?, Device::Cpu)
+                }
+            },
+            Device::Auto => {
+                fallback = crate::runtime::fallback_note();
+                (build(false)?, Device::Cpu)
+            }
+        };
+        let mut raw = HashMap::new();
+        if let Ok(md) = session.metadata() {
+            if let Ok(keys) = md.custom_keys() {
+                for k in keys {
+                    if let Some(v) = md.custom(&k) {
+                        raw.insert(k, v);
+                    }
+                }
+            }
+        }
+        let mut info = NetInfo::from_metadata(raw)?;
+        info.description = name.to_string();
+        // tensor contract
+        let ins = session.inputs();
+        if ins.len() != 1 {
+            return Err(Error::Model(format!("{name}: expected one input tensor, found {}", ins.len())));
+        }
+        check_5d(name, ins[0].name(), ins[0].dtype(), true)?;
+        let outs = session.outputs();
+        let pick = |want: &str| outs.iter().find(|o| o.name() == want);
+        let prob = pick("prob").or_else(|| outs.first()).ok_or_else(|| Error::Model(format!("{name}: no output")))?;
+        check_5d(name, prob.name(), prob.dtype(), false)?;
+        let centre = match pick("centre") {
+            Some(c) => {
+                check_5d(name, c.name(), c.dtype(), false)?;
+                Some(Output { name: c.name().to_string() })
+            }
+            None => None,
+        };
+        if info.role == Some(Role::Joint) && centre.is_none() {
+            return Err(Error::Model(format!("{name}: a joint model needs a 'centre' output")));
+        }
+        if info.role.is_none() && centre.is_some() {
+            info.role = Some(Role::Joint);
+        }
+        let input = ins[0].name().to_string();
+        let prob = Output { name: prob.name().to_string() };
+        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used, fallback })
+    }
+
+    /// Tiles of `tile_voxels` each to run at once: several on a GPU, one on the CPU
+    /// (where a batch only costs memory).
+    pub fn batch_size(&self, tile_voxels: usize) -> usize {
+        match self.device_used {
+            Device::Cuda => (GPU_BATCH_VOXELS / tile_voxels.max(1)).clamp(1, MAX_BATCH),
+            _ => 1,
+        }
+    }
+
+    pub fn is_joint(&self) -> bool {
+        self.centre.is_some()
+    }
+
+    /// Runs `b` tiles of [d, h, w] stored one after the other in `tiles` as one batch;
+    /// returns (prob, centre?) as foreground probabilities, tile after tile.
+    pub(crate) fn run_batch(&self, tiles: &[f32], b: usize, shape: [usize; 3]) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let [d, h, w] = shape;
+        let n = d * h * w;
+        if tiles.len() != b * n {
+            return Err(Error::Internal(format!("batch of {b} tiles of {shape:?} given {} values", tiles.len())));
+        }
+        let t = TensorRef::from_array_view(([b, 1, d, h, w], tiles)).map_err(|e| Error::Inference(e.to_string()))?;
+        let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let out = s
+            .run(ort::inputs![self.input.as_str() => t])
+            .map_err(|e| Error::Inference(format!("{}: {e}", self.info.description)))?;
+        let read = |o: &Output| -> Result<Vec<f32>> {
+            let v = out.get(o.name.as_str()).ok_or_else(|| Error::Inference(format!("output {} missing", o.name)))?;
+            let (sh, data) = v.try_extract_tensor::<f32>().map_err(|e| Error::Inference(e.to_string()))?;
+            let sh: Vec<i64> = sh.iter().copied().collect();
+            if sh.len() != 5 || sh[0] != b as i64 || sh[2..] != [d as i64, h as i64, w as i64] {
+                return Err(Error::Model(format!(
+                    "{}: output {} has shape {sh:?} for input [{b}, 1, {d}, {h}, {w}]",
+                    self.info.description, o.name
+                )));
+            }
+            // each tile's block is [C, d, h, w]; with a softmax pair channel 1 is the foreground
+            let (c, skip) = match sh[1] {
+                1 => (1, 0),
+                2 => (2, n),
+                c => return Err(Error::Model(format!("{}: output {} has {c} channels (1 or 2 expected)", self.info.description, o.name))),
+            };
+            let mut v = Vec::with_capacity(b * n);
+            for i in 0..b {
+                let at = i * c * n + skip;
+                v.extend_from_slice(&data[at..at + n]);
+            }
+            Ok(v)
+        };
+        let p = read(&self.prob)?;
+        let c = match &self.centre {
+            Some(o) => Some(read(o)?),
+            None => None,
+        };
+        Ok((p, c))
+    }
+}
+
+fn check_5d(name: &str, tensor: &str, t: &ort::value::ValueType, input: bool) -> Result<()> {
+    use ort::value::{TensorElementType, ValueType};
+    match t {
+        ValueType::Tensor { ty, shape, .. } => {
+            if *ty != TensorElementType::Float32 {
+                return Err(Error::Model(format!("{name}: tensor '{tensor}' is {ty:?}, float32 expected")));
+            }
+            if shape.len() != 5 {
+                return Err(Error::Model(format!(
+                    "{name}: tensor '{tensor}' has rank {} ({:?}); [N, C, D, H, W] expected",
+                    shape.len(),
+                    &shape[..]
+                )));
+            }
+            if input && shape[1] != 1 && shape[1] != -1 {
+                return Err(Error::Model(format!("{name}: input '{tensor}' has {} channels, 1 expected", shape[1])));
+            }
+            if !input && !(shape[1] == 1 || shape[1] == 2 || shape[1] == -1) {
+                return Err(Error::Model(format!("{name}: output '{tensor}' has {} channels, 1 or 2 expected", shape[1])));
+            }
+            Ok(())
+        }
+        other => Err(Error::Model(format!("{name}: '{tensor}' is not a tensor ({other:?})"))),
+    }
+}
+
+pub fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
