@@ -1,6 +1,13 @@
 //! The model contract: what an ONNX network's `qcanet.*` metadata says, parsed and
-//! checked once into [`NetInfo`] (DESIGN: "ONNX metadata"). A model without metadata
+//! checked once into [`NetInfo`] (README, "Model files"). A model without metadata
 //! loads with the defaults documented on [`NetInfo::default`].
+//!
+//! Tensors (checked by [`crate::session`] when a network loads): input `image` float32
+//! [N,1,D,H,W]; output `prob` float32 [N,C,D,H,W] with C = 1 (sigmoid) or C = 2 (softmax,
+//! channel 1 is foreground). A *joint* model (`qcanet.role = joint`) also has an output
+//! `centre` and serves as both NSN and NDN in one pass. Metadata keys (`qcanet.*`) carry
+//! the training voxel size, normalisation, spatial multiple, tile size and post-processing
+//! defaults; named values use the one vocabulary of [`crate::vocab`].
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! NSN/NDN probabilities -> nucleus labels (DESIGN.md data flow, after inference).
+//! NSN/NDN probabilities -> nucleus labels (the steps after inference; README, "Defaults").
 //!
 //! mask = NSN > threshold (holes filled); markers = NDN blobs (connected
 //! components, as QCANet) or local maxima of the smoothed NDN output; landscape

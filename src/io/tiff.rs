@@ -35,14 +35,6 @@ impl Samples {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Samples::U8(_) => "8-bit",
-            Samples::U16(_) => "16-bit",
-            Samples::U32(_) => "32-bit integer",
-            Samples::F32(_) => "32-bit float",
-        }
-    }
     fn slice_range(&self, start: usize, len: usize) -> Samples {
         match self {
             Samples::U8(v) => Samples::U8(v[start..start + len].to_vec()),

@@ -236,19 +236,24 @@ def local_maxima_markers(centre: np.ndarray, mask: np.ndarray, threshold: float,
 
 
 def postprocess(fg: np.ndarray, centre: np.ndarray, voxel_size=(1.75, 0.8, 0.8), *,
-                fg_threshold=0.5, centre_threshold=0.5, markers="local_max", sigma_um=1.0,
-                landscape="edt", min_volume_um3=0.0, fill_holes=True) -> np.ndarray:
+                fg_threshold=0.5, centre_threshold=0.5, markers="local-max", sigma_um=1.0,
+                landscape="distance", min_volume_um3=0.0, fill_holes=True) -> np.ndarray:
     """NSN/NDN probabilities -> label volume (uint32), the library's pipeline."""
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
     mask = fg > fg_threshold
     if fill_holes:
         mask = ndi.binary_fill_holes(mask)
-    if markers == "local_max":
+    # the library's names, and the older spellings it still reads (README, "Defaults")
+    markers = {"local_max": "local-max", "cc": "components"}.get(markers, markers)
+    landscape = {"edt": "distance"}.get(landscape, landscape)
+    if markers not in ("local-max", "components") or landscape not in ("distance", "centre"):
+        raise ValueError(f"markers {markers!r} / landscape {landscape!r}")
+    if markers == "local-max":
         mk = local_maxima_markers(centre, mask, centre_threshold, sigma_um, voxel_size)
     else:
         mk, _ = ndi.label((centre > centre_threshold) & mask, structure=np.ones((3, 3, 3), bool))
-    if landscape == "edt":
+    if landscape == "distance":
         land = -ndi.distance_transform_edt(mask, sampling=voxel_size)
     else:
         land = -centre.astype(np.float64)

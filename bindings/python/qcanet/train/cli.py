@@ -78,7 +78,7 @@ def main(argv=None):
     p.add_argument("--centre-threshold", type=float)
     p.add_argument("--marker-sigma", type=float, help="um")
     p.add_argument("--min-volume", type=float, help="um^3")
-    p.add_argument("--landscape", choices=["edt", "centre"])
+    p.add_argument("--landscape", choices=["distance", "centre"])
 
     p = sub.add_parser("evaluate", help="segment a dataset with the Rust `qcanet` and score it")
     p.add_argument("data"); p.add_argument("--model", help="joint .onnx (default: embedded)")

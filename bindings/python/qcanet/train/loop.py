@@ -18,8 +18,8 @@ from .. import reference
 from . import model as M
 from .augment import PatchSampler
 
-DEFAULT_POST = dict(fg_threshold=0.6, centre_threshold=0.5, markers="local_max", sigma_um=1.0,
-                    landscape="edt", min_volume_um3=450.0, fill_holes=True)
+DEFAULT_POST = dict(fg_threshold=0.6, centre_threshold=0.5, markers="local-max", sigma_um=1.0,
+                    landscape="distance", min_volume_um3=450.0, fill_holes=True)
 
 
 def pick_device(name="auto"):
