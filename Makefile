@@ -19,7 +19,7 @@ ORT_GPU_LIB := $(ORT_GPU_DIR)/libonnxruntime.so.$(ORT_VERSION)
 GPU_PACK    := gpu/pack
 
 .PHONY: runtime-gpu runtime-gpu-pack test-gpu-check test-fuzz fuzz
-.PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install python-package install header bench runtime venv venv-train clean help
+.PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install install header bench runtime venv venv-train clean help
 
 all: build
 
@@ -92,7 +92,7 @@ $(VENV)/.stamp-base: bindings/python/pyproject.toml
 venv-train: $(VENV)/.stamp-train
 $(VENV)/.stamp-train: $(VENV)/.stamp-base
 	$(VPY) -m pip install --quiet "torch>=2.4" "matplotlib>=3.8" "tqdm>=4.66"
-	$(VPY) -m pip install --quiet --no-deps -e bindings/python
+	QCANET_SKIP_NATIVE_BUILD=1 $(VPY) -m pip install --quiet --no-deps -e bindings/python
 	touch $@
 
 test: build venv venv-train test-rust test-fuzz test-c test-python test-install test-python-install test-fiji test-gpu-check
@@ -187,20 +187,46 @@ test-install: build venv
 	  cmp labels_pc.tif labels_cmake.tif
 	@echo "install test: pkg-config and CMake builds ran against the installed prefix"
 
-# The Python package with the native library inside: pip install ./bindings/python works after this.
-python-package: build
-	mkdir -p bindings/python/qcanet/lib
-	cp -f $(REL)/libqcanet.so bindings/python/qcanet/lib/libqcanet.so
-	cp -f $(ORT_LIB) bindings/python/qcanet/lib/libonnxruntime.so
-
-# pip-installs the package into a scratch folder and uses it from elsewhere, no variables set.
-test-python-install: python-package venv
-	rm -rf $(CACHE)/pyinstall && $(VPY) -m pip install --quiet --no-deps --target $(CACHE)/pyinstall ./bindings/python
-	rm -rf bindings/python/build
-	cd /tmp && env -u QCANET_LIBRARY -u ORT_DYLIB_PATH PYTHONPATH=$(CURDIR)/$(CACHE)/pyinstall $(CURDIR)/$(VPY) -c \
-	  "import qcanet, numpy as np; m = qcanet.Model(); v = np.zeros((8, 32, 32), np.uint16); v[2:6, 8:24, 8:24] = 1000; \
-	   l = m.segment(v, voxel_size=(1.75, 0.8, 0.8)); assert '/pyinstall/qcanet/' in qcanet.__file__, qcanet.__file__; \
-	   print('installed package', qcanet.__file__, 'version', qcanet.version(), 'labels', l.max())"
+# The Python package as users get it: bindings/python/setup.py builds libqcanet.so with cargo
+# (setuptools-rust) and bundles ONNX Runtime's libonnxruntime.so beside it in qcanet/lib/.
+# (1) `pip wheel`: a platform tag, both libraries inside; (2) that wheel in a fresh venv, used
+# from /tmp with no variable set; (3) `pip install` straight from a clean clone of
+# PYINSTALL_REPO (committed files only) into another fresh venv, same check.
+# (1) builds in target/ (fresh after `make build`: same crate types, nothing recompiles). (3)
+# builds the clone in a copy of target/release without qcanet's own files, so that only qcanet
+# recompiles, and not in target/ itself: cargo names a path crate's units by its path relative
+# to the workspace, so the clone's qcanet units are this tree's, and building them there would
+# replace this tree's libqcanet.so, fingerprints and build-script output (whose include_bytes!
+# would then name the clone's model file) with ones that cargo takes as up to date.
+PYI := $(CACHE)/pyinstall
+PYINSTALL_REPO ?= $(CURDIR)
+CHECK_PY := $(CURDIR)/tools/check_python_install.py
+test-python-install: build
+	rm -rf $(PYI) bindings/python/build && mkdir -p $(PYI)/wheel
+	$(PYTHON) -m venv $(PYI)/venv-wheel
+	$(PYI)/venv-wheel/bin/python -m pip install --quiet --upgrade pip
+	SECONDS=0
+	$(PYI)/venv-wheel/bin/python -m pip wheel --quiet --no-deps ./bindings/python -w $(PYI)/wheel
+	echo "(1) pip wheel ./bindings/python: $${SECONDS}s"
+	wheels=($(PYI)/wheel/qcanet-*.whl)
+	test $${#wheels[@]} -eq 1 && test -f "$${wheels[0]}"
+	$(PYTHON) $(CHECK_PY) wheel "$${wheels[0]}"
+	$(PYI)/venv-wheel/bin/python -m pip install --quiet "$${wheels[0]}"
+	(cd /tmp && env -u QCANET_LIBRARY -u ORT_DYLIB_PATH -u PYTHONPATH \
+	    $(CURDIR)/$(PYI)/venv-wheel/bin/python -I $(CHECK_PY) installed $(CURDIR)/$(PYI)/venv-wheel)
+	git clone -q $(PYINSTALL_REPO) $(PYI)/src
+	mkdir -p $(PYI)/target/release
+	flock $(REL)/.cargo-lock cp -a --reflink=auto $(REL)/deps $(REL)/build $(REL)/.fingerprint $(PYI)/target/release/
+	rm -rf $(PYI)/target/release/.fingerprint/qcanet-* $(PYI)/target/release/build/qcanet-* $(PYI)/target/release/deps/*qcanet*
+	$(PYTHON) -m venv $(PYI)/venv-src
+	$(PYI)/venv-src/bin/python -m pip install --quiet --upgrade pip
+	SECONDS=0
+	CARGO_TARGET_DIR=$(CURDIR)/$(PYI)/target $(PYI)/venv-src/bin/python -m pip install --quiet $(PYI)/src/bindings/python
+	echo "(3) pip install <clean clone>/bindings/python: $${SECONDS}s"
+	(cd /tmp && env -u QCANET_LIBRARY -u ORT_DYLIB_PATH -u PYTHONPATH \
+	    $(CURDIR)/$(PYI)/venv-src/bin/python -I $(CHECK_PY) installed $(CURDIR)/$(PYI)/venv-src)
+	rm -rf $(PYI)/target
+	@echo "python install test: the wheel and a clean-clone pip install both work with no variable set"
 
 clean:
 	cargo clean

@@ -102,7 +102,7 @@
 #define QCA_PRECISION_TF32 1
 
 /*
- Number of IoU thresholds in `QcaMetrics.matching` (0.5, 0.6, 0.7, 0.8, 0.9).
+ Number of IoU thresholds of the detection arrays in `QcaMetrics` (0.5, 0.6, 0.7, 0.8, 0.9).
  */
 #define QCA_MATCH_THRESHOLDS 5
 
@@ -280,38 +280,9 @@ typedef struct QcaSegmentParams {
 } QcaSegmentParams;
 
 /*
- Detection at one IoU threshold (StarDist's `matching.py` definitions).
- */
-typedef struct QcaMatching {
-  /*
-   Pairs count when their IoU is >= this.
-   */
-  double threshold;
-  /*
-   Matched pairs (one-to-one, optimal), unmatched predictions, unmatched ground truth.
-   */
-  uint32_t n_tp;
-  uint32_t n_fp;
-  uint32_t n_fn;
-  double precision;
-  double recall;
-  double f1;
-  /*
-   TP / (TP + FP + FN) (StarDist's "accuracy", reported as AP).
-   */
-  double ap;
-  /*
-   Mean IoU of the matched pairs.
-   */
-  double mean_matched_score;
-  /*
-   Sum of matched IoUs / (TP + FP/2 + FN/2).
-   */
-  double panoptic_quality;
-} QcaMatching;
-
-/*
- Accuracy of a segmentation against ground truth (see `qca_evaluate`).
+ Accuracy of a segmentation against ground truth (see `qca_evaluate`). Detection at
+ several IoU thresholds is given as parallel arrays, element i for `match_threshold[i]`
+ (flat arrays rather than an array of structs, which MATLAB's `loadlibrary` cannot read).
  */
 typedef struct QcaMetrics {
   /*
@@ -331,7 +302,7 @@ typedef struct QcaMetrics {
    */
   double seg_ctc;
   /*
-   Detection F1 at IoU >= 0.5 (`matching[0].f1`).
+   Detection F1 at IoU >= 0.5 (`match_f1[0]`).
    */
   double f1;
   /*
@@ -343,7 +314,7 @@ typedef struct QcaMetrics {
    */
   uint32_t n_pred;
   /*
-   Pairs matched at IoU >= 0.5.
+   Pairs matched at IoU >= 0.5 (`match_tp[0]`).
    */
   uint32_t n_matched;
   /*
@@ -355,9 +326,31 @@ typedef struct QcaMetrics {
    */
   double recall;
   /*
-   Detection at IoU 0.5, 0.6, 0.7, 0.8, 0.9.
+   IoU thresholds: 0.5, 0.6, 0.7, 0.8, 0.9. A pair counts when its IoU is >= the threshold;
+   pairs are matched one to one, optimally (StarDist's `matching.py` definitions).
    */
-  struct QcaMatching matching[QCA_MATCH_THRESHOLDS];
+  double match_threshold[QCA_MATCH_THRESHOLDS];
+  /*
+   Matched pairs, unmatched predictions, unmatched ground-truth nuclei.
+   */
+  uint32_t match_tp[QCA_MATCH_THRESHOLDS];
+  uint32_t match_fp[QCA_MATCH_THRESHOLDS];
+  uint32_t match_fn[QCA_MATCH_THRESHOLDS];
+  double match_precision[QCA_MATCH_THRESHOLDS];
+  double match_recall[QCA_MATCH_THRESHOLDS];
+  double match_f1[QCA_MATCH_THRESHOLDS];
+  /*
+   TP / (TP + FP + FN) (StarDist's "accuracy", reported as AP).
+   */
+  double ap[QCA_MATCH_THRESHOLDS];
+  /*
+   Mean IoU of the matched pairs.
+   */
+  double mean_matched_iou[QCA_MATCH_THRESHOLDS];
+  /*
+   Sum of matched IoUs / (TP + FP/2 + FN/2).
+   */
+  double panoptic_quality[QCA_MATCH_THRESHOLDS];
 } QcaMetrics;
 
 /*

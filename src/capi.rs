@@ -165,31 +165,12 @@ pub struct QcaSegmentParams {
     pub user_data: *mut c_void,
 }
 
-/// Detection at one IoU threshold (StarDist's `matching.py` definitions).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct QcaMatching {
-    /// Pairs count when their IoU is >= this.
-    pub threshold: f64,
-    /// Matched pairs (one-to-one, optimal), unmatched predictions, unmatched ground truth.
-    pub n_tp: u32,
-    pub n_fp: u32,
-    pub n_fn: u32,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    /// TP / (TP + FP + FN) (StarDist's "accuracy", reported as AP).
-    pub ap: f64,
-    /// Mean IoU of the matched pairs.
-    pub mean_matched_score: f64,
-    /// Sum of matched IoUs / (TP + FP/2 + FN/2).
-    pub panoptic_quality: f64,
-}
-
-/// Number of IoU thresholds in `QcaMetrics.matching` (0.5, 0.6, 0.7, 0.8, 0.9).
+/// Number of IoU thresholds of the detection arrays in `QcaMetrics` (0.5, 0.6, 0.7, 0.8, 0.9).
 pub const QCA_MATCH_THRESHOLDS: usize = 5;
 
-/// Accuracy of a segmentation against ground truth (see `qca_evaluate`).
+/// Accuracy of a segmentation against ground truth (see `qca_evaluate`). Detection at
+/// several IoU thresholds is given as parallel arrays, element i for `match_threshold[i]`
+/// (flat arrays rather than an array of structs, which MATLAB's `loadlibrary` cannot read).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QcaMetrics {
@@ -201,41 +182,40 @@ pub struct QcaMetrics {
     pub mucov: f64,
     /// Cell Tracking Challenge SEG.
     pub seg_ctc: f64,
-    /// Detection F1 at IoU >= 0.5 (`matching[0].f1`).
+    /// Detection F1 at IoU >= 0.5 (`match_f1[0]`).
     pub f1: f64,
     /// Ground-truth nuclei.
     pub n_gt: u32,
     /// Predicted nuclei.
     pub n_pred: u32,
-    /// Pairs matched at IoU >= 0.5.
+    /// Pairs matched at IoU >= 0.5 (`match_tp[0]`).
     pub n_matched: u32,
     /// Matched / predicted at IoU >= 0.5.
     pub precision: f64,
     /// Matched / ground truth at IoU >= 0.5.
     pub recall: f64,
-    /// Detection at IoU 0.5, 0.6, 0.7, 0.8, 0.9.
-    pub matching: [QcaMatching; QCA_MATCH_THRESHOLDS],
-}
-
-impl From<&Matching> for QcaMatching {
-    fn from(m: &Matching) -> Self {
-        QcaMatching {
-            threshold: m.threshold,
-            n_tp: m.tp,
-            n_fp: m.fp,
-            n_fn: m.fn_,
-            precision: m.precision,
-            recall: m.recall,
-            f1: m.f1,
-            ap: m.ap,
-            mean_matched_score: m.mean_matched_score,
-            panoptic_quality: m.panoptic_quality,
-        }
-    }
+    /// IoU thresholds: 0.5, 0.6, 0.7, 0.8, 0.9. A pair counts when its IoU is >= the threshold;
+    /// pairs are matched one to one, optimally (StarDist's `matching.py` definitions).
+    pub match_threshold: [f64; QCA_MATCH_THRESHOLDS],
+    /// Matched pairs, unmatched predictions, unmatched ground-truth nuclei.
+    pub match_tp: [u32; QCA_MATCH_THRESHOLDS],
+    pub match_fp: [u32; QCA_MATCH_THRESHOLDS],
+    pub match_fn: [u32; QCA_MATCH_THRESHOLDS],
+    pub match_precision: [f64; QCA_MATCH_THRESHOLDS],
+    pub match_recall: [f64; QCA_MATCH_THRESHOLDS],
+    pub match_f1: [f64; QCA_MATCH_THRESHOLDS],
+    /// TP / (TP + FP + FN) (StarDist's "accuracy", reported as AP).
+    pub ap: [f64; QCA_MATCH_THRESHOLDS],
+    /// Mean IoU of the matched pairs.
+    pub mean_matched_iou: [f64; QCA_MATCH_THRESHOLDS],
+    /// Sum of matched IoUs / (TP + FP/2 + FN/2).
+    pub panoptic_quality: [f64; QCA_MATCH_THRESHOLDS],
 }
 
 impl From<&Metrics> for QcaMetrics {
     fn from(m: &Metrics) -> Self {
+        let each = |f: fn(&Matching) -> f64| m.matching.each_ref().map(f);
+        let count = |f: fn(&Matching) -> u32| m.matching.each_ref().map(f);
         QcaMetrics {
             iou: m.iou,
             seg: m.seg,
@@ -247,7 +227,16 @@ impl From<&Metrics> for QcaMetrics {
             n_matched: m.n_matched,
             precision: m.precision,
             recall: m.recall,
-            matching: m.matching.each_ref().map(QcaMatching::from),
+            match_threshold: each(|r| r.threshold),
+            match_tp: count(|r| r.tp),
+            match_fp: count(|r| r.fp),
+            match_fn: count(|r| r.fn_),
+            match_precision: each(|r| r.precision),
+            match_recall: each(|r| r.recall),
+            match_f1: each(|r| r.f1),
+            ap: each(|r| r.ap),
+            mean_matched_iou: each(|r| r.mean_matched_score),
+            panoptic_quality: each(|r| r.panoptic_quality),
         }
     }
 }
@@ -911,9 +900,7 @@ pub unsafe extern "C" fn qca_edt_f64(mask: *const u8, dims: *const usize, spacin
         let (d, n) = read_dims(dims)?;
         let ms: Vec<bool> = slice(mask, n, "mask")?.iter().map(|&v| v != 0).collect();
         let sp = slice(spacing, 3, "spacing")?;
-        if sp.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(invalid(format!("spacing {sp:?} must be positive")));
-        }
+        crate::plan::check_voxel_size([sp[0], sp[1], sp[2]], "spacing").c()?;
         non_null(out, "out")?;
         let e = crate::edt::edt(&ms, d, [sp[0], sp[1], sp[2]]);
         std::ptr::copy_nonoverlapping(e.as_ptr(), out, n);

@@ -86,9 +86,7 @@ impl NetInfo {
                 "qcanet.role" => i.role = Some(named(k, v)?),
                 "qcanet.voxel_size" => {
                     let t: [f64; 3] = triple(k, v)?;
-                    if t.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
-                        return Err(Error::Model(format!("qcanet.voxel_size '{v}' must be positive")));
-                    }
+                    crate::plan::check_voxel_size(t, "qcanet.voxel_size").map_err(|e| Error::Model(e.to_string()))?;
                     i.voxel_size = Some(t);
                 }
                 "qcanet.normalization" => i.normalization = Normalization::parse(v)?,

@@ -56,9 +56,7 @@ pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Opt
             return Err(Error::invalid(format!("intensity holds {} values, labels {n}", i.len())));
         }
     }
-    if voxel.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-        return Err(Error::invalid(format!("voxel size must be positive, got {voxel:?}")));
-    }
+    crate::plan::check_voxel_size(voxel, "the voxel size")?;
     let top = labels.par_iter().copied().max().unwrap_or(0) as usize;
     if top > 50_000_000 {
         return Err(Error::invalid(format!("label {top} is too large to measure")));

@@ -166,7 +166,7 @@ fn meaningless_input_is_refused_with_what_to_do() {
     refused(&qcanet(&["segment", s(&a), "-o", s(&d.path().join("o.tif")), "-q", "--voxel-size", "1000,800,800"]), "resamples by at most");
     // a NaN voxel size is never written into a file
     let e = tiff::write(d.path().join("nan.tif"), &Samples::U16(vec![0; 8]), [2, 2, 2], 1, Some([f64::NAN, 1.0, 1.0])).unwrap_err();
-    assert!(e.to_string().contains("not positive"), "{e}");
+    assert!(e.to_string().contains("must be three positive lengths"), "{e}");
 }
 
 /// A TIFF built by hand: one 16-bit page with the given tags (value fits in 4 bytes) and an

@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
     qca_segment_params_default(&p);
     double vs[3] = {1.75, 0.8, 0.8};
     if (info.has_voxel_size) { vs[0] = info.voxel_size_um[0]; vs[1] = info.voxel_size_um[1]; vs[2] = info.voxel_size_um[2]; }
-    p.voxel_size[0] = (float)vs[0]; p.voxel_size[1] = (float)vs[1]; p.voxel_size[2] = (float)vs[2];
+    p.voxel_size[0] = vs[0]; p.voxel_size[1] = vs[1]; p.voxel_size[2] = vs[2];
     uint32_t count = 0;
     s = qca_segment_f32(model, voxels, info.dims, &p, labels, &count);
     qca_model_free(model);

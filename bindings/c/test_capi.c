@@ -1,10 +1,13 @@
 /*
  * C-side checks of the contract: exact status codes for bad input, out-parameters
- * untouched on failure, NULL-safe frees, struct_size versioning, and a real
- * post-processing run. Exits non-zero on the first failed check.
+ * untouched on failure, NULL-safe frees, struct_size versioning, a real
+ * post-processing run, the plan of the embedded model and the option vocabulary
+ * (ABI 2). Counts every failed check and exits non-zero if there was one.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "qcanet.h"
@@ -47,7 +50,7 @@ int main(void) {
     fg[5] = NAN;
     CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_ERR_NON_FINITE);
     fg[5] = 0.0f;
-    p.fg_threshold = 2.0f;
+    p.fg_threshold = 2.0;
     CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_ERR_INVALID_ARGUMENT);
     qca_segment_params_default(&p);
     p.connectivity = 7;
@@ -59,8 +62,15 @@ int main(void) {
     CHECK(n == 777);
     /* an older caller that knows only the first fields still works */
     qca_segment_params_default(&p);
-    p.struct_size = 8 + 3 * sizeof(float);
+    p.struct_size = (uint32_t)(offsetof(QcaSegmentParams, voxel_size) + sizeof p.voxel_size);
     CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_OK && n == 1);
+    /* ABI 1's float voxel_size ended inside ABI 2's double one: refused, not half read */
+    n = 777;
+    p.struct_size = 4 + 3 * sizeof(float);
+    CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_ERR_INVALID_ARGUMENT && n == 777);
+    CHECK(sizeof p.voxel_size == 3 * sizeof(double) && sizeof p.fg_threshold == sizeof(double)
+          && sizeof p.centre_threshold == sizeof(double) && sizeof p.marker_sigma_um == sizeof(double)
+          && sizeof p.min_volume_um3 == sizeof(double));
 
     /* models: missing file, not ONNX; out untouched */
     QcaModel *m = (QcaModel *)0x1;
@@ -76,11 +86,78 @@ int main(void) {
     qca_measurements_free(NULL);
     qca_image_free(NULL);
 
+    /* the plan of the embedded model, as qca_segment_* would run it */
+    qca_model_options_default(&o);
+    o.device = QCA_DEVICE_CPU;
+    QcaModel *dm = NULL;
+    CHECK(qca_model_load_default(&o, &dm) == QCA_OK && dm != NULL);
+    if (dm) {
+        size_t pd[3] = {51, 120, 120};
+        size_t needed = 0, again = 0;
+        qca_segment_params_default(&p);
+        p.voxel_size[0] = 2.0; p.voxel_size[1] = 0.8; p.voxel_size[2] = 0.8;
+        CHECK(qca_plan_json(dm, pd, &p, NULL, 0, &needed) == QCA_OK && needed > 2);
+        char *json = (char *)malloc(needed ? needed : 1);
+        CHECK(json != NULL);
+        if (json) {
+            CHECK(qca_plan_json(dm, pd, &p, json, needed, &again) == QCA_OK && again == needed);
+            CHECK(strlen(json) == needed - 1 && json[0] == '{' && json[needed - 2] == '}');
+            CHECK(strstr(json, "\"resampled\":true") != NULL);
+            CHECK(strstr(json, "\"voxel_size_source\":\"caller\"") != NULL);
+            /* cut to the capacity, NUL-terminated, the full length still reported */
+            again = 0;
+            CHECK(qca_plan_json(dm, pd, &p, json, 8, &again) == QCA_OK && again == needed && strlen(json) == 7);
+            /* an invalid parameter fails here as in qca_segment_*, needed untouched */
+            p.fg_threshold = 2.0;
+            again = 4242;
+            CHECK(qca_plan_json(dm, pd, &p, json, needed, &again) == QCA_ERR_INVALID_ARGUMENT && again == 4242);
+            CHECK(qca_plan_json(dm, pd, &p, NULL, 0, &again) == QCA_ERR_INVALID_ARGUMENT && again == 4242);
+            free(json);
+        }
+        qca_segment_params_default(&p);
+        again = 4242;
+        CHECK(qca_plan_json(NULL, pd, &p, NULL, 0, &again) == QCA_ERR_NULL_POINTER && again == 4242);
+        CHECK(qca_plan_json(dm, NULL, &p, NULL, 0, &again) == QCA_ERR_NULL_POINTER && again == 4242);
+        CHECK(qca_plan_json(dm, pd, &p, NULL, 16, &again) == QCA_ERR_NULL_POINTER && again == 4242);
+        /* NULL parameters are the defaults: the model's grid, no resampling */
+        CHECK(qca_plan_json(dm, pd, NULL, NULL, 0, &again) == QCA_OK && again > 2);
+        /* the device in the one vocabulary */
+        char desc[512];
+        CHECK(qca_model_describe(dm, desc, sizeof desc, NULL) == QCA_OK);
+        CHECK(strstr(desc, " on cpu") != NULL);
+        qca_model_free(dm);
+    }
+
+    /* named choices: the one vocabulary, old spellings too; out untouched on failure */
+    int32_t v = -99;
+    CHECK(qca_option_value("markers", "local_max", &v) == QCA_OK && v == QCA_MARKERS_LOCAL_MAXIMA);
+    CHECK(qca_option_value("markers", "local-max", &v) == QCA_OK && v == QCA_MARKERS_LOCAL_MAXIMA);
+    CHECK(qca_option_value("markers", "components", &v) == QCA_OK && v == QCA_MARKERS_COMPONENTS);
+    CHECK(qca_option_value("landscape", "edt", &v) == QCA_OK && v == QCA_LANDSCAPE_DISTANCE);
+    CHECK(qca_option_value("landscape", "centre", &v) == QCA_OK && v == QCA_LANDSCAPE_CENTRE);
+    CHECK(qca_option_value("device", "cuda", &v) == QCA_OK && v == QCA_DEVICE_CUDA);
+    CHECK(qca_option_value("precision", "tf32", &v) == QCA_OK && v == QCA_PRECISION_TF32);
+    CHECK(qca_option_value("connectivity", "18", &v) == QCA_OK && v == 18);
+    v = -99;
+    CHECK(qca_option_value("markers", "no-such-rule", &v) == QCA_ERR_INVALID_ARGUMENT && v == -99);
+    CHECK(qca_option_value("no-such-option", "cpu", &v) == QCA_ERR_INVALID_ARGUMENT && v == -99);
+    CHECK(qca_option_value("connectivity", "7", &v) == QCA_ERR_INVALID_ARGUMENT && v == -99);
+    CHECK(qca_option_value(NULL, "cpu", &v) == QCA_ERR_NULL_POINTER && v == -99);
+    CHECK(qca_option_value("device", NULL, &v) == QCA_ERR_NULL_POINTER && v == -99);
+    CHECK(qca_option_value("device", "cpu", NULL) == QCA_ERR_NULL_POINTER);
+
     /* evaluation */
     QcaMetrics met;
     memset(&met, 0, sizeof met);
     CHECK(qca_evaluate(labels, labels, dims, &met) == QCA_OK);
     CHECK(met.iou == 1.0 && met.seg == 1.0 && met.n_gt == 1 && met.n_pred == 1);
+    CHECK(QCA_MATCH_THRESHOLDS == 5 && sizeof met.ap / sizeof met.ap[0] == QCA_MATCH_THRESHOLDS);
+    CHECK(met.match_threshold[0] == 0.5 && met.match_threshold[4] == 0.9);
+    for (int i = 0; i < QCA_MATCH_THRESHOLDS; i++) {
+        CHECK(met.ap[i] == 1.0 && met.match_f1[i] == 1.0 && met.match_tp[i] == 1
+              && met.match_fp[i] == 0 && met.match_fn[i] == 0);
+    }
+    CHECK(met.f1 == met.match_f1[0]);
     CHECK(qca_evaluate(labels, NULL, dims, &met) == QCA_ERR_NULL_POINTER);
 
     /* images */

@@ -20,9 +20,12 @@ switch action
         end
         if ~isfile(lib), error('qcanet:notFound', 'libqcanet.so not found at %s (set QCANET_PREFIX)', lib); end
         loadlibrary(lib, hdr, 'alias', 'qcanet');
-        if calllib('qcanet', 'qca_abi_version') ~= 1
+        % ABI 2: voxel sizes, thresholds and volumes are double in QcaSegmentParams, and
+        % QcaMetrics holds doubles and the detection arrays of ABI 2; another ABI would misread them
+        abi = calllib('qcanet', 'qca_abi_version');
+        if abi ~= 2
             unloadlibrary('qcanet');
-            error('qcanet:abi', 'libqcanet has another C ABI version than these wrappers (1)');
+            error('qcanet:abi', 'libqcanet has C ABI version %d; these wrappers need version 2', abi);
         end
     case 'unload'
         if libisloaded('qcanet'), unloadlibrary('qcanet'); end

@@ -5,7 +5,9 @@ function [labels, n] = qcanet_segment(vol, voxel_size, varargin)
 %                                 'device', 'cpu', 'fg_threshold', 0.6, 'min_volume', 500)
 %   vol is [X Y Z] (uint8, uint16 or single/double); voxel_size is z, y, x in micrometres.
 %   labels is uint32 [X Y Z] (0 = background, 1..n = nuclei). Without 'nsn', the model
-%   compiled into the library is used.
+%   compiled into the library is used. Voxel sizes, thresholds and the minimum volume
+%   (um^3) reach the library as the doubles given here (C ABI 2); -1 means the model's.
+%   'device' is auto, cpu or cuda (the library's own names, qca_option_value).
 p = inputParser;
 p.addParameter('nsn', ''); p.addParameter('ndn', ''); p.addParameter('device', 'cpu');
 p.addParameter('threads', 0); p.addParameter('fg_threshold', -1); p.addParameter('centre_threshold', -1);
@@ -15,8 +17,9 @@ o = p.Results;
 qcanet_lib('load');
 opts = libstruct('QcaModelOptions');
 calllib('qcanet', 'qca_model_options_default', opts);
-opts.device = find(strcmp(o.device, {'auto', 'cpu', 'cuda'})) - 1;
-if isempty(opts.device), error('qcanet:device', 'device must be auto, cpu or cuda'); end
+dev = libpointer('int32Ptr', int32(0));
+qcanet_check(calllib('qcanet', 'qca_option_value', 'device', char(o.device), dev), 'choosing the device');
+opts.device = dev.Value;
 opts.num_threads = o.threads;
 model = libpointer('voidPtrPtr', libpointer);
 if isempty(o.nsn)
@@ -29,9 +32,10 @@ m = model.Value;
 cleanup = onCleanup(@() calllib('qcanet', 'qca_model_free', m));
 prm = libstruct('QcaSegmentParams');
 calllib('qcanet', 'qca_segment_params_default', prm);
-prm.voxel_size = single(voxel_size(:)');
-prm.fg_threshold = o.fg_threshold; prm.centre_threshold = o.centre_threshold;
-prm.min_volume_um3 = o.min_volume;
+if numel(voxel_size) ~= 3, error('qcanet:voxelSize', 'voxel_size must be [vz vy vx] in micrometres'); end
+prm.voxel_size = double(voxel_size(:)');
+prm.fg_threshold = double(o.fg_threshold); prm.centre_threshold = double(o.centre_threshold);
+prm.min_volume_um3 = double(o.min_volume);
 dims = qcanet_dims(vol);
 labels = zeros(size(vol), 'uint32');
 lab = libpointer('uint32Ptr', labels);

@@ -3,6 +3,7 @@
  * It only consumes include/qcanet.h: every call goes through qca_* functions.
  * Failures become a Java RuntimeException carrying qca_last_error(); nothing
  * here can crash the JVM on bad input (lengths are checked against dims first).
+ * ABI 2: voxel sizes, thresholds and volumes go from Java double to C double unchanged.
  */
 #include <jni.h>
 #include <stdint.h>
@@ -31,6 +32,22 @@ static int dims_ok(JNIEnv *env, jint nz, jint ny, jint nx, jsize have, size_t di
     return 1;
 }
 
+/* Fills p from the plugin's values: voxel size z, y, x (3 doubles), thresholds and minimum
+ * volume (negative = the model's), all passed on as the doubles Java holds. */
+static int params_from_java(JNIEnv *env, jdoubleArray voxelSize, jdouble fg, jdouble centre, jdouble minVolume,
+                            QcaSegmentParams *p) {
+    if (!voxelSize) { throw_plain(env, "null array"); return 0; }
+    if ((*env)->GetArrayLength(env, voxelSize) != 3) { throw_plain(env, "voxel size needs 3 values"); return 0; }
+    qca_segment_params_default(p);
+    jdouble vs[3];
+    (*env)->GetDoubleArrayRegion(env, voxelSize, 0, 3, vs);
+    p->voxel_size[0] = vs[0]; p->voxel_size[1] = vs[1]; p->voxel_size[2] = vs[2];
+    p->fg_threshold = fg;
+    p->centre_threshold = centre;
+    p->min_volume_um3 = minVolume;
+    return 1;
+}
+
 JNIEXPORT jstring JNICALL Java_qcanet_ij_Native_version(JNIEnv *env, jclass cls) {
     (void)cls;
     return (*env)->NewStringUTF(env, qca_version());
@@ -47,6 +64,13 @@ JNIEXPORT jstring JNICALL Java_qcanet_ij_Native_runtimeInfo(JNIEnv *env, jclass 
 JNIEXPORT jlong JNICALL Java_qcanet_ij_Native_loadModel(JNIEnv *env, jclass cls, jstring nsn, jstring ndn,
                                                          jint device, jint threads) {
     (void)cls;
+    if (qca_abi_version() != QCA_ABI_VERSION) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "libqcanet.so has C API version %u; this plugin was built for version %d: "
+                 "install the plugin and libqcanet.so from the same release", qca_abi_version(), QCA_ABI_VERSION);
+        throw_plain(env, msg);
+        return 0;
+    }
     QcaModelOptions o;
     qca_model_options_default(&o);
     o.device = device;
@@ -96,23 +120,16 @@ static int32_t progress_cb(float fraction, void *user) {
 }
 
 JNIEXPORT jint JNICALL Java_qcanet_ij_Native_segment(JNIEnv *env, jclass cls, jlong h, jfloatArray voxels,
-                                                      jint nz, jint ny, jint nx, jfloatArray voxelSize,
-                                                      jfloat fgThreshold, jfloat centreThreshold, jfloat minVolume,
+                                                      jint nz, jint ny, jint nx, jdoubleArray voxelSize,
+                                                      jdouble fgThreshold, jdouble centreThreshold, jdouble minVolume,
                                                       jintArray labelsOut, jobject listener) {
     (void)cls;
     size_t dims[3];
     if (!voxels || !labelsOut || !voxelSize) { throw_plain(env, "null array"); return -1; }
     if (!dims_ok(env, nz, ny, nx, (*env)->GetArrayLength(env, voxels), dims)) return -1;
     if ((*env)->GetArrayLength(env, labelsOut) != (*env)->GetArrayLength(env, voxels)) { throw_plain(env, "label array has the wrong length"); return -1; }
-    if ((*env)->GetArrayLength(env, voxelSize) != 3) { throw_plain(env, "voxel size needs 3 values"); return -1; }
     QcaSegmentParams p;
-    qca_segment_params_default(&p);
-    jfloat vs[3];
-    (*env)->GetFloatArrayRegion(env, voxelSize, 0, 3, vs);
-    p.voxel_size[0] = vs[0]; p.voxel_size[1] = vs[1]; p.voxel_size[2] = vs[2];
-    p.fg_threshold = fgThreshold;
-    p.centre_threshold = centreThreshold;
-    p.min_volume_um3 = minVolume;
+    if (!params_from_java(env, voxelSize, fgThreshold, centreThreshold, minVolume, &p)) return -1;
     struct progress_ctx ctx = { env, listener, NULL };
     if (listener) {
         jclass lc = (*env)->GetObjectClass(env, listener);
@@ -139,6 +156,28 @@ JNIEXPORT jint JNICALL Java_qcanet_ij_Native_segment(JNIEnv *env, jclass cls, jl
     return (jint)count;
 }
 
+/* The plan qca_segment_* would run for a volume of nz x ny x nx under these values, as JSON. */
+JNIEXPORT jstring JNICALL Java_qcanet_ij_Native_planJson(JNIEnv *env, jclass cls, jlong h, jint nz, jint ny, jint nx,
+                                                         jdoubleArray voxelSize, jdouble fgThreshold,
+                                                         jdouble centreThreshold, jdouble minVolume) {
+    (void)cls;
+    if (nz <= 0 || ny <= 0 || nx <= 0) { throw_plain(env, "dimensions must be positive"); return NULL; }
+    size_t dims[3] = { (size_t)nz, (size_t)ny, (size_t)nx };
+    QcaSegmentParams p;
+    if (!params_from_java(env, voxelSize, fgThreshold, centreThreshold, minVolume, &p)) return NULL;
+    const QcaModel *m = (const QcaModel *)(intptr_t)h;
+    size_t need = 0;
+    QcaStatus s = qca_plan_json(m, dims, &p, NULL, 0, &need);
+    if (s != QCA_OK) { throw_msg(env, "planning the segmentation", s); return NULL; }
+    char *buf = (char *)malloc(need);
+    if (!buf) { throw_plain(env, "out of memory"); return NULL; }
+    s = qca_plan_json(m, dims, &p, buf, need, NULL);
+    if (s != QCA_OK) { free(buf); throw_msg(env, "planning the segmentation", s); return NULL; }
+    jstring r = (*env)->NewStringUTF(env, buf);
+    free(buf);
+    return r;
+}
+
 JNIEXPORT jdoubleArray JNICALL Java_qcanet_ij_Native_evaluate(JNIEnv *env, jclass cls, jintArray pred, jintArray gt,
                                                               jint nz, jint ny, jint nx) {
     (void)cls;
@@ -153,9 +192,11 @@ JNIEXPORT jdoubleArray JNICALL Java_qcanet_ij_Native_evaluate(JNIEnv *env, jclas
     (*env)->ReleaseIntArrayElements(env, pred, a, JNI_ABORT);
     (*env)->ReleaseIntArrayElements(env, gt, b, JNI_ABORT);
     if (s != QCA_OK) { throw_msg(env, "evaluation", s); return NULL; }
-    jdouble r[8] = { m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, (jdouble)m.n_gt, (jdouble)m.n_pred, (jdouble)m.n_matched };
-    jdoubleArray out = (*env)->NewDoubleArray(env, 8);
-    if (out) (*env)->SetDoubleArrayRegion(env, out, 0, 8, r);
+    /* ap[0], [2], [4]: IoU thresholds 0.5, 0.7, 0.9 */
+    jdouble r[11] = { m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, (jdouble)m.n_gt, (jdouble)m.n_pred, (jdouble)m.n_matched,
+                      m.ap[0], m.ap[2], m.ap[4] };
+    jdoubleArray out = (*env)->NewDoubleArray(env, 11);
+    if (out) (*env)->SetDoubleArrayRegion(env, out, 0, 11, r);
     return out;
 }
 

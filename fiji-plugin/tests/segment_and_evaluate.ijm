@@ -1,5 +1,6 @@
 // Opens a generated embryo, segments it, evaluates against the ground truth and
-// writes what it found to a result file (checked by fiji-plugin/Makefile).
+// writes what it found to a result file (checked by fiji-plugin/Makefile; in -batch mode
+// the Log, with the plugin's "QCANet plan: {...}" line, goes to stdout, which it checks too).
 // argument: "EMBRYO.tif,TRUTH.tif,RESULT.txt"
 args = split(getArgument(), ",");
 setBatchMode(true);
@@ -16,7 +17,11 @@ run("Evaluate Segmentation", "prediction=[" + lab + "] ground_truth=[" + gt + "]
 seg = Table.get("SEG", 0, "Segmentation scores");
 iou = Table.get("IoU", 0, "Segmentation scores");
 ngt = Table.get("n_gt", 0, "Segmentation scores");
+ap50 = Table.get("AP50", 0, "Segmentation scores");
+ap70 = Table.get("AP70", 0, "Segmentation scores");
+ap90 = Table.get("AP90", 0, "Segmentation scores");
 s = "title=" + lab + "\nbitdepth=" + bd + "\nslices=" + ns + "\nvoxel=" + d + "," + h + "," + w + "\nunit=" + unit;
-s = s + "\nmeasured=" + nuclei + "\nn_gt=" + ngt + "\nseg=" + seg + "\niou=" + iou + "\n";
+s = s + "\nmeasured=" + nuclei + "\nn_gt=" + ngt + "\nseg=" + seg + "\niou=" + iou;
+s = s + "\nap50=" + ap50 + "\nap70=" + ap70 + "\nap90=" + ap90 + "\n";
 File.saveString(s, args[2]);
 print(s);

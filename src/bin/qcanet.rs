@@ -196,10 +196,9 @@ enum Cmd {
     },
 }
 
+/// Three numbers; whether they make a voxel size is the plan's (or `measure`'s) check.
 fn parse_triple_f64(s: &str) -> Result<[f64; 3]> {
-    let t: [f64; 3] = qcanet::vocab::parse_zyx("voxel size", s)?;
-    qcanet::plan::check_voxel_size(t, "voxel size")?;
-    Ok(t)
+    qcanet::vocab::parse_zyx("voxel size", s)
 }
 fn parse_triple_usize(s: &str) -> Result<[usize; 3]> {
     qcanet::vocab::parse_zyx("value", s)

@@ -380,9 +380,7 @@ pub fn write_timed(
         )));
     }
     if let Some(v) = voxel_um {
-        if v.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
-            return Err(Error::invalid(format!("writing {}: voxel size {v:?} is not positive", path.display())));
-        }
+        crate::plan::check_voxel_size(v, &format!("writing {}: the voxel size", path.display()))?;
     }
     super::atomic::write_with(path, |f| {
         let mut w = BufWriter::new(f);

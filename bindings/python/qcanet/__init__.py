@@ -254,9 +254,10 @@ def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
         raise ValueError(f"shapes differ: {p.shape} vs {g.shape}")
     m = N.QcaMetrics()
     _check(_lib().qca_evaluate(_ptr(p), _ptr(g), _dims(p), C.byref(m)))
-    matching = [Matching(r.threshold, r.n_tp, r.n_fp, r.n_fn, r.precision, r.recall, r.f1, r.ap,
-                         r.mean_matched_score, r.panoptic_quality, r.mean_matched_score * r.n_tp)
-                for r in m.matching]
+    matching = [Matching(m.match_threshold[i], m.match_tp[i], m.match_fp[i], m.match_fn[i], m.match_precision[i],
+                         m.match_recall[i], m.match_f1[i], m.ap[i], m.mean_matched_iou[i], m.panoptic_quality[i],
+                         m.mean_matched_iou[i] * m.match_tp[i])
+                for i in range(len(m.match_threshold))]
     return Metrics(m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, m.precision, m.recall, m.n_gt, m.n_pred, m.n_matched,
                    matching)
 

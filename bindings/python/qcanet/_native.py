@@ -24,16 +24,13 @@ class QcaSegmentParams(C.Structure):
                 ("progress", PROGRESS_FN), ("user_data", C.c_void_p)]
 
 
-class QcaMatching(C.Structure):
-    _fields_ = [("threshold", C.c_double), ("n_tp", C.c_uint32), ("n_fp", C.c_uint32), ("n_fn", C.c_uint32),
-                ("precision", C.c_double), ("recall", C.c_double), ("f1", C.c_double), ("ap", C.c_double),
-                ("mean_matched_score", C.c_double), ("panoptic_quality", C.c_double)]
-
-
 class QcaMetrics(C.Structure):
     _fields_ = [("iou", C.c_double), ("seg", C.c_double), ("mucov", C.c_double), ("seg_ctc", C.c_double),
                 ("f1", C.c_double), ("n_gt", C.c_uint32), ("n_pred", C.c_uint32), ("n_matched", C.c_uint32),
-                ("precision", C.c_double), ("recall", C.c_double), ("matching", QcaMatching * 5)]
+                ("precision", C.c_double), ("recall", C.c_double), ("match_threshold", C.c_double * 5),
+                ("match_tp", C.c_uint32 * 5), ("match_fp", C.c_uint32 * 5), ("match_fn", C.c_uint32 * 5),
+                ("match_precision", C.c_double * 5), ("match_recall", C.c_double * 5), ("match_f1", C.c_double * 5),
+                ("ap", C.c_double * 5), ("mean_matched_iou", C.c_double * 5), ("panoptic_quality", C.c_double * 5)]
 
 
 class QcaNucleus(C.Structure):

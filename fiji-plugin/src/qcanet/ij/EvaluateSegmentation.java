@@ -7,7 +7,10 @@ import ij.gui.GenericDialog;
 import ij.measure.ResultsTable;
 import ij.plugin.PlugIn;
 
-/** Plugins > QCANet > Evaluate Segmentation: IoU, SEG, MUCov, CTC SEG, F1 of two label images. */
+/**
+ * Plugins > QCANet > Evaluate Segmentation: IoU, SEG, MUCov, CTC SEG, F1 and AP at IoU 0.5, 0.7
+ * and 0.9 (TP / (TP + FP + FN), as StarDist's matching) of two label images.
+ */
 public class EvaluateSegmentation implements PlugIn {
     @Override
     public void run(String arg) {
@@ -35,6 +38,7 @@ public class EvaluateSegmentation implements PlugIn {
                 rt.addValue("IoU", m[0]); rt.addValue("SEG", m[1]); rt.addValue("MUCov", m[2]);
                 rt.addValue("CTC_SEG", m[3]); rt.addValue("F1", m[4]);
                 rt.addValue("n_gt", m[5]); rt.addValue("n_pred", m[6]);
+                rt.addValue("AP50", m[8]); rt.addValue("AP70", m[9]); rt.addValue("AP90", m[10]);
             }
             rt.show("Segmentation scores");
         } catch (Throwable t) {

@@ -45,7 +45,7 @@ public class SegmentNuclei implements PlugIn {
         String model = gd.getNextChoice();
         String nsn = gd.getNextString().trim(), ndn = gd.getNextString().trim();
         String device = gd.getNextChoice();
-        float fg = (float) gd.getNextNumber(), centre = (float) gd.getNextNumber(), minVol = (float) gd.getNextNumber();
+        double fg = gd.getNextNumber(), centre = gd.getNextNumber(), minVol = gd.getNextNumber();
         boolean measure = gd.getNextBoolean();
         if (!(vs[0] > 0 && vs[1] > 0 && vs[2] > 0)) { Errors.report("The voxel size must be positive."); return; }
         Prefs.set("qcanet.voxel_z", vs[0]); Prefs.set("qcanet.voxel_y", vs[1]); Prefs.set("qcanet.voxel_x", vs[2]);
@@ -78,12 +78,13 @@ public class SegmentNuclei implements PlugIn {
         return cachedModel == 0 ? null : Native.describeModel(cachedModel);
     }
 
-    static void segment(ImagePlus imp, double[] vs, String nsn, String ndn, int device, float fg, float centre,
-                        float minVol, boolean measure) {
+    static void segment(ImagePlus imp, double[] vs, String nsn, String ndn, int device, double fg, double centre,
+                        double minVol, boolean measure) {
         long m = model(nsn, ndn, device);
         int nx = imp.getWidth(), ny = imp.getHeight(), nz = imp.getNSlices(), nt = imp.getNFrames();
         int c = imp.getNChannels() > 1 ? imp.getChannel() : 1;
-        float[] vsz = {(float) vs[0], (float) vs[1], (float) vs[2]};
+        // what will run (every frame has the same grid): an invalid value fails here, before any work
+        IJ.log("QCANet plan: " + Native.planJson(m, nz, ny, nx, vs, fg, centre, minVol));
         int[][] labels = new int[nt][];
         int[] counts = new int[nt];
         IJ.resetEscape();
@@ -92,7 +93,7 @@ public class SegmentNuclei implements PlugIn {
             IJ.showStatus("QCANet: frame " + t + "/" + nt);
             float[] v = Stacks.volume(imp, c, t);
             labels[t - 1] = new int[v.length];
-            counts[t - 1] = Native.segment(m, v, nz, ny, nx, vsz, fg, centre, minVol, labels[t - 1], fraction -> {
+            counts[t - 1] = Native.segment(m, v, nz, ny, nx, vs, fg, centre, minVol, labels[t - 1], fraction -> {
                 IJ.showProgress(((frame - 1) + fraction) / nt);
                 return !IJ.escapePressed();
             });
