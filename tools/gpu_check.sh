@@ -65,7 +65,7 @@ if [ "$GPU_DEV" = cuda ]; then
     say "== provider check (qcanet info --device cuda)"
     INFO=$("$BIN" info --device cuda 2>&1 || true)
     echo "$INFO" | tee -a "$LOG" | head -4
-    if ! grep -q "on Cuda" <<< "$INFO"; then
+    if ! grep -q "on cuda" <<< "$INFO"; then
         say "FAIL: the CUDA provider did not start; diagnostics:"
         "$BIN" info --device cuda >> "$LOG" 2>&1 || true
         python3 -c "import site, glob; [print(d) for s in site.getsitepackages() for d in sorted(glob.glob(s + '/nvidia/*/lib'))]" >> "$LOG" 2>&1 || true
@@ -171,7 +171,7 @@ def timings(name):
     return {k: (float(v) if re.fullmatch(r"[-0-9.]+", v) else v) for k, v in re.findall(r"(\w+)=(\S+)", p.read_text())}
 def ev(name):
     d = json.loads((work / f"eval_{name}.json").read_text())["mean"]
-    return {k: round(v, 4) for k, v in d.items()}
+    return {k: round(v, 4) for k, v in d.items() if isinstance(v, float)}
 rep = {
     "gpu": (work / "gpu-name.txt").read_text().strip(),
     "volumes": nvol,

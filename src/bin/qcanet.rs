@@ -314,7 +314,7 @@ fn plan_cmd(input: &Path, channel: usize, json: bool, ma: &ModelArgs, pa: &PostA
     if json {
         println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| Error::Internal(e.to_string()))?);
     } else {
-        println!("{}: {} frame(s), model {} on the {}", input.display(), stack.frames, model.name, model.device_used());
+        println!("{}: {} frame(s), model {} on {}", input.display(), stack.frames, model.name, model.device_used());
         println!("{plan}");
     }
     Ok(())
@@ -631,13 +631,9 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
     });
     pb.finish_and_clear();
     let wall = t0.elapsed().as_secs_f64();
-    let device = match model.device_used() {
-        Device::Cuda => "CUDA",
-        Device::Cpu => "CPU",
-        Device::Auto => "auto",
-    };
+    let device = model.device_used();
     if !quiet {
-        eprintln!("segmented {succeeded} of {} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on the {device})", files.len(), model.name);
+        eprintln!("segmented {succeeded} of {} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on {device})", files.len(), model.name);
     }
     if want.timings {
         let col = |f: fn(&qcanet::StageTimes) -> f64| median(&mut stage_times.iter().map(f).collect::<Vec<_>>()) * 1e3;
@@ -876,7 +872,7 @@ fn demo(out: Option<PathBuf>, ma: &ModelArgs) -> Result<()> {
     let res = dir.join("demo_labels.tif");
     tiff::write_labels(&res, &seg.labels, v.dims, 1, Some(v.voxel_size))?;
     let m = qcanet::evaluate(&seg.labels, &v.labels)?;
-    println!("model: {} ({:?}); loaded in {t_load:.2} s", model.name, model.device_used());
+    println!("model: {} (on {}); loaded in {t_load:.2} s", model.name, model.device_used());
     println!("segmented in {t_seg:.2} s: {} nuclei found, {} in the ground truth", seg.n_nuclei, v.n_nuclei);
     println!("IoU {:.3}  SEG {:.3}  MUCov {:.3}  CTC-SEG {:.3}  F1 {:.3}", m.iou, m.seg, m.mucov, m.seg_ctc, m.f1);
     if keep.is_none() {
@@ -891,7 +887,7 @@ fn info(ma: &ModelArgs) -> Result<()> {
     println!("ONNX Runtime: {path}");
     println!("  {}", qcanet::runtime::build_info().unwrap_or_default());
     let m = load_model(ma)?;
-    println!("model: {} on {:?}", m.name, m.device_used());
+    println!("model: {} on {}", m.name, m.device_used());
     if let Some(note) = m.fallback_note() {
         println!("  {note}");
     }
