@@ -14,7 +14,7 @@
 /*
  Library minor version.
  */
-#define QCA_VERSION_MINOR 1
+#define QCA_VERSION_MINOR 2
 
 /*
  Library patch version.
@@ -102,6 +102,16 @@
 #define QCA_PRECISION_TF32 1
 
 /*
+ `QcaSegmentParams.voxel_size_source`: the caller chose the voxel size.
+ */
+#define QCA_VOXEL_SIZE_CALLER 0
+
+/*
+ `QcaSegmentParams.voxel_size_source`: the voxel size is the image file's calibration.
+ */
+#define QCA_VOXEL_SIZE_FILE 1
+
+/*
  Number of IoU thresholds of the detection arrays in `QcaMetrics` (0.5, 0.6, 0.7, 0.8, 0.9).
  */
 #define QCA_MATCH_THRESHOLDS 5
@@ -184,7 +194,7 @@ typedef struct QcaMeasurements QcaMeasurements;
 typedef struct QcaModel QcaModel;
 
 /*
- How to load a model. Fill with `qca_model_options_default` first.
+ How to load a model. Fill with `qca_model_options_default(&o, sizeof o)` first.
  */
 typedef struct QcaModelOptions {
   /*
@@ -206,7 +216,7 @@ typedef struct QcaModelOptions {
   /*
    `QCA_PRECISION_FP32` (the CPU's labels) or `QCA_PRECISION_TF32` (TensorFloat-32
    convolutions on NVIDIA GPUs: faster, probabilities differ slightly). The CPU
-   always computes in fp32. Added in 0.2; older callers' smaller struct means fp32.
+   always computes in fp32. A caller's struct that ends before it means fp32.
    */
   int32_t precision;
 } QcaModelOptions;
@@ -217,7 +227,7 @@ typedef struct QcaModelOptions {
 typedef int32_t (*QcaProgressFn)(float fraction, void *user_data);
 
 /*
- Per-call settings. Fill with `qca_segment_params_default` first: every field then
+ Per-call settings. Fill with `qca_segment_params_default(&p, sizeof p)` first: every field then
  means "as the model says", and you change only what you want.
  */
 typedef struct QcaSegmentParams {
@@ -230,11 +240,11 @@ typedef struct QcaSegmentParams {
    */
   double voxel_size[3];
   /*
-   NSN probability threshold; < 0 = the model's.
+   NSN probability threshold; -1 = the model's (any other negative is refused).
    */
   double fg_threshold;
   /*
-   NDN probability threshold; < 0 = the model's.
+   NDN probability threshold; -1 = the model's.
    */
   double centre_threshold;
   /*
@@ -242,7 +252,7 @@ typedef struct QcaSegmentParams {
    */
   int32_t markers;
   /*
-   Smoothing of the NDN output before local maxima (micrometres); < 0 = the model's.
+   Smoothing of the NDN output before local maxima (micrometres); -1 = the model's.
    */
   double marker_sigma_um;
   /*
@@ -254,7 +264,7 @@ typedef struct QcaSegmentParams {
    */
   int32_t fill_holes;
   /*
-   Nuclei smaller than this (cubic micrometres) are dropped; < 0 = the model's.
+   Nuclei smaller than this (cubic micrometres) are dropped; -1 = the model's.
    */
   double min_volume_um3;
   /*
@@ -266,7 +276,7 @@ typedef struct QcaSegmentParams {
    */
   uint32_t tile[3];
   /*
-   Tile overlap z, y, x; -1 = the model's.
+   Tile overlap z, y, x; -1, -1, -1 = the model's.
    */
   int32_t overlap[3];
   /*
@@ -277,6 +287,12 @@ typedef struct QcaSegmentParams {
    Passed to `progress` unchanged.
    */
   void *user_data;
+  /*
+   Where `voxel_size` came from: `QCA_VOXEL_SIZE_CALLER` (default) or
+   `QCA_VOXEL_SIZE_FILE` (the image's own calibration, e.g. read with `qca_image_info`);
+   the plan reports it.
+   */
+  int32_t voxel_size_source;
 } QcaSegmentParams;
 
 /*
@@ -446,12 +462,24 @@ QcaStatus qca_runtime_init(const char *onnxruntime_library_path);
 const char *qca_runtime_info(void);
 
 /*
- Fills `o` with the defaults (automatic device, all cores). NULL is ignored.
+ This library's size of a versioned struct ("QcaModelOptions", "QcaSegmentParams",
+ "QcaImageInfo"), 0 for another name or NULL. For hosts that declare the structs at run
+ time from the header shipped with this library (MATLAB's `loadlibrary`) and so cannot
+ take `sizeof`; a C caller passes `sizeof` of its own struct instead.
 
  # Safety
- `o` is NULL or points to a writable `QcaModelOptions`.
+ `name` is NULL or NUL-terminated.
  */
-void qca_model_options_default(struct QcaModelOptions *o);
+size_t qca_struct_size(const char *name);
+
+/*
+ Fills `o` (`struct_size` = `sizeof *o` bytes as the caller knows it) with the defaults:
+ automatic device, all cores, fp32.
+
+ # Safety
+ `o` is NULL or points to `struct_size` writable bytes.
+ */
+QcaStatus qca_model_options_default(struct QcaModelOptions *o, size_t struct_size);
 
 /*
  Loads an NSN and an NDN ONNX file (`ndn_onnx` may be NULL when `nsn_onnx` is a
@@ -492,12 +520,14 @@ void qca_model_free(struct QcaModel *m);
 QcaStatus qca_model_describe(const struct QcaModel *m, char *buf, size_t capacity, size_t *needed);
 
 /*
- Fills `p` with "as the model says" for every field. NULL is ignored.
+ Fills `p` (`struct_size` = `sizeof *p` bytes as the caller knows it) with "as the model
+ says" for every field. A caller built against an older header passes its smaller size
+ and gets only the fields it has.
 
  # Safety
- `p` is NULL or points to a writable `QcaSegmentParams`.
+ `p` is NULL or points to `struct_size` writable bytes.
  */
-void qca_segment_params_default(struct QcaSegmentParams *p);
+QcaStatus qca_segment_params_default(struct QcaSegmentParams *p, size_t struct_size);
 
 /*
  Segments a 16-bit volume of `dims[0] x dims[1] x dims[2]` (z, y, x) voxels.

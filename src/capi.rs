@@ -27,7 +27,7 @@ use crate::{Connectivity, Device, Landscape, LoadOptions, MarkerMode, Matching, 
 /// Library major version (semantic versioning of the crate).
 pub const QCA_VERSION_MAJOR: u32 = 0;
 /// Library minor version.
-pub const QCA_VERSION_MINOR: u32 = 1;
+pub const QCA_VERSION_MINOR: u32 = 2;
 /// Library patch version.
 pub const QCA_VERSION_PATCH: u32 = 0;
 /// Version of this C interface; changes only when old callers would break.
@@ -104,7 +104,7 @@ impl QcaStatus {
 
 use QcaStatus::*;
 
-/// How to load a model. Fill with `qca_model_options_default` first.
+/// How to load a model. Fill with `qca_model_options_default(&o, sizeof o)` first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct QcaModelOptions {
@@ -118,7 +118,7 @@ pub struct QcaModelOptions {
     pub num_threads: i32,
     /// `QCA_PRECISION_FP32` (the CPU's labels) or `QCA_PRECISION_TF32` (TensorFloat-32
     /// convolutions on NVIDIA GPUs: faster, probabilities differ slightly). The CPU
-    /// always computes in fp32. Added in 0.2; older callers' smaller struct means fp32.
+    /// always computes in fp32. A caller's struct that ends before it means fp32.
     pub precision: i32,
 }
 
@@ -130,7 +130,7 @@ pub const QCA_PRECISION_TF32: i32 = 1;
 /// Progress callback: `fraction` in [0, 1]; return 0 to go on, non-zero to cancel.
 pub type QcaProgressFn = Option<unsafe extern "C" fn(fraction: f32, user_data: *mut c_void) -> i32>;
 
-/// Per-call settings. Fill with `qca_segment_params_default` first: every field then
+/// Per-call settings. Fill with `qca_segment_params_default(&p, sizeof p)` first: every field then
 /// means "as the model says", and you change only what you want.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -139,31 +139,40 @@ pub struct QcaSegmentParams {
     pub struct_size: u32,
     /// Input voxel size z, y, x in micrometres; 0 = the model's (no resampling).
     pub voxel_size: [f64; 3],
-    /// NSN probability threshold; < 0 = the model's.
+    /// NSN probability threshold; -1 = the model's (any other negative is refused).
     pub fg_threshold: f64,
-    /// NDN probability threshold; < 0 = the model's.
+    /// NDN probability threshold; -1 = the model's.
     pub centre_threshold: f64,
     /// `QCA_MARKERS_*`.
     pub markers: i32,
-    /// Smoothing of the NDN output before local maxima (micrometres); < 0 = the model's.
+    /// Smoothing of the NDN output before local maxima (micrometres); -1 = the model's.
     pub marker_sigma_um: f64,
     /// `QCA_LANDSCAPE_*`.
     pub landscape: i32,
     /// Fill holes in the mask: 1 yes, 0 no, -1 = the model's.
     pub fill_holes: i32,
-    /// Nuclei smaller than this (cubic micrometres) are dropped; < 0 = the model's.
+    /// Nuclei smaller than this (cubic micrometres) are dropped; -1 = the model's.
     pub min_volume_um3: f64,
     /// Watershed connectivity: 6, 18 or 26; 0 = the model's.
     pub connectivity: i32,
     /// Tile size z, y, x in voxels of the model grid; 0 = the model's.
     pub tile: [u32; 3],
-    /// Tile overlap z, y, x; -1 = the model's.
+    /// Tile overlap z, y, x; -1, -1, -1 = the model's.
     pub overlap: [i32; 3],
     /// Optional progress/cancel callback (NULL for none), called from the calling thread.
     pub progress: QcaProgressFn,
     /// Passed to `progress` unchanged.
     pub user_data: *mut c_void,
+    /// Where `voxel_size` came from: `QCA_VOXEL_SIZE_CALLER` (default) or
+    /// `QCA_VOXEL_SIZE_FILE` (the image's own calibration, e.g. read with `qca_image_info`);
+    /// the plan reports it.
+    pub voxel_size_source: i32,
 }
+
+/// `QcaSegmentParams.voxel_size_source`: the caller chose the voxel size.
+pub const QCA_VOXEL_SIZE_CALLER: i32 = 0;
+/// `QcaSegmentParams.voxel_size_source`: the voxel size is the image file's calibration.
+pub const QCA_VOXEL_SIZE_FILE: i32 = 1;
 
 /// Number of IoU thresholds of the detection arrays in `QcaMetrics` (0.5, 0.6, 0.7, 0.8, 0.9).
 pub const QCA_MATCH_THRESHOLDS: usize = 5;
@@ -483,27 +492,67 @@ pub extern "C" fn qca_runtime_info() -> *const c_char {
     }
 }
 
-/// Fills `o` with the defaults (automatic device, all cores). NULL is ignored.
-///
-/// # Safety
-/// `o` is NULL or points to a writable `QcaModelOptions`.
-#[no_mangle]
-pub unsafe extern "C" fn qca_model_options_default(o: *mut QcaModelOptions) {
-    if !o.is_null() {
-        *o = QcaModelOptions {
-            struct_size: std::mem::size_of::<QcaModelOptions>() as u32,
-            device: QCA_DEVICE_AUTO,
-            device_id: 0,
-            num_threads: 0,
-            precision: QCA_PRECISION_FP32,
-        };
+fn default_options() -> QcaModelOptions {
+    QcaModelOptions {
+        struct_size: std::mem::size_of::<QcaModelOptions>() as u32,
+        device: QCA_DEVICE_AUTO,
+        device_id: 0,
+        num_threads: 0,
+        precision: QCA_PRECISION_FP32,
     }
 }
 
+fn options_fields() -> [(usize, usize); 5] {
+    field_ends!(QcaModelOptions: struct_size, device, device_id, num_threads, precision)
+}
+
+/// Writes the first `size` bytes of `defaults` over a caller's struct, `struct_size` set to
+/// what was written: a caller built against an older, shorter struct gets only the fields
+/// it has, and nothing past its end is touched.
+unsafe fn write_versioned<T: Copy>(p: *mut T, size: usize, defaults: T, fields: &[(usize, usize)], what: &str) -> std::result::Result<(), (QcaStatus, String)> {
+    non_null(p, what)?;
+    let n = size.min(std::mem::size_of::<T>());
+    if size < 4 || fields.iter().any(|&(start, end)| start < n && n < end) {
+        return Err(invalid(format!("{what}: size {size} is not the size of a QcaStruct version (pass sizeof of your struct)")));
+    }
+    std::ptr::copy_nonoverlapping(&defaults as *const T as *const u8, p as *mut u8, n);
+    std::ptr::write_unaligned(p as *mut u32, n as u32);
+    Ok(())
+}
+
+/// This library's size of a versioned struct ("QcaModelOptions", "QcaSegmentParams",
+/// "QcaImageInfo"), 0 for another name or NULL. For hosts that declare the structs at run
+/// time from the header shipped with this library (MATLAB's `loadlibrary`) and so cannot
+/// take `sizeof`; a C caller passes `sizeof` of its own struct instead.
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qca_struct_size(name: *const c_char) -> usize {
+    if name.is_null() {
+        return 0;
+    }
+    match CStr::from_ptr(name).to_bytes() {
+        b"QcaModelOptions" => std::mem::size_of::<QcaModelOptions>(),
+        b"QcaSegmentParams" => std::mem::size_of::<QcaSegmentParams>(),
+        b"QcaImageInfo" => std::mem::size_of::<QcaImageInfo>(),
+        _ => 0,
+    }
+}
+
+/// Fills `o` (`struct_size` = `sizeof *o` bytes as the caller knows it) with the defaults:
+/// automatic device, all cores, fp32.
+///
+/// # Safety
+/// `o` is NULL or points to `struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn qca_model_options_default(o: *mut QcaModelOptions, struct_size: usize) -> QcaStatus {
+    guard(|| write_versioned(o, struct_size, default_options(), &options_fields(), "QcaModelOptions"))
+}
+
 unsafe fn load_options(o: *const QcaModelOptions) -> std::result::Result<LoadOptions, (QcaStatus, String)> {
-    let mut d = QcaModelOptions { struct_size: 0, device: 0, device_id: 0, num_threads: 0, precision: 0 };
-    qca_model_options_default(&mut d);
-    let ends = field_ends!(QcaModelOptions: struct_size, device, device_id, num_threads, precision);
+    let d = default_options();
+    let ends = options_fields();
     let o = if o.is_null() { d } else { read_versioned(o, d, &ends, "QcaModelOptions")? };
     let device = match o.device {
         QCA_DEVICE_AUTO => Device::Auto,
@@ -602,15 +651,20 @@ unsafe fn write_text(text: &str, buf: *mut c_char, capacity: usize, needed: *mut
     Ok(())
 }
 
-/// Fills `p` with "as the model says" for every field. NULL is ignored.
+/// Fills `p` (`struct_size` = `sizeof *p` bytes as the caller knows it) with "as the model
+/// says" for every field. A caller built against an older header passes its smaller size
+/// and gets only the fields it has.
 ///
 /// # Safety
-/// `p` is NULL or points to a writable `QcaSegmentParams`.
+/// `p` is NULL or points to `struct_size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn qca_segment_params_default(p: *mut QcaSegmentParams) {
-    if !p.is_null() {
-        *p = default_params();
-    }
+pub unsafe extern "C" fn qca_segment_params_default(p: *mut QcaSegmentParams, struct_size: usize) -> QcaStatus {
+    guard(|| write_versioned(p, struct_size, default_params(), &params_fields(), "QcaSegmentParams"))
+}
+
+fn params_fields() -> [(usize, usize); 15] {
+    field_ends!(QcaSegmentParams: struct_size, voxel_size, fg_threshold, centre_threshold, markers, marker_sigma_um,
+        landscape, fill_holes, min_volume_um3, connectivity, tile, overlap, progress, user_data, voxel_size_source)
 }
 
 fn default_params() -> QcaSegmentParams {
@@ -629,17 +683,23 @@ fn default_params() -> QcaSegmentParams {
         overlap: [-1; 3],
         progress: None,
         user_data: std::ptr::null_mut(),
+        voxel_size_source: QCA_VOXEL_SIZE_CALLER,
     }
 }
 
 /// C parameters into the library's: the sentinels ("as the model's") become `None`;
 /// the values themselves are checked once, by [`crate::plan`].
 unsafe fn segment_params(p: *const QcaSegmentParams) -> std::result::Result<(SegmentParams, QcaSegmentParams), (QcaStatus, String)> {
-    let ends = field_ends!(QcaSegmentParams: struct_size, voxel_size, fg_threshold, centre_threshold, markers, marker_sigma_um,
-        landscape, fill_holes, min_volume_um3, connectivity, tile, overlap, progress, user_data);
-    let c = if p.is_null() { default_params() } else { read_versioned(p, default_params(), &ends, "QcaSegmentParams")? };
-    // a negative value means "the model's"; NaN is passed on, for the plan to refuse
-    let given = |v: f64| (!(v < 0.0)).then_some(v);
+    let c = if p.is_null() { default_params() } else { read_versioned(p, default_params(), &params_fields(), "QcaSegmentParams")? };
+    // -1 means "the model's" (what qca_segment_params_default sets); any other negative is
+    // refused here, NaN and the rest are the plan's to check
+    let given = |v: f64, what: &str| -> std::result::Result<Option<f64>, (QcaStatus, String)> {
+        match v {
+            -1.0 => Ok(None),
+            v if v < 0.0 => Err(invalid(format!("{what} {v} must be >= 0 (-1 = the model's)"))),
+            v => Ok(Some(v)),
+        }
+    };
     let v = c.voxel_size;
     let voxel_size = if v.iter().all(|&a| a == 0.0) {
         None
@@ -673,20 +733,25 @@ unsafe fn segment_params(p: *const QcaSegmentParams) -> std::result::Result<(Seg
         t => Some(t.map(|a| a as usize)),
     };
     let overlap = match c.overlap {
-        o if o.iter().all(|&a| a < 0) => None,
-        o if o.iter().any(|&a| a < 0) => return Err(invalid(format!("overlap {o:?}: give all three or none"))),
+        [-1, -1, -1] => None,
+        o if o.iter().any(|&a| a < 0) => return Err(invalid(format!("overlap {o:?}: three sizes >= 0, or -1, -1, -1 for the model's"))),
         o => Some(o.map(|a| a as usize)),
+    };
+    let voxel_size_source = match c.voxel_size_source {
+        QCA_VOXEL_SIZE_CALLER => crate::VoxelSource::Caller,
+        QCA_VOXEL_SIZE_FILE => crate::VoxelSource::File,
+        x => return Err(invalid(format!("voxel_size_source {x} is not QCA_VOXEL_SIZE_CALLER/FILE"))),
     };
     let s = SegmentParams {
         voxel_size,
-        voxel_size_source: crate::VoxelSource::Caller,
-        fg_threshold: given(c.fg_threshold).map(|t| t as f32),
-        centre_threshold: given(c.centre_threshold).map(|t| t as f32),
+        voxel_size_source,
+        fg_threshold: given(c.fg_threshold, "fg_threshold")?,
+        centre_threshold: given(c.centre_threshold, "centre_threshold")?,
         markers,
-        marker_sigma_um: given(c.marker_sigma_um),
+        marker_sigma_um: given(c.marker_sigma_um, "marker_sigma_um")?,
         landscape,
         fill_holes,
-        min_volume_um3: given(c.min_volume_um3),
+        min_volume_um3: given(c.min_volume_um3, "min_volume_um3")?,
         connectivity,
         tile,
         overlap,

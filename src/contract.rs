@@ -109,14 +109,37 @@ impl NetInfo {
                 i.spatial_multiple, i.tile, i.overlap
             )));
         }
-        for k in 0..3 {
-            // tiles are whole multiples; overlaps leave a positive stride
-            let m = i.spatial_multiple[k];
-            i.tile[k] = (i.tile[k] / m).max(1) * m;
-            i.overlap[k] = i.overlap[k].min(i.tile[k].saturating_sub(1) / 2);
-        }
+        // tile and overlap are kept as written: the plan's TileGrid clamps them, once
         i.raw = raw;
         Ok(i)
+    }
+}
+
+/// The tensor contract of one input or output: float32, rank 5 ([N, C, D, H, W]), one
+/// input channel, one or two output channels (a dynamic size passes).
+pub(crate) fn check_5d(name: &str, tensor: &str, t: &ort::value::ValueType, input: bool) -> Result<()> {
+    use ort::value::{TensorElementType, ValueType};
+    match t {
+        ValueType::Tensor { ty, shape, .. } => {
+            if *ty != TensorElementType::Float32 {
+                return Err(Error::Model(format!("{name}: tensor '{tensor}' is {ty:?}, float32 expected")));
+            }
+            if shape.len() != 5 {
+                return Err(Error::Model(format!(
+                    "{name}: tensor '{tensor}' has rank {} ({:?}); [N, C, D, H, W] expected",
+                    shape.len(),
+                    &shape[..]
+                )));
+            }
+            if input && shape[1] != 1 && shape[1] != -1 {
+                return Err(Error::Model(format!("{name}: input '{tensor}' has {} channels, 1 expected", shape[1])));
+            }
+            if !input && !(shape[1] == 1 || shape[1] == 2 || shape[1] == -1) {
+                return Err(Error::Model(format!("{name}: output '{tensor}' has {} channels, 1 or 2 expected", shape[1])));
+            }
+            Ok(())
+        }
+        other => Err(Error::Model(format!("{name}: '{tensor}' is not a tensor ({other:?})"))),
     }
 }
 
@@ -134,7 +157,7 @@ mod tests {
         raw.insert("qcanet.markers".into(), "local_max".into());
         let i = NetInfo::from_metadata(raw.clone()).unwrap();
         assert_eq!(i.voxel_size, Some([1.75, 0.8, 0.8]));
-        assert_eq!(i.tile, [48, 128, 128]);
+        assert_eq!(i.tile, [50, 130, 130], "kept as written; crate::tiling::TileGrid clamps");
         assert_eq!(i.post.markers, MarkerMode::LocalMaxima);
         raw.insert("qcanet.voxel_size".into(), "1,2".into());
         assert!(NetInfo::from_metadata(raw.clone()).is_err());

@@ -52,8 +52,8 @@ pub struct SegmentParams {
     pub voxel_size: Option<[f64; 3]>,
     /// Where `voxel_size` came from (a file's calibration or the caller).
     pub voxel_size_source: VoxelSource,
-    pub fg_threshold: Option<f32>,
-    pub centre_threshold: Option<f32>,
+    pub fg_threshold: Option<f64>,
+    pub centre_threshold: Option<f64>,
     pub markers: Option<MarkerMode>,
     pub marker_sigma_um: Option<f64>,
     pub landscape: Option<Landscape>,
@@ -81,24 +81,58 @@ impl SegmentParams {
     }
 }
 
-/// Everything one segmentation will do, resolved.
+/// Everything one segmentation will do, resolved. Only [`resolve`] makes one and nothing
+/// changes it afterwards (the fields are read through the methods), so a plan handed to
+/// [`crate::Model::infer`] has passed every check.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
-    /// The input volume (z, y, x voxels) and the voxel size it is taken to have (um).
-    pub input_dims: [usize; 3],
-    pub input_voxel_size: [f64; 3],
-    pub voxel_size_source: VoxelSource,
+    pub(crate) input_dims: [usize; 3],
+    pub(crate) input_voxel_size: [f64; 3],
+    pub(crate) voxel_size_source: VoxelSource,
+    pub(crate) model_dims: [usize; 3],
+    pub(crate) model_voxel_size: [f64; 3],
+    pub(crate) resampled: bool,
+    pub(crate) normalization: String,
+    pub(crate) tiles: TileGrid,
+    pub(crate) post: PostParams,
+}
+
+impl Plan {
+    /// The input volume (z, y, x voxels).
+    pub fn input_dims(&self) -> [usize; 3] {
+        self.input_dims
+    }
+    /// The voxel size the input is taken to have (z, y, x um).
+    pub fn input_voxel_size(&self) -> [f64; 3] {
+        self.input_voxel_size
+    }
+    /// Where that voxel size came from.
+    pub fn voxel_size_source(&self) -> VoxelSource {
+        self.voxel_size_source
+    }
     /// The grid the networks and the post-processing run on.
-    pub model_dims: [usize; 3],
-    pub model_voxel_size: [f64; 3],
+    pub fn model_dims(&self) -> [usize; 3] {
+        self.model_dims
+    }
+    pub fn model_voxel_size(&self) -> [f64; 3] {
+        self.model_voxel_size
+    }
     /// Whether the input is resampled to the model grid (and the labels back).
-    pub resampled: bool,
-    /// Intensity normalisation before the networks.
-    pub normalization: String,
+    pub fn resampled(&self) -> bool {
+        self.resampled
+    }
+    /// Intensity normalisation before the networks (metadata spelling).
+    pub fn normalization(&self) -> &str {
+        &self.normalization
+    }
     /// Tiles on the model grid, after every clamp.
-    pub tiles: TileGrid,
+    pub fn tiles(&self) -> &TileGrid {
+        &self.tiles
+    }
     /// Post-processing with every default filled in.
-    pub post: PostParams,
+    pub fn post(&self) -> &PostParams {
+        &self.post
+    }
 }
 
 /// The one check of a voxel size: three finite, positive lengths.
@@ -247,7 +281,8 @@ mod tests {
             SegmentParams { voxel_size: Some([f64::NAN, 1.0, 1.0]), ..Default::default() },
             SegmentParams { voxel_size: Some([1000.0, 0.8, 0.8]), ..Default::default() },
             SegmentParams { fg_threshold: Some(1.5), ..Default::default() },
-            SegmentParams { centre_threshold: Some(f32::NAN), ..Default::default() },
+            SegmentParams { centre_threshold: Some(f64::NAN), ..Default::default() },
+            SegmentParams { fg_threshold: Some(1.00000001), ..Default::default() },
             SegmentParams { min_volume_um3: Some(-1.0), ..Default::default() },
             SegmentParams { markers: Some(MarkerMode::LocalMaxima), marker_sigma_um: Some(1e6), ..Default::default() },
             SegmentParams { tile: Some([0, 64, 64]), ..Default::default() },

@@ -43,8 +43,10 @@ crate::vocabulary!(Landscape, "landscape", [
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PostParams {
-    pub fg_threshold: f32,
-    pub centre_threshold: f32,
+    /// Probability thresholds, checked as given (0..=1) and compared with the f32
+    /// probabilities in f32, as NumPy compares a float32 array with a Python float.
+    pub fg_threshold: f64,
+    pub centre_threshold: f64,
     pub markers: MarkerMode,
     /// Gaussian sigma (micrometres) applied to the NDN output before finding maxima.
     pub marker_sigma_um: f64,
@@ -130,13 +132,14 @@ pub(crate) fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [
     if bad > 0 {
         return Err(Error::NonFinite(bad));
     }
-    let mut mask: Vec<bool> = fg.par_iter().map(|&v| v > p.fg_threshold).collect();
+    let (fg_t, centre_t) = (p.fg_threshold as f32, p.centre_threshold as f32);
+    let mut mask: Vec<bool> = fg.par_iter().map(|&v| v > fg_t).collect();
     if p.fill_holes {
         fill_holes(&mut mask, dims);
     }
     let (markers, _) = match p.markers {
         MarkerMode::Components => {
-            let m: Vec<bool> = centre.par_iter().zip(&mask).map(|(&c, &k)| k && c > p.centre_threshold).collect();
+            let m: Vec<bool> = centre.par_iter().zip(&mask).map(|(&c, &k)| k && c > centre_t).collect();
             label_components(&m, dims, Connectivity::Full26)
         }
         MarkerMode::LocalMaxima => {
@@ -145,7 +148,7 @@ pub(crate) fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [
             let mx = max_filter3(&sm, dims);
             let peaks: Vec<bool> = (0..n)
                 .into_par_iter()
-                .map(|i| mask[i] && sm[i] > p.centre_threshold && sm[i] == mx[i])
+                .map(|i| mask[i] && sm[i] > centre_t && sm[i] == mx[i])
                 .collect();
             label_components(&peaks, dims, Connectivity::Full26)
         }

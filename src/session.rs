@@ -150,14 +150,14 @@ impl Network {
         if ins.len() != 1 {
             return Err(Error::Model(format!("{name}: expected one input tensor, found {}", ins.len())));
         }
-        check_5d(name, ins[0].name(), ins[0].dtype(), true)?;
+        crate::contract::check_5d(name, ins[0].name(), ins[0].dtype(), true)?;
         let outs = session.outputs();
         let pick = |want: &str| outs.iter().find(|o| o.name() == want);
         let prob = pick("prob").or_else(|| outs.first()).ok_or_else(|| Error::Model(format!("{name}: no output")))?;
-        check_5d(name, prob.name(), prob.dtype(), false)?;
+        crate::contract::check_5d(name, prob.name(), prob.dtype(), false)?;
         let centre = match pick("centre") {
             Some(c) => {
-                check_5d(name, c.name(), c.dtype(), false)?;
+                crate::contract::check_5d(name, c.name(), c.dtype(), false)?;
                 Some(Output { name: c.name().to_string() })
             }
             None => None,
@@ -228,32 +228,6 @@ impl Network {
             None => None,
         };
         Ok((p, c))
-    }
-}
-
-fn check_5d(name: &str, tensor: &str, t: &ort::value::ValueType, input: bool) -> Result<()> {
-    use ort::value::{TensorElementType, ValueType};
-    match t {
-        ValueType::Tensor { ty, shape, .. } => {
-            if *ty != TensorElementType::Float32 {
-                return Err(Error::Model(format!("{name}: tensor '{tensor}' is {ty:?}, float32 expected")));
-            }
-            if shape.len() != 5 {
-                return Err(Error::Model(format!(
-                    "{name}: tensor '{tensor}' has rank {} ({:?}); [N, C, D, H, W] expected",
-                    shape.len(),
-                    &shape[..]
-                )));
-            }
-            if input && shape[1] != 1 && shape[1] != -1 {
-                return Err(Error::Model(format!("{name}: input '{tensor}' has {} channels, 1 expected", shape[1])));
-            }
-            if !input && !(shape[1] == 1 || shape[1] == 2 || shape[1] == -1) {
-                return Err(Error::Model(format!("{name}: output '{tensor}' has {} channels, 1 or 2 expected", shape[1])));
-            }
-            Ok(())
-        }
-        other => Err(Error::Model(format!("{name}: '{tensor}' is not a tensor ({other:?})"))),
     }
 }
 

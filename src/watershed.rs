@@ -21,9 +21,9 @@ pub enum Connectivity {
 }
 
 crate::vocabulary!(Connectivity, "connectivity", [
-    Connectivity::Faces6 => "6" | "faces",
-    Connectivity::Edges18 => "18" | "edges",
-    Connectivity::Full26 => "26" | "full" | "vertices",
+    Connectivity::Faces6 => "6" | "faces" | "1",
+    Connectivity::Edges18 => "18" | "edges" | "2",
+    Connectivity::Full26 => "26" | "full" | "vertices" | "3",
 ]);
 
 impl Connectivity {

@@ -19,7 +19,7 @@ fn cpath(p: &std::path::Path) -> CString {
 fn params() -> QcaSegmentParams {
     let mut p = std::mem::MaybeUninit::<QcaSegmentParams>::zeroed();
     unsafe {
-        qca_segment_params_default(p.as_mut_ptr());
+        assert_eq!(qca_segment_params_default(p.as_mut_ptr(), std::mem::size_of::<QcaSegmentParams>()), QCA_OK);
         p.assume_init()
     }
 }
@@ -266,7 +266,7 @@ fn absurd_sizes_are_errors_not_crashes() {
 
         // 100000 threads: a segfault inside ONNX Runtime before
         let mut o = std::mem::MaybeUninit::<QcaModelOptions>::zeroed();
-        qca_model_options_default(o.as_mut_ptr());
+        assert_eq!(qca_model_options_default(o.as_mut_ptr(), std::mem::size_of::<QcaModelOptions>()), QCA_OK);
         let mut o = o.assume_init();
         o.num_threads = 100_000;
         let mut out: *mut QcaModel = 0x1 as *mut QcaModel;
@@ -325,6 +325,7 @@ fn every_struct_size_is_accepted_or_refused() {
         (offset_of!(QcaSegmentParams, overlap), size_of_val(&q.overlap)),
         (offset_of!(QcaSegmentParams, progress), size_of_val(&q.progress)),
         (offset_of!(QcaSegmentParams, user_data), size_of_val(&q.user_data)),
+        (offset_of!(QcaSegmentParams, voxel_size_source), size_of_val(&q.voxel_size_source)),
     ];
     for size in 0..full + 16 {
         let mut p = params();
@@ -363,6 +364,22 @@ fn status_names_come_from_the_enum_and_text_out_parameters_stay_untouched_on_fai
     assert_eq!(json["input_voxel_size"], serde_json::json!([2.0, 1.0, 1.0]));
     assert_eq!(json["voxel_size_source"], "caller");
     assert_eq!(json["post"]["markers"], "components", "the one defaults table (a model without metadata)");
+    // where the voxel size came from travels with it
+    let mut q = p;
+    q.voxel_size_source = QCA_VOXEL_SIZE_FILE;
+    let mut big = vec![0 as std::ffi::c_char; 4096];
+    assert_eq!(unsafe { qca_plan_json(m, dims.as_ptr(), &q, big.as_mut_ptr(), big.len(), ptr::null_mut()) }, QCA_OK);
+    assert!(unsafe { CStr::from_ptr(big.as_ptr()) }.to_str().unwrap().contains("\"voxel_size_source\":\"file\""));
+    q.voxel_size_source = 7;
+    assert_eq!(unsafe { qca_plan_json(m, dims.as_ptr(), &q, big.as_mut_ptr(), big.len(), ptr::null_mut()) }, QCA_ERR_INVALID_ARGUMENT);
+    // only -1 means "the model's": another negative is an error, not a silent default
+    for bad in [
+        QcaSegmentParams { fg_threshold: -0.3, ..p },
+        QcaSegmentParams { min_volume_um3: -5.0, ..p },
+        QcaSegmentParams { overlap: [-5, -5, -5], ..p },
+    ] {
+        assert_eq!(unsafe { qca_plan_json(m, dims.as_ptr(), &bad, big.as_mut_ptr(), big.len(), ptr::null_mut()) }, QCA_ERR_INVALID_ARGUMENT);
+    }
     p.min_volume_um3 = f64::NAN;
     let mut untouched = 7usize;
     assert_eq!(unsafe { qca_plan_json(m, dims.as_ptr(), &p, ptr::null_mut(), 0, &mut untouched) }, QCA_ERR_INVALID_ARGUMENT);
@@ -384,4 +401,36 @@ fn status_names_come_from_the_enum_and_text_out_parameters_stay_untouched_on_fai
     assert_eq!(val("connectivity", "18"), (QCA_OK, 18));
     assert_eq!(val("markers", "watershed"), (QCA_ERR_INVALID_ARGUMENT, -7));
     assert_eq!(val("colour", "red"), (QCA_ERR_INVALID_ARGUMENT, -7));
+}
+
+#[test]
+fn defaults_never_write_past_the_callers_struct() {
+    use std::mem::{offset_of, size_of};
+    let full = size_of::<QcaSegmentParams>();
+    // a caller built before the last field existed: only its bytes are written
+    let older = offset_of!(QcaSegmentParams, voxel_size_source);
+    let mut buf = vec![0xAAAA_AAAA_AAAA_AAAAu64; full / 8 + 2];
+    let p = buf.as_mut_ptr() as *mut QcaSegmentParams;
+    assert_eq!(unsafe { qca_segment_params_default(p, older) }, QCA_OK, "{}", last_error());
+    let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, buf.len() * 8) };
+    assert!(bytes[older..].iter().all(|&b| b == 0xAA), "wrote past the caller's struct");
+    assert_eq!(u32::from_ne_bytes(bytes[..4].try_into().unwrap()) as usize, older);
+    // and segmentation reads that older struct with the new field defaulted
+    assert_eq!(unsafe { (*p).markers }, QCA_MARKERS_MODEL);
+    // sizes that end inside a field, too small, NULL
+    let inside = offset_of!(QcaSegmentParams, voxel_size) + 4;
+    assert_eq!(unsafe { qca_segment_params_default(p, inside) }, QCA_ERR_INVALID_ARGUMENT);
+    assert_eq!(unsafe { qca_segment_params_default(p, 2) }, QCA_ERR_INVALID_ARGUMENT);
+    assert_eq!(unsafe { qca_segment_params_default(ptr::null_mut(), full) }, QCA_ERR_NULL_POINTER);
+    // model options of ABI 1's first release (before `precision`)
+    let mut o = [0xFFFF_FFFFu32; 8];
+    let op = o.as_mut_ptr() as *mut QcaModelOptions;
+    assert_eq!(unsafe { qca_model_options_default(op, 16) }, QCA_OK);
+    assert_eq!(&o[..5], &[16, QCA_DEVICE_AUTO as u32, 0, 0, 0xFFFF_FFFF]);
+    // the sizes a run-time binding (MATLAB) reads
+    let name = |n: &str| CString::new(n).unwrap();
+    assert_eq!(unsafe { qca_struct_size(name("QcaSegmentParams").as_ptr()) }, full);
+    assert_eq!(unsafe { qca_struct_size(name("QcaModelOptions").as_ptr()) }, size_of::<QcaModelOptions>());
+    assert_eq!(unsafe { qca_struct_size(name("Nonsense").as_ptr()) }, 0);
+    assert_eq!(unsafe { qca_struct_size(ptr::null()) }, 0);
 }

@@ -43,6 +43,15 @@ fn segment_measure_evaluate_round_trip() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("mean of 1"));
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
     assert!(doc["mean"]["seg"].as_f64().unwrap() > 0.5, "{doc}");
+    // detection at IoU 0.5..0.9: per file, mean and pooled, printed and in the JSON
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("AP.5") && text.contains("pooled over 1 file(s)"), "{text}");
+    let pooled = doc["pooled"].as_array().unwrap();
+    assert_eq!(pooled.len(), 5);
+    assert_eq!((pooled[0]["threshold"].as_f64(), pooled[4]["threshold"].as_f64()), (Some(0.5), Some(0.9)));
+    let m0 = &doc["files"][0]["metrics"]["matching"][0];
+    assert_eq!(pooled[0]["tp"], m0["tp"]);
+    assert_eq!(doc["files"][0]["metrics"]["n_matched"], m0["tp"]);
     let m = d.path().join("nuclei.csv");
     let o = qcanet(&["measure", s(&gt), "--image", s(&raw), "-o", s(&m)]);
     ok(&o);
@@ -100,4 +109,34 @@ fn bad_inputs_fail_with_one_line_and_leave_no_file() {
     // usage errors are clap's (exit 2), with help
     assert_eq!(qcanet(&["segment"]).status.code(), Some(2));
     assert!(String::from_utf8_lossy(&qcanet(&["--help"]).stdout).contains("micrometres"));
+}
+
+#[test]
+fn the_plan_is_printed_before_anything_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("emb.tif");
+    let gt = d.path().join("gt.tif");
+    ok(&qcanet(&["synth", "-o", s(&raw), "--labels", s(&gt), "--nuclei", "4", "--seed", "2"]));
+    // text: the file's calibration, said to be the file's
+    let o = qcanet(&["plan", s(&raw), "--device", "cpu"]);
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("[51, 120, 120] voxels of [1.75, 0.8, 0.8] um (from the file)"), "{text}");
+    assert!(text.contains("no resampling") && text.contains("min volume  700 um^3"), "{text}");
+    // JSON, with an override and the old spelling of a name
+    let o = qcanet(&["plan", s(&raw), "--device", "cpu", "--json", "--voxel-size", "2,0.8,0.8", "--markers", "components"]);
+    ok(&o);
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["voxel_size_source"], "caller");
+    assert_eq!(plan["resampled"], true);
+    assert_eq!(plan["post"]["markers"], "components");
+    assert_eq!(plan["tiles"]["count"].as_array().unwrap().len(), 3);
+    // refused exactly as segment refuses it
+    one_error_line(&qcanet(&["plan", s(&raw), "--device", "cpu", "--min-volume=-3"]), "min_volume_um3 -3 must be >= 0");
+    // segment --verbose prints the same plan per file
+    let out = d.path().join("labels.tif");
+    let o = qcanet(&["segment", s(&raw), "-o", s(&out), "--device", "cpu", "--verbose"]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("model grid  [51, 120, 120]") && err.contains("markers     local-max of NDN > 0.3"), "{err}");
 }

@@ -54,7 +54,7 @@ fn small_tiles_stitch_like_one_tile() {
     // 2 x 2 x 2 tiles over the 51 x 120 x 120 volume
     let tiled_p = SegmentParams { tile: Some([32, 96, 96]), overlap: Some([12, 32, 32]), ..params(e.voxel_size) };
     let tiled = probs(&tiled_p);
-    assert_eq!((whole.plan.tiles.len(), tiled.plan.tiles.len()), (1, 8), "{:?} {:?}", whole.plan.tiles, tiled.plan.tiles);
+    assert_eq!((whole.plan.tiles().len(), tiled.plan.tiles().len()), (1, 8), "{:?} {:?}", whole.plan.tiles(), tiled.plan.tiles());
     let mut d: Vec<f32> = whole.foreground.iter().zip(&tiled.foreground).map(|(a, b)| (a - b).abs()).collect();
     let mean = d.iter().map(|&a| a as f64).sum::<f64>() / d.len() as f64;
     d.sort_by(|a, b| a.total_cmp(b));

@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
 
     /* 2. load the embedded model (CPU); the caller frees it with qca_model_free */
     QcaModelOptions opts;
-    qca_model_options_default(&opts);
+    qca_model_options_default(&opts, sizeof opts);
     opts.device = QCA_DEVICE_CPU;
     QcaModel *model = NULL;
     s = qca_model_load_default(&opts, &model);
@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
 
     /* 3. segment: every parameter as the model says, except the voxel size */
     QcaSegmentParams p;
-    qca_segment_params_default(&p);
+    qca_segment_params_default(&p, sizeof p);
     double vs[3] = {1.75, 0.8, 0.8};
     if (info.has_voxel_size) { vs[0] = info.voxel_size_um[0]; vs[1] = info.voxel_size_um[1]; vs[2] = info.voxel_size_um[2]; }
     p.voxel_size[0] = vs[0]; p.voxel_size[1] = vs[1]; p.voxel_size[2] = vs[2];

@@ -35,7 +35,7 @@ int main(void) {
         cen[(z * 8 + y) * 8 + x] = (z == 1 && y == 3 && x == 3) ? 0.9f : 0.2f;
     }
     QcaSegmentParams p;
-    qca_segment_params_default(&p);
+    CHECK(qca_segment_params_default(&p, sizeof p) == QCA_OK);
     CHECK(p.struct_size == sizeof p);
     CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_OK);
     CHECK(n == 1 && labels[(1 * 8 + 3) * 8 + 3] == 1 && labels[0] == 0);
@@ -52,16 +52,16 @@ int main(void) {
     fg[5] = 0.0f;
     p.fg_threshold = 2.0;
     CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_ERR_INVALID_ARGUMENT);
-    qca_segment_params_default(&p);
+    CHECK(qca_segment_params_default(&p, sizeof p) == QCA_OK);
     p.connectivity = 7;
     CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_ERR_INVALID_ARGUMENT);
-    qca_segment_params_default(&p);
+    CHECK(qca_segment_params_default(&p, sizeof p) == QCA_OK);
     p.struct_size = 0;
     CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_ERR_INVALID_ARGUMENT);
     CHECK(strstr(qca_last_error(), "struct_size") != NULL);
     CHECK(n == 777);
     /* an older caller that knows only the first fields still works */
-    qca_segment_params_default(&p);
+    CHECK(qca_segment_params_default(&p, sizeof p) == QCA_OK);
     p.struct_size = (uint32_t)(offsetof(QcaSegmentParams, voxel_size) + sizeof p.voxel_size);
     CHECK(qca_postprocess_f32(fg, cen, dims, &p, labels, &n) == QCA_OK && n == 1);
     /* ABI 1's float voxel_size ended inside ABI 2's double one: refused, not half read */
@@ -78,7 +78,7 @@ int main(void) {
     CHECK(m == (QcaModel *)0x1);
     CHECK(qca_model_load(NULL, NULL, NULL, &m) == QCA_ERR_NULL_POINTER);
     QcaModelOptions o;
-    qca_model_options_default(&o);
+    CHECK(qca_model_options_default(&o, sizeof o) == QCA_OK);
     o.device = 42;
     CHECK(qca_model_load_default(&o, &m) == QCA_ERR_INVALID_ARGUMENT);
     CHECK(m == (QcaModel *)0x1);
@@ -87,14 +87,14 @@ int main(void) {
     qca_image_free(NULL);
 
     /* the plan of the embedded model, as qca_segment_* would run it */
-    qca_model_options_default(&o);
+    CHECK(qca_model_options_default(&o, sizeof o) == QCA_OK);
     o.device = QCA_DEVICE_CPU;
     QcaModel *dm = NULL;
     CHECK(qca_model_load_default(&o, &dm) == QCA_OK && dm != NULL);
     if (dm) {
         size_t pd[3] = {51, 120, 120};
         size_t needed = 0, again = 0;
-        qca_segment_params_default(&p);
+        CHECK(qca_segment_params_default(&p, sizeof p) == QCA_OK);
         p.voxel_size[0] = 2.0; p.voxel_size[1] = 0.8; p.voxel_size[2] = 0.8;
         CHECK(qca_plan_json(dm, pd, &p, NULL, 0, &needed) == QCA_OK && needed > 2);
         char *json = (char *)malloc(needed ? needed : 1);
@@ -114,7 +114,7 @@ int main(void) {
             CHECK(qca_plan_json(dm, pd, &p, NULL, 0, &again) == QCA_ERR_INVALID_ARGUMENT && again == 4242);
             free(json);
         }
-        qca_segment_params_default(&p);
+        CHECK(qca_segment_params_default(&p, sizeof p) == QCA_OK);
         again = 4242;
         CHECK(qca_plan_json(NULL, pd, &p, NULL, 0, &again) == QCA_ERR_NULL_POINTER && again == 4242);
         CHECK(qca_plan_json(dm, NULL, &p, NULL, 0, &again) == QCA_ERR_NULL_POINTER && again == 4242);

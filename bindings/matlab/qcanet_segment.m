@@ -16,7 +16,9 @@ p.parse(varargin{:});
 o = p.Results;
 qcanet_lib('load');
 opts = libstruct('QcaModelOptions');
-calllib('qcanet', 'qca_model_options_default', opts);
+% the structs are declared from the header shipped with this library (qcanet_lib checks the
+% ABI), so the library's own size is the size of MATLAB's struct
+qcanet_check(calllib('qcanet', 'qca_model_options_default', opts, calllib('qcanet', 'qca_struct_size', 'QcaModelOptions')), 'model options');
 dev = libpointer('int32Ptr', int32(0));
 qcanet_check(calllib('qcanet', 'qca_option_value', 'device', char(o.device), dev), 'choosing the device');
 opts.device = dev.Value;
@@ -31,7 +33,7 @@ end
 m = model.Value;
 cleanup = onCleanup(@() calllib('qcanet', 'qca_model_free', m));
 prm = libstruct('QcaSegmentParams');
-calllib('qcanet', 'qca_segment_params_default', prm);
+qcanet_check(calllib('qcanet', 'qca_segment_params_default', prm, calllib('qcanet', 'qca_struct_size', 'QcaSegmentParams')), 'parameters');
 if numel(voxel_size) ~= 3, error('qcanet:voxelSize', 'voxel_size must be [vz vy vx] in micrometres'); end
 prm.voxel_size = double(voxel_size(:)');
 prm.fg_threshold = double(o.fg_threshold); prm.centre_threshold = double(o.centre_threshold);

@@ -34,14 +34,15 @@ static int dims_ok(JNIEnv *env, jint nz, jint ny, jint nx, jsize have, size_t di
 
 /* Fills p from the plugin's values: voxel size z, y, x (3 doubles), thresholds and minimum
  * volume (negative = the model's), all passed on as the doubles Java holds. */
-static int params_from_java(JNIEnv *env, jdoubleArray voxelSize, jdouble fg, jdouble centre, jdouble minVolume,
-                            QcaSegmentParams *p) {
+static int params_from_java(JNIEnv *env, jdoubleArray voxelSize, jboolean voxelSizeFromFile, jdouble fg,
+                            jdouble centre, jdouble minVolume, QcaSegmentParams *p) {
     if (!voxelSize) { throw_plain(env, "null array"); return 0; }
     if ((*env)->GetArrayLength(env, voxelSize) != 3) { throw_plain(env, "voxel size needs 3 values"); return 0; }
-    qca_segment_params_default(p);
+    qca_segment_params_default(p, sizeof *p);
     jdouble vs[3];
     (*env)->GetDoubleArrayRegion(env, voxelSize, 0, 3, vs);
     p->voxel_size[0] = vs[0]; p->voxel_size[1] = vs[1]; p->voxel_size[2] = vs[2];
+    p->voxel_size_source = voxelSizeFromFile ? QCA_VOXEL_SIZE_FILE : QCA_VOXEL_SIZE_CALLER;
     p->fg_threshold = fg;
     p->centre_threshold = centre;
     p->min_volume_um3 = minVolume;
@@ -72,7 +73,7 @@ JNIEXPORT jlong JNICALL Java_qcanet_ij_Native_loadModel(JNIEnv *env, jclass cls,
         return 0;
     }
     QcaModelOptions o;
-    qca_model_options_default(&o);
+    qca_model_options_default(&o, sizeof o);
     o.device = device;
     o.num_threads = threads;
     QcaModel *m = NULL;
@@ -121,6 +122,7 @@ static int32_t progress_cb(float fraction, void *user) {
 
 JNIEXPORT jint JNICALL Java_qcanet_ij_Native_segment(JNIEnv *env, jclass cls, jlong h, jfloatArray voxels,
                                                       jint nz, jint ny, jint nx, jdoubleArray voxelSize,
+                                                      jboolean voxelSizeFromFile,
                                                       jdouble fgThreshold, jdouble centreThreshold, jdouble minVolume,
                                                       jintArray labelsOut, jobject listener) {
     (void)cls;
@@ -129,7 +131,7 @@ JNIEXPORT jint JNICALL Java_qcanet_ij_Native_segment(JNIEnv *env, jclass cls, jl
     if (!dims_ok(env, nz, ny, nx, (*env)->GetArrayLength(env, voxels), dims)) return -1;
     if ((*env)->GetArrayLength(env, labelsOut) != (*env)->GetArrayLength(env, voxels)) { throw_plain(env, "label array has the wrong length"); return -1; }
     QcaSegmentParams p;
-    if (!params_from_java(env, voxelSize, fgThreshold, centreThreshold, minVolume, &p)) return -1;
+    if (!params_from_java(env, voxelSize, voxelSizeFromFile, fgThreshold, centreThreshold, minVolume, &p)) return -1;
     struct progress_ctx ctx = { env, listener, NULL };
     if (listener) {
         jclass lc = (*env)->GetObjectClass(env, listener);
@@ -158,13 +160,14 @@ JNIEXPORT jint JNICALL Java_qcanet_ij_Native_segment(JNIEnv *env, jclass cls, jl
 
 /* The plan qca_segment_* would run for a volume of nz x ny x nx under these values, as JSON. */
 JNIEXPORT jstring JNICALL Java_qcanet_ij_Native_planJson(JNIEnv *env, jclass cls, jlong h, jint nz, jint ny, jint nx,
-                                                         jdoubleArray voxelSize, jdouble fgThreshold,
-                                                         jdouble centreThreshold, jdouble minVolume) {
+                                                         jdoubleArray voxelSize, jboolean voxelSizeFromFile,
+                                                         jdouble fgThreshold, jdouble centreThreshold,
+                                                         jdouble minVolume) {
     (void)cls;
     if (nz <= 0 || ny <= 0 || nx <= 0) { throw_plain(env, "dimensions must be positive"); return NULL; }
     size_t dims[3] = { (size_t)nz, (size_t)ny, (size_t)nx };
     QcaSegmentParams p;
-    if (!params_from_java(env, voxelSize, fgThreshold, centreThreshold, minVolume, &p)) return NULL;
+    if (!params_from_java(env, voxelSize, voxelSizeFromFile, fgThreshold, centreThreshold, minVolume, &p)) return NULL;
     const QcaModel *m = (const QcaModel *)(intptr_t)h;
     size_t need = 0;
     QcaStatus s = qca_plan_json(m, dims, &p, NULL, 0, &need);

@@ -65,10 +65,10 @@ struct PostArgs {
     voxel_size: Option<[f64; 3]>,
     /// Threshold on the segmentation network's probability (0..1)
     #[arg(long, value_name = "P")]
-    fg_threshold: Option<f32>,
+    fg_threshold: Option<f64>,
     /// Threshold on the centre network's probability (0..1)
     #[arg(long, value_name = "P")]
-    centre_threshold: Option<f32>,
+    centre_threshold: Option<f64>,
     /// How nucleus markers are found: components (connected components of the thresholded
     /// centre map, QCANet's rule) or local-max (local maxima of the smoothed centre map)
     #[arg(long, value_name = "components|local-max")]
@@ -471,7 +471,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                 let result = model.finish(job.probs).and_then(|seg| {
                     let mut csv = String::new();
                     if let Some(raw) = &job.raw {
-                        let m = qcanet::measure(&seg.labels, job.file.dims, seg.plan.input_voxel_size, Some(raw))?;
+                        let m = qcanet::measure(&seg.labels, job.file.dims, seg.plan.input_voxel_size(), Some(raw))?;
                         push_frame_csv(&mut csv, job.frame, &m);
                     }
                     Ok((seg, csv))
@@ -573,18 +573,18 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
             if want.verbose && !quiet {
                 pb.suspend(|| eprintln!("{}:\n{plan}", f.display()));
             }
-            if plan.voxel_size_source == VoxelSource::Model && !quiet {
+            if plan.voxel_size_source() == VoxelSource::Model && !quiet {
                 pb.suspend(|| {
                     eprintln!(
                         "note: {} has no calibration (no length unit); assuming the model's voxel size {:?} um, written into the result (set --voxel-size)",
                         f.display(),
-                        plan.input_voxel_size
+                        plan.input_voxel_size()
                     )
                 });
             }
             // an uncalibrated file is taken to be on the model's grid (said above); that
             // size is what the result carries and what --measure uses
-            let used_voxel = (plan.voxel_size_source != VoxelSource::Unknown).then_some(plan.input_voxel_size);
+            let used_voxel = (plan.voxel_size_source() != VoxelSource::Unknown).then_some(plan.input_voxel_size());
             let job = Arc::new(FileJob { index: i, input: f.clone(), output: outputs[i].clone(), dims: stack.dims, frames: stack.frames, voxel_size: used_voxel, frame_interval: stack.frame_interval.clone() });
             for t in 0..stack.frames {
                 let r = stack.volume(t, channel).and_then(|v| {

@@ -82,11 +82,14 @@ def _real(name, v):
 def _params(voxel_size=None, fg_threshold=None, centre_threshold=None, markers=None, marker_sigma_um=None,
             landscape=None, fill_holes=None, min_volume_um3=None, connectivity=None, tile=None, overlap=None):
     p = N.QcaSegmentParams()
-    _lib().qca_segment_params_default(C.byref(p))
+    _check(_lib().qca_segment_params_default(C.byref(p), C.sizeof(p)))
     if voxel_size is not None:
         if len(voxel_size) != 3:
             raise ValueError("voxel_size is (z, y, x)")
-        p.voxel_size[:] = [_real("voxel_size", v) for v in voxel_size]
+        vs = [float(v) for v in voxel_size]
+        if not all(v > 0 for v in vs):     # 0 would mean "the model's" in the C struct
+            raise ValueError(f"voxel_size must be three positive lengths, got {voxel_size} (None = the model's)")
+        p.voxel_size[:] = vs
     if fg_threshold is not None:
         p.fg_threshold = _real("fg_threshold", fg_threshold)
     if centre_threshold is not None:
@@ -143,23 +146,16 @@ class Model:
     interpreter's NVIDIA wheels (``pip install nvidia-cudnn-cu13 ...``).
     """
 
-    _DEV = {"auto": 0, "cpu": 1, "cuda": 2}
-    _PRECISION = {"fp32": 0, "tf32": 1}
-
     def __init__(self, nsn=None, ndn=None, device="auto", threads=0, device_id=0, precision="fp32"):
         lib = _lib()
         o = N.QcaModelOptions()
-        lib.qca_model_options_default(C.byref(o))
-        if device not in self._DEV:
-            raise ValueError(f"device must be one of {list(self._DEV)}")
-        if precision not in self._PRECISION:
-            raise ValueError(f"precision must be one of {list(self._PRECISION)}")
-        if device != "cpu" and not os.environ.get("QCANET_CUDA_LIBS"):
+        _check(lib.qca_model_options_default(C.byref(o), C.sizeof(o)))
+        dev, prec = _option("device", device), _option("precision", precision)
+        if dev != _option("device", "cpu") and not os.environ.get("QCANET_CUDA_LIBS"):
             wheels = _nvidia_wheel_dirs()
             if wheels:
                 os.environ["QCANET_CUDA_LIBS"] = os.pathsep.join(wheels)
-        o.device, o.num_threads, o.device_id = self._DEV[device], int(threads), int(device_id)
-        o.precision = self._PRECISION[precision]
+        o.device, o.num_threads, o.device_id, o.precision = dev, int(threads), int(device_id), prec
         h = C.c_void_p()
         if nsn is None:
             if ndn is not None:

@@ -1,4 +1,4 @@
-"""ctypes declarations of the qcanet C API (include/qcanet.h, ABI version 1)."""
+"""ctypes declarations of the qcanet C API (include/qcanet.h, ABI version 2)."""
 from __future__ import annotations
 
 import ctypes as C
@@ -21,7 +21,7 @@ class QcaSegmentParams(C.Structure):
                 ("centre_threshold", C.c_double), ("markers", C.c_int32), ("marker_sigma_um", C.c_double),
                 ("landscape", C.c_int32), ("fill_holes", C.c_int32), ("min_volume_um3", C.c_double),
                 ("connectivity", C.c_int32), ("tile", C.c_uint32 * 3), ("overlap", C.c_int32 * 3),
-                ("progress", PROGRESS_FN), ("user_data", C.c_void_p)]
+                ("progress", PROGRESS_FN), ("user_data", C.c_void_p), ("voxel_size_source", C.c_int32)]
 
 
 class QcaMetrics(C.Structure):
@@ -82,14 +82,15 @@ def _declare(lib):
         "qca_status_str": (C.c_char_p, [C.c_int32]),
         "qca_runtime_init": (st, [C.c_char_p]),
         "qca_runtime_info": (C.c_char_p, []),
-        "qca_model_options_default": (None, [P(QcaModelOptions)]),
+        "qca_model_options_default": (st, [P(QcaModelOptions), C.c_size_t]),
         "qca_model_load": (st, [C.c_char_p, C.c_char_p, P(QcaModelOptions), P(C.c_void_p)]),
         "qca_model_load_default": (st, [P(QcaModelOptions), P(C.c_void_p)]),
         "qca_model_free": (None, [C.c_void_p]),
         "qca_model_describe": (st, [C.c_void_p, C.c_char_p, C.c_size_t, P(C.c_size_t)]),
         "qca_plan_json": (st, [C.c_void_p, sz3, P(QcaSegmentParams), C.c_char_p, C.c_size_t, P(C.c_size_t)]),
         "qca_option_value": (st, [C.c_char_p, C.c_char_p, P(C.c_int32)]),
-        "qca_segment_params_default": (None, [P(QcaSegmentParams)]),
+        "qca_struct_size": (C.c_size_t, [C.c_char_p]),
+        "qca_segment_params_default": (st, [P(QcaSegmentParams), C.c_size_t]),
         "qca_segment_u8": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),
         "qca_segment_u16": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),
         "qca_segment_f32": (st, [C.c_void_p, C.c_void_p, sz3, P(QcaSegmentParams), C.c_void_p, P(C.c_uint32)]),

@@ -35,6 +35,15 @@ class Matching:
     matched_score_sum: float
 
     @classmethod
+    def pooled(cls, records):
+        """Detection over many files: counts summed, then the ratios (StarDist's
+        ``matching_dataset(..., by_image=False)``), as ``qcanet evaluate`` pools."""
+        records = list(records)
+        tp = sum(r.tp for r in records)
+        return cls.from_counts(records[0].threshold if records else 0.0, tp, tp + sum(r.fp for r in records),
+                               tp + sum(r.fn for r in records), sum(r.matched_score_sum for r in records))
+
+    @classmethod
     def from_counts(cls, threshold, tp, n_pred, n_gt, score_sum):
         fp, fn = n_pred - tp, n_gt - tp
         return cls(threshold, tp, fp, fn, _safe_div(tp, tp + fp), _safe_div(tp, tp + fn),

@@ -47,8 +47,11 @@ def test_errors_carry_the_library_message(tmp_path):
         with pytest.raises(qcanet.QcanetError) as e:
             m.segment(v)
         assert e.value.status_name == "QCA_ERR_NON_FINITE"
-        with pytest.raises(qcanet.QcanetError) as e:
+        # 0 would mean "the model's" in the C struct: Python (None = the model's) refuses it
+        with pytest.raises(ValueError, match="positive"):
             m.segment(np.zeros((8, 16, 16), np.uint16), voxel_size=(0, 0.8, 0.8))
+        with pytest.raises(qcanet.QcanetError) as e:
+            m.segment(np.zeros((8, 16, 16), np.uint16), voxel_size=(1000, 0.8, 0.8))
         assert e.value.status_name == "QCA_ERR_INVALID_ARGUMENT"
 
 

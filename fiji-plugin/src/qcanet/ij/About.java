@@ -5,7 +5,7 @@ import ij.plugin.PlugIn;
 
 /** Plugins > QCANet > About: versions of the plugin, library, ONNX Runtime and model. */
 public class About implements PlugIn {
-    public static final String PLUGIN_VERSION = "0.1.0";
+    public static final String PLUGIN_VERSION = "0.2.0";
 
     @Override
     public void run(String arg) {

@@ -53,18 +53,19 @@ public final class Native {
     public static native void freeModel(long model);
     public static native String describeModel(long model);
     /**
-     * Voxels in [z][y][x] order; voxel size in micrometres; negative thresholds/minimum volume mean
-     * "the model's". The doubles reach the library unchanged. Returns the nucleus count.
+     * Voxels in [z][y][x] order; voxel size in micrometres (voxelSizeFromFile: it is the image's
+     * own calibration, which the plan reports); -1 thresholds/minimum volume mean "the model's". The doubles reach the library unchanged. Returns the nucleus count.
      */
     public static native int segment(long model, float[] voxels, int nz, int ny, int nx, double[] voxelSizeZYX,
-                                     double fgThreshold, double centreThreshold, double minVolume, int[] labelsOut, Progress progress);
+                                     boolean voxelSizeFromFile, double fgThreshold, double centreThreshold, double minVolume, int[] labelsOut, Progress progress);
     /**
      * The plan segment() would run for a volume of nz x ny x nx under these values, as one JSON
      * object (grids, voxel size and its source, resampling, tiles, post-processing with every
      * default filled in). Throws, as segment() would, on an invalid value.
      */
     public static native String planJson(long model, int nz, int ny, int nx, double[] voxelSizeZYX,
-                                         double fgThreshold, double centreThreshold, double minVolume);
+                                         boolean voxelSizeFromFile, double fgThreshold, double centreThreshold,
+                                         double minVolume);
     /** {iou, seg, mucov, seg_ctc, f1, n_gt, n_pred, n_matched, ap50, ap70, ap90} (AP at IoU 0.5, 0.7, 0.9) */
     public static native double[] evaluate(int[] pred, int[] gt, int nz, int ny, int nx);
     /** Rows of 8: label, voxels, volume (um^3), centroid x, y, z (um), mean and total intensity. */

@@ -48,11 +48,17 @@ public class SegmentNuclei implements PlugIn {
         double fg = gd.getNextNumber(), centre = gd.getNextNumber(), minVol = gd.getNextNumber();
         boolean measure = gd.getNextBoolean();
         if (!(vs[0] > 0 && vs[1] > 0 && vs[2] > 0)) { Errors.report("The voxel size must be positive."); return; }
+        // the dialog shows the calibration to 4 decimals: a value left as shown is the image's
+        // own, taken exactly and reported as coming from the file
+        boolean fromFile = cal != null;
+        for (int k = 0; k < 3 && cal != null; k++) {
+            if (Math.abs(vs[k] - cal[k]) < 0.5e-4) vs[k] = cal[k]; else fromFile = false;
+        }
         Prefs.set("qcanet.voxel_z", vs[0]); Prefs.set("qcanet.voxel_y", vs[1]); Prefs.set("qcanet.voxel_x", vs[2]);
         Prefs.set("qcanet.model", model); Prefs.set("qcanet.nsn", nsn); Prefs.set("qcanet.ndn", ndn);
         Prefs.set("qcanet.device", device); Prefs.set("qcanet.measure", measure);
         try {
-            segment(imp, vs, model.equals(MODELS[1]) ? nsn : null, ndn.isEmpty() ? null : ndn,
+            segment(imp, vs, fromFile, model.equals(MODELS[1]) ? nsn : null, ndn.isEmpty() ? null : ndn,
                     device.equals(DEVICES[1]) ? Native.DEVICE_CUDA : device.equals(DEVICES[2]) ? Native.DEVICE_AUTO : Native.DEVICE_CPU,
                     fg, centre, minVol, measure);
         } catch (Throwable t) {
@@ -78,13 +84,13 @@ public class SegmentNuclei implements PlugIn {
         return cachedModel == 0 ? null : Native.describeModel(cachedModel);
     }
 
-    static void segment(ImagePlus imp, double[] vs, String nsn, String ndn, int device, double fg, double centre,
-                        double minVol, boolean measure) {
+    static void segment(ImagePlus imp, double[] vs, boolean vsFromFile, String nsn, String ndn, int device, double fg,
+                        double centre, double minVol, boolean measure) {
         long m = model(nsn, ndn, device);
         int nx = imp.getWidth(), ny = imp.getHeight(), nz = imp.getNSlices(), nt = imp.getNFrames();
         int c = imp.getNChannels() > 1 ? imp.getChannel() : 1;
         // what will run (every frame has the same grid): an invalid value fails here, before any work
-        IJ.log("QCANet plan: " + Native.planJson(m, nz, ny, nx, vs, fg, centre, minVol));
+        IJ.log("QCANet plan: " + Native.planJson(m, nz, ny, nx, vs, vsFromFile, fg, centre, minVol));
         int[][] labels = new int[nt][];
         int[] counts = new int[nt];
         IJ.resetEscape();
@@ -93,7 +99,7 @@ public class SegmentNuclei implements PlugIn {
             IJ.showStatus("QCANet: frame " + t + "/" + nt);
             float[] v = Stacks.volume(imp, c, t);
             labels[t - 1] = new int[v.length];
-            counts[t - 1] = Native.segment(m, v, nz, ny, nx, vs, fg, centre, minVol, labels[t - 1], fraction -> {
+            counts[t - 1] = Native.segment(m, v, nz, ny, nx, vs, vsFromFile, fg, centre, minVol, labels[t - 1], fraction -> {
                 IJ.showProgress(((frame - 1) + fraction) / nt);
                 return !IJ.escapePressed();
             });
