@@ -14,11 +14,20 @@ VPY         := $(VENV)/bin/python
 REL         := target/release
 export ORT_DYLIB_PATH := $(CURDIR)/$(ORT_LIB)
 
+# The OpenVINO build (onnxruntime-openvino wheel: ONNX Runtime with Intel's OpenVINO provider and
+# its CPU plugin), used by default on the CPU where it loads: the network runs 1.5-2x faster
+# than on ONNX Runtime's own CPU kernels with the same labels (README, "Speed on the CPU").
+ORT_OV_VERSION := 1.24.1
+ORT_OV_DIR  := $(CACHE)/onnxruntime-openvino
+ORT_OV_LIB  := $(ORT_OV_DIR)/libonnxruntime.so.$(ORT_OV_VERSION)
+ORT_OV_FILES := libonnxruntime.so.$(ORT_OV_VERSION) libonnxruntime_providers_shared.so libonnxruntime_providers_openvino.so \
+    libopenvino.so.2541 libopenvino_intel_cpu_plugin.so libopenvino_onnx_frontend.so.2541 libopenvino_auto_plugin.so \
+    libopenvino_hetero_plugin.so libtbb.so.12 libtbbmalloc.so
 ORT_GPU_DIR := $(CACHE)/onnxruntime-gpu
 ORT_GPU_LIB := $(ORT_GPU_DIR)/libonnxruntime.so.$(ORT_VERSION)
 GPU_PACK    := gpu/pack
 
-.PHONY: runtime-gpu runtime-gpu-pack test-gpu-check test-fuzz fuzz
+.PHONY: runtime-openvino runtime-gpu runtime-gpu-pack test-gpu-check test-fuzz fuzz
 .PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install install header bench runtime venv venv-train clean help
 
 all: build
@@ -30,7 +39,7 @@ help:
 	@echo "make header  - regenerate include/qcanet.h after changing src/capi.rs"
 
 # ONNX Runtime's shared library, from the official PyPI wheel (unpacked once).
-runtime: $(ORT_LIB)
+runtime: $(ORT_LIB) $(ORT_OV_LIB)
 $(ORT_LIB):
 	mkdir -p $(CACHE)/wheels $(ORT_DIR)
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_27_x86_64 \
@@ -39,6 +48,18 @@ $(ORT_LIB):
 	    z=zipfile.ZipFile(w); open('$(ORT_LIB).part','wb').write(z.read('onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)'))"
 	mv $(ORT_LIB).part $(ORT_LIB)
 	ln -sf libonnxruntime.so.$(ORT_VERSION) $(ORT_DIR)/libonnxruntime.so
+
+runtime-openvino: $(ORT_OV_LIB)
+$(ORT_OV_LIB):
+	mkdir -p $(CACHE)/wheels $(ORT_OV_DIR)
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+	    --python-version 3.11 -d $(CACHE)/wheels onnxruntime-openvino==$(ORT_OV_VERSION)
+	$(PYTHON) -c "import zipfile,glob,os; w=glob.glob('$(CACHE)/wheels/onnxruntime_openvino-$(ORT_OV_VERSION)-*.whl')[0]; z=zipfile.ZipFile(w); \
+	    names='$(ORT_OV_FILES)'.split(); \
+	    [open('$(ORT_OV_DIR)/'+n+'.part','wb').write(z.read('onnxruntime/capi/'+n)) for n in names]; \
+	    [os.replace('$(ORT_OV_DIR)/'+n+'.part','$(ORT_OV_DIR)/'+n) for n in names]"
+	ln -sf libonnxruntime.so.$(ORT_OV_VERSION) $(ORT_OV_DIR)/libonnxruntime.so
+	rm -f $(CACHE)/wheels/onnxruntime_openvino-$(ORT_OV_VERSION)-*.whl
 
 # The GPU build of ONNX Runtime (onnxruntime-gpu wheel, CUDA 13): the runtime, its
 # provider bridge and the CUDA provider (284 MB), in a folder of their own. `make build`
@@ -73,6 +94,7 @@ build: runtime
 	cargo build --release --locked
 	cp -f $(ORT_LIB) $(REL)/libonnxruntime.so
 	if [ -f $(ORT_GPU_LIB) ]; then ln -sfn $(CURDIR)/$(ORT_GPU_DIR) $(REL)/onnxruntime-gpu; fi
+	ln -sfn $(CURDIR)/$(ORT_OV_DIR) $(REL)/onnxruntime-openvino
 
 header:
 	QCANET_WRITE_HEADER=1 cargo build --release --locked
@@ -162,6 +184,8 @@ install: build
 	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/lib/cmake/qcanet $(PREFIX)/include $(PREFIX)/bin
 	install -m 755 $(REL)/libqcanet.so $(PREFIX)/lib/libqcanet.so
 	install -m 755 $(ORT_LIB) $(PREFIX)/lib/libonnxruntime.so
+	install -d $(PREFIX)/lib/onnxruntime-openvino
+	cp -a $(ORT_OV_DIR)/. $(PREFIX)/lib/onnxruntime-openvino/
 	install -m 755 $(REL)/qcanet $(PREFIX)/bin/qcanet
 	install -m 644 include/qcanet.h $(PREFIX)/include/qcanet.h
 	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|' -e 's|@VERSION@|$(VERSION)|' packaging/qcanet.pc.in > $(PREFIX)/lib/pkgconfig/qcanet.pc

@@ -101,6 +101,11 @@ impl Model {
         self.nsn.device_used
     }
 
+    /// The ONNX Runtime execution provider the networks run on.
+    pub fn provider(&self) -> crate::session::Provider {
+        self.nsn.provider
+    }
+
     /// Why the automatic device choice runs on the CPU, if it does.
     pub fn fallback_note(&self) -> Option<&str> {
         self.nsn.fallback.as_deref()

@@ -7,7 +7,10 @@
 //!
 //! - CPU: the path given by the caller (`qca_runtime_init`, `--onnxruntime`),
 //!   `ORT_DYLIB_PATH`, the folder of the qcanet library itself, the folder of the
-//!   running program (and its `../lib`), then the system's library search path.
+//!   running program (and its `../lib`), then the system's library search path. In each
+//!   folder an `onnxruntime-openvino/` build (`onnxruntime-openvino` wheel) comes first:
+//!   its OpenVINO provider runs the networks on the CPU faster, with the same labels;
+//!   where it does not start, the session falls back to ONNX Runtime's own CPU kernels.
 //! - CUDA: a folder holding the GPU build: `QCANET_ORT_GPU`, the folder of
 //!   `ORT_DYLIB_PATH` if it is one, then `onnxruntime-gpu/` beside the qcanet library,
 //!   beside the program or in the program's `../lib`; then the NVIDIA driver and the
@@ -26,12 +29,18 @@ use crate::session::Device;
 const LIB_NAMES: [&str; 2] = ["libonnxruntime.so", "libonnxruntime.so.1"];
 /// Name of the folder that holds the GPU build next to the library or the program.
 pub const GPU_DIR_NAME: &str = "onnxruntime-gpu";
+/// Name of the folder that holds the OpenVINO build next to the library or the program.
+pub const OPENVINO_DIR_NAME: &str = "onnxruntime-openvino";
+/// The OpenVINO provider's library, beside an `onnxruntime-openvino` build.
+const OPENVINO_PROVIDER: &str = "libonnxruntime_providers_openvino.so";
 
 struct Started {
     env: ort::environment::Environment,
     path: String,
     /// The GPU build, with the CUDA libraries it needs loaded.
     cuda: bool,
+    /// A build with the OpenVINO provider beside it (`onnxruntime-openvino` wheel).
+    openvino: bool,
     /// Why `Device::Auto` did not get CUDA, if it did not.
     note: Option<String>,
 }
@@ -77,6 +86,8 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
         }
     }
     for (what, d) in dirs {
+        // the OpenVINO build first: on the CPU it runs the networks faster, same labels
+        c.push((format!("{what}, OpenVINO build"), d.join(OPENVINO_DIR_NAME).join(LIB_NAMES[0])));
         for n in LIB_NAMES {
             c.push((what.clone(), d.join(n)));
         }
@@ -250,7 +261,8 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
                 // a GPU build counts only once its CUDA libraries are in place
                 let cuda = device != Device::Cpu && prepared && path.parent().is_some_and(is_gpu_runtime_dir);
                 let note = if device == Device::Cpu { None } else { note };
-                let _ = RUNTIME.set(Started { env, path: shown.clone(), cuda, note });
+                let openvino = !cuda && path.parent().is_some_and(|d| d.join(OPENVINO_PROVIDER).is_file());
+                let _ = RUNTIME.set(Started { env, path: shown.clone(), cuda, openvino, note });
                 return Ok(shown);
             }
             Ok(Err(e)) => tried.push(format!("{} ({what}: {e})", path.display())),
@@ -273,10 +285,17 @@ pub fn init(explicit: Option<&Path>) -> Result<String> {
 }
 
 /// The started environment for `device` (starting it if needed), and whether it can run CUDA.
-pub fn environment_for(device: Device) -> Result<(&'static ort::environment::Environment, bool)> {
+pub fn environment_for(device: Device) -> Result<(&'static ort::environment::Environment, Providers)> {
     init_for(device, None)?;
     let s = RUNTIME.get().expect("runtime initialised above");
-    Ok((&s.env, s.cuda))
+    Ok((&s.env, Providers { cuda: s.cuda, openvino: s.openvino }))
+}
+
+/// What the loaded ONNX Runtime can run besides its default CPU provider.
+#[derive(Clone, Copy, Debug)]
+pub struct Providers {
+    pub cuda: bool,
+    pub openvino: bool,
 }
 
 /// Why the automatic device choice did not get CUDA, once the runtime is started.

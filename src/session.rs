@@ -12,6 +12,18 @@ use ort::value::TensorRef;
 use crate::contract::{NetInfo, Role};
 use crate::error::{Error, Result};
 
+/// The ONNX Runtime execution provider a network runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// ONNX Runtime's own CPU kernels.
+    Default,
+    /// Intel's OpenVINO on the CPU (the `onnxruntime-openvino` build).
+    OpenVino,
+    Cuda,
+}
+
+crate::vocabulary!(Provider, "provider", [Provider::Default => "default", Provider::OpenVino => "openvino", Provider::Cuda => "cuda"]);
+
 /// Where inference runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
@@ -76,7 +88,9 @@ pub struct Network {
     prob: Output,
     centre: Option<Output>,
     pub device_used: Device,
-    /// Why `Device::Auto` runs on the CPU, when it does.
+    /// Which ONNX Runtime provider runs it.
+    pub provider: Provider,
+    /// Why `Device::Auto` runs on the CPU (or the CPU without OpenVINO), when it does.
     pub fallback: Option<String>,
 }
 
@@ -94,15 +108,26 @@ impl Network {
         if bytes.is_empty() {
             return Err(Error::Model(format!("{name}: empty file")));
         }
-        let (env, runtime_has_cuda) = crate::runtime::environment_for(opts.device)?;
+        let (env, providers) = crate::runtime::environment_for(opts.device)?;
         if opts.num_threads > MAX_THREADS {
             return Err(Error::invalid(format!("{} inference threads asked for; at most {MAX_THREADS} (0 = all cores)", opts.num_threads)));
         }
         let threads = if opts.num_threads == 0 { num_cpus() } else { opts.num_threads };
-        let build = |cuda: bool| -> Result<Session> {
+        let build = |ep: Provider| -> Result<Session> {
             let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;
             b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
-            if cuda {
+            if ep == Provider::OpenVino {
+                // OpenVINO's CPU plugin compiles the network for this CPU (AVX-512, VNNI, ...);
+                // fp32 precision keeps its outputs those of the default provider
+                let ov = ort::ep::OpenVINO::default()
+                    .with_device_type("CPU")
+                    .with_precision("FP32")
+                    .with_num_threads(threads)
+                    .build()
+                    .error_on_failure();
+                b = b.with_execution_providers([ov]).map_err(|e| Error::Model(format!("OpenVINO could not start: {e}")))?;
+            }
+            if ep == Provider::Cuda {
                 // EXHAUSTIVE: cuDNN times every convolution algorithm once per input shape and
                 // caches the winner; tiles share one shape, so only the first run pays. On the
                 // H100 (docs/gpu/h100-run2) it gave the fastest network of the choices tried
@@ -118,20 +143,36 @@ impl Network {
             b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))
         };
         let mut fallback = None;
-        let (session, device_used) = match opts.device {
-            Device::Cpu => (build(false)?, Device::Cpu),
-            Device::Cuda => (build(true)?, Device::Cuda),
-            Device::Auto if runtime_has_cuda => match build(true) {
-                Ok(s) => (s, Device::Cuda),
+        let mut openvino_note = None;
+        // on the CPU: OpenVINO where the runtime has it and it starts, else the default provider
+        let mut cpu = || -> Result<(Session, Provider)> {
+            if providers.openvino {
+                match build(Provider::OpenVino) {
+                    Ok(s) => return Ok((s, Provider::OpenVino)),
+                    Err(e) => openvino_note = Some(format!("OpenVINO not used: {e}")),
+                }
+            }
+            Ok((build(Provider::Default)?, Provider::Default))
+        };
+        let (session, provider) = match opts.device {
+            Device::Cpu => cpu()?,
+            Device::Cuda => (build(Provider::Cuda)?, Provider::Cuda),
+            Device::Auto if providers.cuda => match build(Provider::Cuda) {
+                Ok(s) => (s, Provider::Cuda),
                 Err(e) => {
                     fallback = Some(format!("CUDA not used: {e}"));
-                    (build(false)?, Device::Cpu)
+                    cpu()?
                 }
             },
             Device::Auto => {
                 fallback = crate::runtime::fallback_note();
-                (build(false)?, Device::Cpu)
+                cpu()?
             }
+        };
+        let device_used = if provider == Provider::Cuda { Device::Cuda } else { Device::Cpu };
+        let fallback = match (fallback, openvino_note) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
         };
         let mut raw = HashMap::new();
         if let Ok(md) = session.metadata() {
@@ -170,7 +211,7 @@ impl Network {
         }
         let input = ins[0].name().to_string();
         let prob = Output { name: prob.name().to_string() };
-        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used, fallback })
+        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used, provider, fallback })
     }
 
     /// Tiles of `tile_voxels` each to run at once: several on a GPU, one on the CPU

@@ -887,7 +887,7 @@ fn info(ma: &ModelArgs) -> Result<()> {
     println!("ONNX Runtime: {path}");
     println!("  {}", qcanet::runtime::build_info().unwrap_or_default());
     let m = load_model(ma)?;
-    println!("model: {} on {}", m.name, m.device_used());
+    println!("model: {} on {} ({} provider)", m.name, m.device_used(), m.provider());
     if let Some(note) = m.fallback_note() {
         println!("  {note}");
     }
