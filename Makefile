@@ -168,6 +168,7 @@ bench: build venv
 	cargo build --release --locked --example bench_postprocess
 	QCANET_LIBRARY=$(CURDIR)/$(REL)/libqcanet.so PYTHONPATH=$(CURDIR)/bindings/python \
 	    $(VPY) benches/compare.py
+	$(PYTHON) benches/providers.py $(REL)/qcanet $(CURDIR)/$(ORT_LIB) $(CURDIR)/$(ORT_OV_DIR)/libonnxruntime.so
 
 # The ImageJ/Fiji plugin: target/fiji/Fiji.app (copy its contents into a Fiji installation).
 fiji-plugin: build
