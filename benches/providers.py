@@ -20,7 +20,7 @@ ROUNDS = 5
 
 
 def timings(line):
-    return {k: float(v) for k, v in (f.split("=") for f in line.split()[1:]) if k != "device"}
+    return {k: float(v) for k, v in (f.split("=") for f in line.split()[1:]) if k not in ("device", "provider")}
 
 
 def run(binary, runtime, args):

@@ -27,14 +27,20 @@ pub struct Segmentation {
 }
 
 /// Wall-clock seconds of each stage of one segmentation.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct StageTimes {
-    /// Normalisation and resampling to the model grid.
+    /// Normalisation and resampling to the model grid (`normalise_s + resample_s`).
     pub prepare_s: f64,
+    pub normalise_s: f64,
+    pub resample_s: f64,
     /// The networks over all tiles (including host/device copies).
     pub network_s: f64,
-    /// Thresholds, markers, distance transform, watershed, resampling back.
+    /// Everything after the networks (the steps below plus resampling back).
     pub post_s: f64,
+    /// The steps of the post-processing on the model grid.
+    pub post: crate::postprocess::PostTimes,
+    /// Labels back to the input grid.
+    pub resample_back_s: f64,
 }
 
 /// Network outputs on the model grid, ready for post-processing ([`Model::finish`]).
@@ -127,6 +133,7 @@ impl Model {
             return Err(Error::invalid(format!("volume holds {} values, dims {:?} need {n}", vol.len(), plan.input_dims)));
         }
         let norm = preprocess::normalise(vol, self.nsn.info.normalization)?;
+        let normalise_s = t0.elapsed().as_secs_f64();
         let work = if plan.resampled { preprocess::resample_linear(&norm, plan.input_dims, plan.model_dims) } else { norm };
         let prepare_s = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
@@ -148,7 +155,13 @@ impl Model {
             },
             progress,
         )?;
-        let timings = StageTimes { prepare_s, network_s: t1.elapsed().as_secs_f64(), post_s: 0.0 };
+        let timings = StageTimes {
+            prepare_s,
+            normalise_s,
+            resample_s: prepare_s - normalise_s,
+            network_s: t1.elapsed().as_secs_f64(),
+            ..StageTimes::default()
+        };
         Ok(Probabilities { foreground, centre, plan, timings })
     }
 
@@ -157,7 +170,8 @@ impl Model {
         let t0 = std::time::Instant::now();
         let plan = r.plan;
         let (wdims, dims) = (plan.model_dims, plan.input_dims);
-        let (lab, n) = postprocess::postprocess(&r.foreground, &r.centre, wdims, plan.model_voxel_size, &plan.post)?;
+        let (lab, n, post) = postprocess::postprocess_timed(&r.foreground, &r.centre, wdims, plan.model_voxel_size, &plan.post)?;
+        let t1 = std::time::Instant::now();
         drop(r.foreground);
         drop(r.centre);
         let (labels, n) = if !plan.resampled {
@@ -167,7 +181,7 @@ impl Model {
             // a nucleus thinner than one input voxel can vanish: renumber without gaps
             postprocess::remove_small_and_relabel(&mut back, [1.0; 3], 0.0)
         };
-        let timings = StageTimes { post_s: t0.elapsed().as_secs_f64(), ..r.timings };
+        let timings = StageTimes { post_s: t0.elapsed().as_secs_f64(), post, resample_back_s: t1.elapsed().as_secs_f64(), ..r.timings };
         Ok(Segmentation { labels, dims, n_nuclei: n, timings, plan })
     }
 

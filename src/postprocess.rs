@@ -120,6 +120,30 @@ impl PostParams {
 /// `p.validate(voxel)` passes ([`crate::plan`] checks it once per segmentation,
 /// [`crate::postprocess_probabilities`] for hosts that call this alone).
 pub(crate) fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
+    postprocess_timed(fg, centre, dims, voxel, p).map(|(l, n, _)| (l, n))
+}
+
+/// Seconds spent in each step of the post-processing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PostTimes {
+    /// Threshold and fill holes.
+    pub mask_s: f64,
+    /// Markers (components, or smoothing + local maxima).
+    pub markers_s: f64,
+    /// The landscape (distance transform).
+    pub landscape_s: f64,
+    /// The flood, the unmarked components and the relabelling.
+    pub watershed_s: f64,
+}
+
+/// [`postprocess`], with the time of each step.
+pub(crate) fn postprocess_timed(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32, PostTimes)> {
+    let mut times = PostTimes::default();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot = clock.elapsed().as_secs_f64();
+        clock = std::time::Instant::now();
+    };
     let n = voxel_count(dims)?;
     if fg.len() != n || centre.len() != n {
         return Err(Error::invalid(format!(
@@ -137,6 +161,7 @@ pub(crate) fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [
     if p.fill_holes {
         fill_holes(&mut mask, dims);
     }
+    lap(&mut times.mask_s);
     let (markers, _) = match p.markers {
         MarkerMode::Components => {
             let m: Vec<bool> = centre.par_iter().zip(&mask).map(|(&c, &k)| k && c > centre_t).collect();
@@ -153,10 +178,12 @@ pub(crate) fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [
             label_components(&peaks, dims, Connectivity::Full26)
         }
     };
+    lap(&mut times.markers_s);
     let land: Vec<f64> = match p.landscape {
         Landscape::Distance => negative_edt(&mask, dims, voxel),
         Landscape::Centre => centre.par_iter().map(|&c| -(c as f64)).collect(),
     };
+    lap(&mut times.landscape_s);
     let mut lab = watershed(&land, &markers, &mask, dims, p.connectivity)?;
     // mask components the flood did not reach (no marker): nuclei of their own
     let rest: Vec<bool> = (0..n).into_par_iter().map(|i| mask[i] && lab[i] == 0).collect();
@@ -169,7 +196,9 @@ pub(crate) fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [
             }
         });
     }
-    Ok(remove_small_and_relabel(&mut lab, voxel, p.min_volume_um3))
+    let (lab, count) = remove_small_and_relabel(&mut lab, voxel, p.min_volume_um3);
+    lap(&mut times.watershed_s);
+    Ok((lab, count, times))
 }
 
 /// Drops labels whose volume is under `min_volume_um3` and renumbers the rest

@@ -149,4 +149,14 @@ fn timings_are_one_parsable_line() {
     for key in ["device=cpu", "volumes=1", "median_network_ms=", "median_post_ms=", "wall_per_volume_ms="] {
         assert!(line.contains(key), "{key} in {line}");
     }
+    // every stage and step is a number, and the steps add up to their stages
+    let v: std::collections::HashMap<&str, &str> = line[9..].split_whitespace().filter_map(|f| f.split_once('=')).collect();
+    let ms = |k: &str| v.get(k).unwrap_or_else(|| panic!("{k} in {line}")).parse::<f64>().unwrap_or_else(|_| panic!("{k} in {line}"));
+    for k in ["load_ms", "median_read_ms", "median_write_ms", "median_normalise_ms", "median_resample_ms", "median_mask_ms",
+        "median_markers_ms", "median_landscape_ms", "median_watershed_ms", "median_resample_back_ms"] {
+        assert!(ms(k) >= 0.0, "{k} in {line}");
+    }
+    let steps = ms("median_mask_ms") + ms("median_markers_ms") + ms("median_landscape_ms") + ms("median_watershed_ms") + ms("median_resample_back_ms");
+    assert!(steps <= ms("median_post_ms") + 0.5, "post steps {steps} > post {line}");
+    assert!((ms("median_normalise_ms") + ms("median_resample_ms") - ms("median_prepare_ms")).abs() < 0.5, "{line}");
 }

@@ -440,7 +440,9 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
         libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
     }
+    let t_load = Instant::now();
     let model = load_model(ma)?;
+    let load_s = t_load.elapsed().as_secs_f64();
     if let (Some(note), false) = (model.fallback_note(), quiet) {
         eprintln!("note: {note}");
     }
@@ -450,6 +452,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
     let mut failures: Vec<(PathBuf, Error)> = Vec::new();
     let mut total_nuclei = 0u64;
     let mut stage_times: Vec<qcanet::StageTimes> = Vec::new();
+    let (mut read_times, mut write_times) = (Vec::new(), Vec::new());
     let mut volumes = 0usize;
     let (mut attempted, mut succeeded) = (0usize, 0usize);
     // set by the writer when a file fails, so that --fail-fast also stops on those
@@ -516,9 +519,10 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                         labels.extend(s.labels);
                         csv.push_str(&c);
                     }
+                    let t_write = Instant::now();
                     let r = tiff::write_labels_timed(&f.output, &labels, f.dims, f.frames, f.voxel_size, f.frame_interval.as_ref())
                         .and_then(|_| if want.csv { qcanet::io::atomic::write_bytes(&f.output.with_extension("csv"), csv.as_bytes()) } else { Ok(()) })
-                        .map(|_| counts);
+                        .map(|_| (counts, t_write.elapsed().as_secs_f64()));
                     if r.is_err() {
                         writer_failed.store(true, std::sync::atomic::Ordering::SeqCst);
                     }
@@ -529,15 +533,16 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
         });
 
         // the reader: decodes the next files while the networks run
-        let (read_tx, read_rx) = mpsc::sync_channel::<Result<tiff::Stack>>(0);
+        let (read_tx, read_rx) = mpsc::sync_channel::<Result<(tiff::Stack, f64)>>(0);
         let files_ref = &files;
         sc.spawn(move || {
             for f in files_ref {
+                let t_read = Instant::now();
                 let r = tiff::read(f).and_then(|stack| {
                     if channel >= stack.channels {
                         return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", stack.channels)));
                     }
-                    Ok(stack)
+                    Ok((stack, t_read.elapsed().as_secs_f64()))
                 });
                 if read_tx.send(r).is_err() {
                     break;
@@ -557,7 +562,10 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
             attempted += 1;
             pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             let stack = match read {
-                Ok(s) => s,
+                Ok((s, read_s)) => {
+                    read_times.push(read_s);
+                    s
+                }
                 Err(e) => {
                     failures.push((f.clone(), e));
                     continue;
@@ -615,7 +623,8 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
         drop(job_tx);
         for (file, r, times) in writer.join().expect("writer thread") {
             match r {
-                Ok(counts) => {
+                Ok((counts, write_s)) => {
+                    write_times.push(write_s);
                     succeeded += 1;
                     total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
                     volumes += counts.len();
@@ -638,9 +647,25 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
     if want.timings {
         let col = |f: fn(&qcanet::StageTimes) -> f64| median(&mut stage_times.iter().map(f).collect::<Vec<_>>()) * 1e3;
         let (prep, net, post) = (col(|t| t.prepare_s), col(|t| t.network_s), col(|t| t.post_s));
+        // the steps inside those stages, per volume; reading and writing per file
+        let steps = [
+            ("normalise", col(|t| t.normalise_s)),
+            ("resample", col(|t| t.resample_s)),
+            ("mask", col(|t| t.post.mask_s)),
+            ("markers", col(|t| t.post.markers_s)),
+            ("landscape", col(|t| t.post.landscape_s)),
+            ("watershed", col(|t| t.post.watershed_s)),
+            ("resample_back", col(|t| t.resample_back_s)),
+            ("read", median(&mut read_times) * 1e3),
+            ("write", median(&mut write_times) * 1e3),
+        ];
+        let steps: Vec<String> = steps.iter().map(|(k, v)| format!("median_{k}_ms={v:.1}")).collect();
         // on stdout, one line that scripts can parse
         println!(
-            "timings: device={device} volumes={volumes} median_prepare_ms={prep:.1} median_network_ms={net:.1} median_post_ms={post:.1} wall_s={wall:.3} wall_per_volume_ms={:.1} post_workers={workers}",
+            "timings: device={device} provider={} volumes={volumes} load_ms={:.1} median_prepare_ms={prep:.1} median_network_ms={net:.1} median_post_ms={post:.1} {} wall_s={wall:.3} wall_per_volume_ms={:.1} post_workers={workers}",
+            model.provider(),
+            load_s * 1e3,
+            steps.join(" "),
             wall * 1e3 / volumes.max(1) as f64
         );
     }
