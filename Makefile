@@ -59,6 +59,7 @@ $(ORT_OV_LIB):
 	    [open('$(ORT_OV_DIR)/'+n+'.part','wb').write(z.read('onnxruntime/capi/'+n)) for n in names]; \
 	    [os.replace('$(ORT_OV_DIR)/'+n+'.part','$(ORT_OV_DIR)/'+n) for n in names]"
 	ln -sf libonnxruntime.so.$(ORT_OV_VERSION) $(ORT_OV_DIR)/libonnxruntime.so
+	ln -sf libtbbmalloc.so $(ORT_OV_DIR)/libtbbmalloc.so.2    # the name libtbb.so.12 asks for
 	rm -f $(CACHE)/wheels/onnxruntime_openvino-$(ORT_OV_VERSION)-*.whl
 
 # The GPU build of ONNX Runtime (onnxruntime-gpu wheel, CUDA 13): the runtime, its
@@ -186,7 +187,9 @@ install: build
 	install -m 755 $(REL)/libqcanet.so $(PREFIX)/lib/libqcanet.so
 	install -m 755 $(ORT_LIB) $(PREFIX)/lib/libonnxruntime.so
 	install -d $(PREFIX)/lib/onnxruntime-openvino
-	cp -a $(ORT_OV_DIR)/. $(PREFIX)/lib/onnxruntime-openvino/
+	install -m 755 $(addprefix $(ORT_OV_DIR)/,$(ORT_OV_FILES)) $(PREFIX)/lib/onnxruntime-openvino/
+	ln -sf libonnxruntime.so.$(ORT_OV_VERSION) $(PREFIX)/lib/onnxruntime-openvino/libonnxruntime.so
+	ln -sf libtbbmalloc.so $(PREFIX)/lib/onnxruntime-openvino/libtbbmalloc.so.2
 	install -m 755 $(REL)/qcanet $(PREFIX)/bin/qcanet
 	install -m 644 include/qcanet.h $(PREFIX)/include/qcanet.h
 	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|' -e 's|@VERSION@|$(VERSION)|' packaging/qcanet.pc.in > $(PREFIX)/lib/pkgconfig/qcanet.pc
@@ -209,6 +212,7 @@ test-install: build venv
 	  env -u ORT_DYLIB_PATH ./example_pc embryo.tif labels_pc.tif | grep "^nuclei: " && \
 	  env -u ORT_DYLIB_PATH ./cmake-build/qcanet_example embryo.tif labels_cmake.tif | grep "^nuclei: " && \
 	  env -u ORT_DYLIB_PATH prefix/bin/qcanet segment embryo.tif -o labels_cli.tif -q && \
+	  env -u ORT_DYLIB_PATH prefix/bin/qcanet info --device cpu | grep "on cpu (openvino provider)" && \
 	  cmp labels_pc.tif labels_cmake.tif
 	@echo "install test: pkg-config and CMake builds ran against the installed prefix"
 

@@ -107,14 +107,24 @@ impl Model {
         self.nsn.device_used
     }
 
-    /// The ONNX Runtime execution provider the networks run on.
+    /// The ONNX Runtime execution provider the networks run on (of both, the one without
+    /// OpenVINO or CUDA, when a separate NDN network fell back).
     pub fn provider(&self) -> crate::session::Provider {
-        self.nsn.provider
+        match &self.ndn {
+            Some(d) if d.provider != self.nsn.provider => crate::session::Provider::Default,
+            _ => self.nsn.provider,
+        }
     }
 
     /// Why the automatic device choice runs on the CPU, if it does.
-    pub fn fallback_note(&self) -> Option<&str> {
-        self.nsn.fallback.as_deref()
+    pub fn fallback_note(&self) -> Option<String> {
+        let mut notes: Vec<&str> = self.nsn.fallback.as_deref().into_iter().collect();
+        if let Some(n) = self.ndn.as_ref().and_then(|d| d.fallback.as_deref()) {
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
     }
 
     /// The plan for a volume of `dims` under `p`: every default filled in, every value
@@ -134,7 +144,9 @@ impl Model {
         }
         let norm = preprocess::normalise(vol, self.nsn.info.normalization)?;
         let normalise_s = t0.elapsed().as_secs_f64();
+        let t_resample = std::time::Instant::now();
         let work = if plan.resampled { preprocess::resample_linear(&norm, plan.input_dims, plan.model_dims) } else { norm };
+        let resample_s = t_resample.elapsed().as_secs_f64();
         let prepare_s = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
         let tile_n: usize = plan.tiles.tile.iter().product();
@@ -158,7 +170,7 @@ impl Model {
         let timings = StageTimes {
             prepare_s,
             normalise_s,
-            resample_s: prepare_s - normalise_s,
+            resample_s,
             network_s: t1.elapsed().as_secs_f64(),
             ..StageTimes::default()
         };

@@ -261,7 +261,9 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
                 // a GPU build counts only once its CUDA libraries are in place
                 let cuda = device != Device::Cpu && prepared && path.parent().is_some_and(is_gpu_runtime_dir);
                 let note = if device == Device::Cpu { None } else { note };
-                let openvino = !cuda && path.parent().is_some_and(|d| d.join(OPENVINO_PROVIDER).is_file());
+                // a bare name came from the system path: no folder to look in
+                let real = std::fs::canonicalize(&path).ok();
+                let openvino = !cuda && real.as_deref().and_then(Path::parent).is_some_and(|d| d.join(OPENVINO_PROVIDER).is_file());
                 let _ = RUNTIME.set(Started { env, path: shown.clone(), cuda, openvino, note });
                 return Ok(shown);
             }

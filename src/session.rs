@@ -146,10 +146,12 @@ impl Network {
         let mut openvino_note = None;
         // on the CPU: OpenVINO where the runtime has it and it starts, else the default provider
         let mut cpu = || -> Result<(Session, Provider)> {
-            if providers.openvino {
+            // QCANET_OPENVINO=0 runs the same runtime on its default CPU provider
+            let wanted = std::env::var("QCANET_OPENVINO").map_or(true, |v| v != "0");
+            if providers.openvino && wanted {
                 match build(Provider::OpenVino) {
                     Ok(s) => return Ok((s, Provider::OpenVino)),
-                    Err(e) => openvino_note = Some(format!("OpenVINO not used: {e}")),
+                    Err(e) => openvino_note = Some(format!("OpenVINO not used (it could not compile this network): {e}")),
                 }
             }
             Ok((build(Provider::Default)?, Provider::Default))

@@ -157,6 +157,7 @@ fn timings_are_one_parsable_line() {
         assert!(ms(k) >= 0.0, "{k} in {line}");
     }
     let steps = ms("median_mask_ms") + ms("median_markers_ms") + ms("median_landscape_ms") + ms("median_watershed_ms") + ms("median_resample_back_ms");
-    assert!(steps <= ms("median_post_ms") + 0.5, "post steps {steps} > post {line}");
+    assert!(steps <= ms("median_post_ms") + 0.5 && steps >= 0.5 * ms("median_post_ms"), "post steps {steps} vs post in {line}");
+    assert!(ms("median_network_ms") > 0.0 && ms("median_read_ms") > 0.0 && ms("median_write_ms") > 0.0, "{line}");
     assert!((ms("median_normalise_ms") + ms("median_resample_ms") - ms("median_prepare_ms")).abs() < 0.5, "{line}");
 }

@@ -38,3 +38,24 @@ fn the_openvino_provider_starts_and_gives_the_default_providers_labels() {
     assert_eq!(differ, 0, "{differ} voxels labelled differently by the OpenVINO provider");
     assert!(la.iter().any(|&v| v > 0));
 }
+
+#[test]
+fn with_nothing_pinned_the_openvino_build_beside_the_program_is_found_first() {
+    // `make build` links .cache/onnxruntime-openvino beside the program as onnxruntime-openvino/
+    openvino_runtime();
+    let run = |extra: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_qcanet"));
+        c.args(["info", "--device", "cpu"]).env_remove("ORT_DYLIB_PATH");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let info = run(&[]);
+    assert!(info.contains("onnxruntime-openvino/libonnxruntime.so") && info.contains("on cpu (openvino provider)"), "{info}");
+    // the opt-out: the same runtime on its own CPU kernels
+    let info = run(&[("QCANET_OPENVINO", "0")]);
+    assert!(info.contains("on cpu (default provider)"), "{info}");
+}
