@@ -396,24 +396,34 @@ unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> std::result::Resu
     Ok(std::slice::from_raw_parts(p, len))
 }
 
-unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a Path, (QcaStatus, String)> {
+/// A caller's NUL-terminated, non-empty UTF-8 string.
+unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a str, (QcaStatus, String)> {
     non_null(p, what)?;
     let s = CStr::from_ptr(p).to_str().map_err(|_| invalid(format!("{what} is not UTF-8")))?;
     if s.is_empty() {
         return Err(invalid(format!("{what} is empty")));
     }
-    Ok(Path::new(s))
+    Ok(s)
+}
+
+unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a Path, (QcaStatus, String)> {
+    str_arg(p, what).map(Path::new)
 }
 
 /// The (start, end) offsets of each field of a struct: an older, shorter version of it
 /// ends between two fields (at a field's end, or after the padding before the next).
-macro_rules! field_ends {
+macro_rules! field_spans {
     ($t:ty: $($f:ident),+) => {{
         fn span<F>(_: impl Fn(&$t) -> &F, offset: usize) -> (usize, usize) {
             (offset, offset + std::mem::size_of::<F>())
         }
         [$(span(|s: &$t| &s.$f, std::mem::offset_of!($t, $f))),+]
     }};
+}
+
+/// Whether a struct that ends at byte `size` would cut one of `fields` (start, end) in two.
+fn cuts_a_field(fields: &[(usize, usize)], size: usize) -> bool {
+    fields.iter().any(|&(start, end)| start < size && size < end)
 }
 
 /// Copies a caller's versioned struct over defaults: only the bytes it says it has. Its
@@ -424,7 +434,7 @@ unsafe fn read_versioned<T: Copy>(p: *const T, default: T, fields: &[(usize, usi
     if size < 4 {
         return Err(invalid(format!("{what}.struct_size is {size}: call the _default function first")));
     }
-    if fields.iter().any(|&(start, end)| start < size && size < end) {
+    if cuts_a_field(fields, size) {
         return Err(invalid(format!(
             "{what}.struct_size is {size}, which ends inside a field (this library's struct is {} bytes): \
              set it with sizeof or the _default function",
@@ -503,7 +513,7 @@ fn default_options() -> QcaModelOptions {
 }
 
 fn options_fields() -> [(usize, usize); 5] {
-    field_ends!(QcaModelOptions: struct_size, device, device_id, num_threads, precision)
+    field_spans!(QcaModelOptions: struct_size, device, device_id, num_threads, precision)
 }
 
 /// Writes the first `size` bytes of `defaults` over a caller's struct, `struct_size` set to
@@ -512,7 +522,7 @@ fn options_fields() -> [(usize, usize); 5] {
 unsafe fn write_versioned<T: Copy>(p: *mut T, size: usize, defaults: T, fields: &[(usize, usize)], what: &str) -> std::result::Result<(), (QcaStatus, String)> {
     non_null(p, what)?;
     let n = size.min(std::mem::size_of::<T>());
-    if size < 4 || fields.iter().any(|&(start, end)| start < n && n < end) {
+    if size < 4 || cuts_a_field(fields, n) {
         return Err(invalid(format!("{what}: size {size} is not the size of a QcaStruct version (pass sizeof of your struct)")));
     }
     std::ptr::copy_nonoverlapping(&defaults as *const T as *const u8, p as *mut u8, n);
@@ -663,7 +673,7 @@ pub unsafe extern "C" fn qca_segment_params_default(p: *mut QcaSegmentParams, st
 }
 
 fn params_fields() -> [(usize, usize); 15] {
-    field_ends!(QcaSegmentParams: struct_size, voxel_size, fg_threshold, centre_threshold, markers, marker_sigma_um,
+    field_spans!(QcaSegmentParams: struct_size, voxel_size, fg_threshold, centre_threshold, markers, marker_sigma_um,
         landscape, fill_holes, min_volume_um3, connectivity, tile, overlap, progress, user_data, voxel_size_source)
 }
 
@@ -873,13 +883,9 @@ pub unsafe extern "C" fn qca_plan_json(m: *const QcaModel, dims: *const usize, p
 #[no_mangle]
 pub unsafe extern "C" fn qca_option_value(option: *const c_char, name: *const c_char, out: *mut i32) -> QcaStatus {
     guard(|| {
-        let text = |p: *const c_char, what: &str| -> std::result::Result<String, (QcaStatus, String)> {
-            non_null(p, what)?;
-            Ok(CStr::from_ptr(p).to_string_lossy().into_owned())
-        };
-        let (option, name) = (text(option, "option")?, text(name, "name")?);
+        let (option, name) = (str_arg(option, "option")?, str_arg(name, "name")?);
         non_null(out, "out")?;
-        let v = match option.as_str() {
+        let v = match option {
             "device" => match name.parse::<Device>().c()? {
                 Device::Auto => QCA_DEVICE_AUTO,
                 Device::Cpu => QCA_DEVICE_CPU,

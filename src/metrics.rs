@@ -296,7 +296,7 @@ pub fn evaluate(pred: &[u32], gt: &[u32]) -> Result<Metrics> {
     pairs.sort_unstable_by_key(|e| (e.p, e.g));
     let mucov_sum: f64 = pairs.chunk_by(|a, b| a.p == b.p).map(|run| authors_term(run.iter().map(|e| (iou(e), cover(e))))).sum();
 
-    let cands: Vec<(u32, u32, f64)> = pairs.iter().filter(|e| iou(e) >= MATCH_THRESHOLDS[0]).map(|e| (e.g, e.p, iou(e))).collect();
+    let cands: Vec<(u32, u32, f64)> = pairs.iter().map(|e| (e.g, e.p, iou(e))).filter(|c| c.2 >= MATCH_THRESHOLDS[0]).collect();
     let matching = MATCH_THRESHOLDS.map(|th| {
         let (tp, sum) = optimal_matching(&cands, th);
         Matching::from_counts(th, tp, n_pred, n_gt, sum)

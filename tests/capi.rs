@@ -33,6 +33,13 @@ fn load(nsn: &str, ndn: Option<&str>) -> (QcaStatus, *mut QcaModel) {
     (s, m)
 }
 
+/// The small test pair (NSN and NDN that threshold their input), loaded.
+fn threshold_pair() -> *mut QcaModel {
+    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
+    assert_eq!(s, QCA_OK, "{}", last_error());
+    m
+}
+
 #[test]
 fn models_with_wrong_tensors_are_refused_and_out_is_untouched() {
     for (f, want) in [("rank4.onnx", "rank 4"), ("three_channels.onnx", "3 channels"), ("int_input.onnx", "Int64")] {
@@ -56,8 +63,7 @@ fn models_with_wrong_tensors_are_refused_and_out_is_untouched() {
 
 #[test]
 fn segment_with_a_custom_pair_and_every_bad_argument() {
-    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
-    assert_eq!(s, QCA_OK, "{}", last_error());
+    let m = threshold_pair();
     // two bright cubes (1.0) on a dim background (0.1): centre > 0.8 only inside
     let dims = [10usize, 20, 40];
     let n = 10 * 20 * 40;
@@ -117,8 +123,7 @@ extern "C" fn count_calls(_f: f32, u: *mut std::ffi::c_void) -> i32 {
 
 #[test]
 fn progress_callback_reports_and_cancels() {
-    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
-    assert_eq!(s, QCA_OK);
+    let m = threshold_pair();
     let dims = [20usize, 40, 80]; // several 16x32x32 tiles
     let v = vec![0.5f32; 20 * 40 * 80];
     let mut lab = vec![7u32; v.len()];
@@ -139,8 +144,7 @@ fn progress_callback_reports_and_cancels() {
 
 #[test]
 fn model_is_shared_between_threads() {
-    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
-    assert_eq!(s, QCA_OK);
+    let m = threshold_pair();
     let addr = m as usize;
     let handles: Vec<_> = (0..4)
         .map(|i| {
@@ -229,8 +233,7 @@ fn measurements_through_the_handle() {
 /// Sizes nobody bounded used to abort or crash the host: each is now an error status.
 #[test]
 fn absurd_sizes_are_errors_not_crashes() {
-    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
-    assert_eq!(s, QCA_OK, "{}", last_error());
+    let m = threshold_pair();
     let dims = [10usize, 20, 40];
     let v = vec![0.5f32; 10 * 20 * 40];
     let mut lab = vec![0u32; v.len()];
@@ -300,8 +303,7 @@ fn absurd_sizes_are_errors_not_crashes() {
 /// reads past what the caller owns or crashes.
 #[test]
 fn every_struct_size_is_accepted_or_refused() {
-    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
-    assert_eq!(s, QCA_OK, "{}", last_error());
+    let m = threshold_pair();
     let dims = [4usize, 16, 16];
     let v = vec![0.5f32; 4 * 16 * 16];
     let mut lab = vec![0u32; v.len()];
@@ -347,8 +349,7 @@ fn status_names_come_from_the_enum_and_text_out_parameters_stay_untouched_on_fai
     assert_eq!(name(QCA_ERR_INTERNAL as i32), "QCA_ERR_INTERNAL");
     assert!(qca_status_str(11).is_null() && qca_status_str(-1).is_null());
     // a failing describe (buffer NULL with a capacity) leaves *needed as it was
-    let (s, m) = load("threshold_nsn.onnx", Some("threshold_ndn.onnx"));
-    assert_eq!(s, QCA_OK, "{}", last_error());
+    let m = threshold_pair();
     let mut needed = 12345usize;
     assert_eq!(unsafe { qca_model_describe(m, ptr::null_mut(), 10, &mut needed) }, QCA_ERR_NULL_POINTER);
     assert_eq!(needed, 12345);

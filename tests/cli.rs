@@ -19,6 +19,13 @@ fn one_error_line(o: &Output, needle: &str) {
     assert!(lines[0].starts_with("qcanet: error: ") && lines[0].contains(needle), "{e}");
 }
 
+/// A generated embryo and its ground truth in `dir`: (raw, labels).
+fn synth_in(dir: &Path, nuclei: u32, seed: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (raw, gt) = (dir.join("emb.tif"), dir.join("gt.tif"));
+    ok(&qcanet(&["synth", "-o", s(&raw), "--labels", s(&gt), "--nuclei", &nuclei.to_string(), "--seed", &seed.to_string()]));
+    (raw, gt)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -26,9 +33,7 @@ fn s(p: &Path) -> &str {
 #[test]
 fn segment_measure_evaluate_round_trip() {
     let d = tempfile::tempdir().unwrap();
-    let raw = d.path().join("emb.tif");
-    let gt = d.path().join("gt.tif");
-    ok(&qcanet(&["synth", "-o", s(&raw), "--labels", s(&gt), "--nuclei", "8", "--seed", "4"]));
+    let (raw, gt) = synth_in(d.path(), 8, 4);
     let out = d.path().join("labels.tif");
     ok(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--measure"]));
     let st = qcanet::io::tiff::read(&out).unwrap();
@@ -114,9 +119,7 @@ fn bad_inputs_fail_with_one_line_and_leave_no_file() {
 #[test]
 fn the_plan_is_printed_before_anything_runs() {
     let d = tempfile::tempdir().unwrap();
-    let raw = d.path().join("emb.tif");
-    let gt = d.path().join("gt.tif");
-    ok(&qcanet(&["synth", "-o", s(&raw), "--labels", s(&gt), "--nuclei", "4", "--seed", "2"]));
+    let (raw, _) = synth_in(d.path(), 4, 2);
     // text: the file's calibration, said to be the file's
     let o = qcanet(&["plan", s(&raw), "--device", "cpu"]);
     ok(&o);
