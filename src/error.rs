@@ -53,3 +53,19 @@ pub fn voxel_count(dims: [usize; 3]) -> Result<usize> {
     }
     Ok(n)
 }
+
+/// Most voxels of one volume segmented block by block (labels go through a scratch file of
+/// 4 bytes a voxel: 4 TiB at this limit).
+pub const MAX_STREAMED_VOXELS: u64 = 1 << 40;
+
+/// Number of voxels of a (z, y, x) volume streamed block by block, refusing zero and
+/// sizes over [`MAX_STREAMED_VOXELS`].
+pub fn voxel_count_u64(dims: [usize; 3]) -> Result<u64> {
+    if dims.iter().any(|&d| d == 0) {
+        return Err(Error::invalid(format!("dimensions must be non-zero, got {dims:?}")));
+    }
+    dims.iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .filter(|&n| n <= MAX_STREAMED_VOXELS)
+        .ok_or_else(|| Error::invalid(format!("volume {dims:?} is too large (limit {MAX_STREAMED_VOXELS} voxels)")))
+}

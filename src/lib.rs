@@ -11,6 +11,7 @@
 //! # Ok::<(), qcanet::Error>(())
 //! ```
 
+pub mod blocks;
 pub mod capi;
 pub mod contract;
 pub mod cuda_libs;
@@ -27,7 +28,9 @@ mod quiet_panic;
 pub mod runtime;
 pub mod session;
 pub mod synth;
+pub mod synth_series;
 pub mod tiling;
+pub mod track;
 pub mod vocab;
 pub mod watershed;
 

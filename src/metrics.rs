@@ -317,6 +317,55 @@ pub fn evaluate(pred: &[u32], gt: &[u32]) -> Result<Metrics> {
     })
 }
 
+/// How far two segmentations of one volume partition its foreground alike (a run against
+/// another run: GPU and CPU, blocks and whole volume). Each label of `a` is matched to the
+/// label of `b` it overlaps most (label numbers need not agree); a foreground voxel (of
+/// either) agrees when it is foreground in both and in matched nuclei. The rule of
+/// `tools/compare_labels.py`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Agreement {
+    pub fg_voxels: u64,
+    pub differing_voxels: u64,
+    /// 1 - differing / foreground (1 when neither has foreground).
+    pub agreement: f64,
+    pub nuclei_a: u32,
+    pub nuclei_b: u32,
+}
+
+/// The [`Agreement`] of `a` with `b` (same length, C order).
+///
+/// ```
+/// let r = qcanet::metrics::agreement(&[0, 1, 1, 2, 2], &[0, 5, 5, 5, 7]).unwrap();
+/// assert_eq!((r.fg_voxels, r.differing_voxels, r.agreement), (4, 1, 0.75));
+/// ```
+pub fn agreement(a: &[u32], b: &[u32]) -> Result<Agreement> {
+    if a.len() != b.len() {
+        return Err(Error::invalid(format!("{} voxels against {}", a.len(), b.len())));
+    }
+    // table(pred, gt) keys pairs as (gt, pred): here (b, a)
+    let t = table(a, b);
+    let fg = a.len() as u64 - t.both_bg;
+    let mut best: HashMap<u32, (u32, u64)> = HashMap::new();
+    for (&(lb, la), &c) in &t.pairs {
+        if la != 0 {
+            let e = best.entry(la).or_insert((lb, c));
+            // ties go to the smaller label, so the result does not depend on hashing
+            if c > e.1 || (c == e.1 && lb < e.0) {
+                *e = (lb, c);
+            }
+        }
+    }
+    let same: u64 = best.values().filter(|(lb, _)| *lb != 0).map(|(_, c)| c).sum();
+    let differing = fg - same;
+    Ok(Agreement {
+        fg_voxels: fg,
+        differing_voxels: differing,
+        agreement: if fg == 0 { 1.0 } else { 1.0 - differing as f64 / fg as f64 },
+        nuclei_a: t.pred_size.len() as u32,
+        nuclei_b: t.gt_size.len() as u32,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

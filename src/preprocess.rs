@@ -64,28 +64,147 @@ pub fn percentile(v: &mut [f32], q: f64) -> f64 {
     a + frac * (b - a)
 }
 
-/// Normalises a volume; NaN or infinite input is an error.
-pub fn normalise(v: &[f32], how: Normalization) -> Result<Vec<f32>> {
+/// A normalisation resolved for one volume: the affine map `v -> clamp((v - lo) / (hi - lo), 0, 1)`
+/// (or none). Found once per volume, from the whole volume, and applied to it whole or
+/// block by block alike, so that blocks see the intensities the whole volume would.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scaling {
+    Identity,
+    Affine { lo: f64, hi: f64 },
+}
+
+impl Scaling {
+    /// Applies the map to finite values (the caller has checked them: [`normalise`] and
+    /// [`scaling_streamed`] do).
+    pub fn apply(self, v: &[f32]) -> Vec<f32> {
+        match self {
+            Scaling::Identity => v.to_vec(),
+            Scaling::Affine { lo, hi } => {
+                let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+                v.par_iter().map(|&a| (((a as f64 - lo) * scale).clamp(0.0, 1.0)) as f32).collect()
+            }
+        }
+    }
+}
+
+/// An error when `v` holds NaN or infinite values.
+pub fn check_finite(v: &[f32]) -> Result<()> {
     let bad = v.par_iter().filter(|a| !a.is_finite()).count();
     if bad > 0 {
         return Err(Error::NonFinite(bad));
     }
-    let (lo, hi) = match how {
-        Normalization::None => return Ok(v.to_vec()),
+    Ok(())
+}
+
+/// The scaling of a volume held in memory; NaN or infinite input is an error.
+pub fn scaling_of(v: &[f32], how: Normalization) -> Result<Scaling> {
+    check_finite(v)?;
+    Ok(match how {
+        Normalization::None => Scaling::Identity,
         Normalization::MinMax => {
             let lo = v.par_iter().copied().reduce(|| f32::INFINITY, f32::min) as f64;
             let hi = v.par_iter().copied().reduce(|| f32::NEG_INFINITY, f32::max) as f64;
-            (lo, hi)
+            Scaling::Affine { lo, hi }
         }
         Normalization::Percentile { lo, hi } => {
             let mut tmp = v.to_vec();
             let a = percentile(&mut tmp, lo);
             let b = percentile(&mut tmp, hi);
-            (a, b)
+            Scaling::Affine { lo: a, hi: b }
+        }
+    })
+}
+
+/// Normalises a volume; NaN or infinite input is an error.
+pub fn normalise(v: &[f32], how: Normalization) -> Result<Vec<f32>> {
+    Ok(scaling_of(v, how)?.apply(v))
+}
+
+/// Bins of the histogram of non-integer data in [`scaling_streamed`]: a percentile is then
+/// within (max - min) / 2^20 of numpy's.
+const FINE_BINS: usize = 1 << 20;
+
+/// The scaling of a volume too large for memory, from its planes: `planes(visit)` calls
+/// `visit` once on every plane of the volume, in any order, and may be called twice.
+/// Integer data in 0..=65535 (every 8- and 16-bit stack) gets numpy's percentiles exactly
+/// from a histogram of one pass; other data a second pass over a histogram of 2^20 bins
+/// between its extremes, interpolated linearly inside the bin.
+pub fn scaling_streamed(how: Normalization, planes: &mut dyn FnMut(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>) -> Result<Scaling> {
+    let Normalization::Percentile { lo: q_lo, hi: q_hi } = how else {
+        if how == Normalization::None {
+            planes(&mut |p| check_finite(p))?;
+            return Ok(Scaling::Identity);
+        }
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        planes(&mut |p| {
+            check_finite(p)?;
+            lo = p.iter().copied().fold(lo, f32::min);
+            hi = p.iter().copied().fold(hi, f32::max);
+            Ok(())
+        })?;
+        return Ok(Scaling::Affine { lo: lo as f64, hi: hi as f64 });
+    };
+    // pass 1: extremes, count, and the exact histogram while the data stay 16-bit integers
+    let (mut lo, mut hi, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0u64);
+    let mut exact: Option<Vec<u64>> = Some(vec![0; 1 << 16]);
+    planes(&mut |p| {
+        check_finite(p)?;
+        n += p.len() as u64;
+        for &a in p {
+            lo = lo.min(a);
+            hi = hi.max(a);
+            if let Some(h) = exact.as_mut() {
+                if (0.0..=65535.0).contains(&a) && a.fract() == 0.0 {
+                    h[a as usize] += 1;
+                } else {
+                    exact = None;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if n == 0 {
+        return Ok(Scaling::Affine { lo: 0.0, hi: 0.0 });
+    }
+    let (hist, origin, width) = match exact {
+        Some(h) => (h, 0.0, 1.0),
+        None => {
+            let width = ((hi as f64 - lo as f64) / FINE_BINS as f64).max(f64::MIN_POSITIVE);
+            let mut h = vec![0u64; FINE_BINS];
+            planes(&mut |p| {
+                for &a in p {
+                    let b = (((a as f64 - lo as f64) / width) as usize).min(FINE_BINS - 1);
+                    h[b] += 1;
+                }
+                Ok(())
+            })?;
+            (h, lo as f64, width)
         }
     };
-    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
-    Ok(v.par_iter().map(|&a| (((a as f64 - lo) * scale).clamp(0.0, 1.0)) as f32).collect())
+    let integral = width == 1.0 && origin == 0.0;
+    let cumulative: Vec<u64> = hist.iter().scan(0u64, |c, &h| { *c += h; Some(*c) }).collect();
+    // the value of rank k (0-based) in sorted order
+    let ranked = |k: u64| -> f64 {
+        let b = cumulative.partition_point(|&c| c <= k);
+        if integral {
+            return b as f64;
+        }
+        // spread the bin's values evenly across it
+        let before = if b == 0 { 0 } else { cumulative[b - 1] };
+        let inside = (k - before) as f64 + 0.5;
+        origin + width * (b as f64 + inside / hist[b].max(1) as f64)
+    };
+    let at = |q: f64| -> f64 {
+        let pos = q / 100.0 * (n - 1) as f64;
+        let k = pos.floor() as u64;
+        let frac = pos - k as f64;
+        let a = ranked(k);
+        if frac == 0.0 || k + 1 >= n {
+            return a;
+        }
+        a + frac * (ranked(k + 1) - a)
+    };
+    Ok(Scaling::Affine { lo: at(q_lo), hi: at(q_hi) })
 }
 
 /// Shape after resampling from voxel size `from` to `to` (rounded, at least 1).
@@ -182,6 +301,30 @@ mod tests {
         assert!(matches!(normalise(&[1.0, f32::NAN], Normalization::MinMax), Err(Error::NonFinite(1))));
         assert_eq!(Normalization::parse("percentile:1,99.9").unwrap(), Normalization::Percentile { lo: 1.0, hi: 99.9 });
         assert!(Normalization::parse("zscore").is_err());
+    }
+
+    /// The planes of `v` (split in 7) for `scaling_streamed`.
+    fn streamed(v: &[f32], how: Normalization) -> Scaling {
+        scaling_streamed(how, &mut |visit| v.chunks(7).try_for_each(|c| visit(c))).unwrap()
+    }
+
+    #[test]
+    fn streamed_scaling_equals_the_whole_volumes() {
+        let mut rng = crate::synth::Rng::new(3);
+        // 16-bit integers: exactly numpy's percentiles
+        let ints: Vec<f32> = (0..5000).map(|_| (rng.uniform() * 4000.0).floor() as f32).collect();
+        for how in [Normalization::Percentile { lo: 1.0, hi: 99.9 }, Normalization::MinMax, Normalization::None] {
+            assert_eq!(streamed(&ints, how), scaling_of(&ints, how).unwrap(), "{how}");
+        }
+        // floats: within (max - min) / 2^20
+        let floats: Vec<f32> = (0..5000).map(|_| (rng.normal() * 3.0) as f32).collect();
+        let how = Normalization::Percentile { lo: 1.0, hi: 99.9 };
+        let (Scaling::Affine { lo: a, hi: b }, Scaling::Affine { lo: c, hi: d }) = (streamed(&floats, how), scaling_of(&floats, how).unwrap()) else {
+            panic!("percentiles give an affine map")
+        };
+        let tol = 30.0 / (1 << 20) as f64;
+        assert!((a - c).abs() < tol && (b - d).abs() < tol, "{a} {b} vs {c} {d}");
+        assert!(scaling_streamed(how, &mut |visit| visit(&[1.0, f32::NAN])).is_err());
     }
 
     #[test]

@@ -97,6 +97,36 @@ struct PostArgs {
     overlap: Option<[usize; 3]>,
 }
 
+#[derive(clap::Args)]
+struct BlockArgs {
+    /// Segment block by block, streaming the stack from disk and the labels to it, in
+    /// memory bounded by the block: auto (volumes over 32 M voxels, or too large to read
+    /// whole), whole (never), or the largest block core Z,Y,X in voxels
+    #[arg(long, value_name = "auto|whole|Z,Y,X", default_value = "auto")]
+    blocks: qcanet::blocks::BlockChoice,
+    /// Halo around each block core, Z,Y,X voxels (default: the networks' measured context
+    /// plus the radius of the largest nucleus)
+    #[arg(long, value_name = "Z,Y,X", value_parser = parse_triple_usize)]
+    halo: Option<[usize; 3]>,
+    /// Voxels of one block, core and halo, when the core is chosen automatically (memory
+    /// is about 40 bytes a voxel of the block)
+    #[arg(long, value_name = "N")]
+    block_voxels: Option<usize>,
+    /// Diameter of the largest nucleus in micrometres (for the halo)
+    #[arg(long, value_name = "UM")]
+    max_nucleus: Option<f64>,
+}
+
+impl BlockArgs {
+    fn options(&self) -> qcanet::blocks::BlockOptions {
+        let core = match self.blocks {
+            qcanet::blocks::BlockChoice::Core(c) => Some(c),
+            _ => None,
+        };
+        qcanet::blocks::BlockOptions { core, halo: self.halo, block_voxels: self.block_voxels, max_nucleus_um: self.max_nucleus }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Segment stacks: one file, several files or a folder of TIFFs
@@ -123,6 +153,8 @@ enum Cmd {
         /// Print each file's plan (grids, resampling, tiles, post-processing parameters)
         #[arg(long, short)]
         verbose: bool,
+        #[command(flatten)]
+        blocks: BlockArgs,
         #[command(flatten)]
         model: ModelArgs,
         #[command(flatten)]
@@ -250,8 +282,8 @@ fn run(cli: Cli) -> Result<()> {
         qcanet::runtime::init_for(device, Some(p))?;
     }
     match cli.cmd {
-        Cmd::Segment { inputs, output, channel, measure, timings, fail_fast, verbose, model, post } => {
-            segment(&inputs, &output, channel, Outputs { csv: measure, timings, fail_fast, verbose }, &model, &post, cli.quiet)
+        Cmd::Segment { inputs, output, channel, measure, timings, fail_fast, verbose, blocks, model, post } => {
+            segment(&inputs, &output, channel, Outputs { csv: measure, timings, fail_fast, verbose }, &blocks, &model, &post, cli.quiet)
         }
         Cmd::Plan { input, channel, json, model, post } => plan_cmd(&input, channel, json, &model, &post),
         Cmd::Evaluate { pred, gt, json } => evaluate(&pred, &gt, json.as_deref()),
@@ -419,7 +451,8 @@ fn median(v: &mut [f64]) -> f64 {
 /// post-processing, measurement and writing run on worker threads, so the next frame's
 /// inference overlaps the last one's post-processing. A file that fails is reported and
 /// the others go on; the command fails at the end if any did.
-fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma: &ModelArgs, pa: &PostArgs, quiet: bool) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ba: &BlockArgs, ma: &ModelArgs, pa: &PostArgs, quiet: bool) -> Result<()> {
     use std::collections::BTreeMap;
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex};
@@ -451,6 +484,46 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
     let t0 = Instant::now();
     let mut failures: Vec<(PathBuf, Error)> = Vec::new();
     let mut total_nuclei = 0u64;
+    // stacks segmented block by block go first, one at a time, each with all the cores;
+    // the rest through the pipeline below
+    let all_files = files.len();
+    let (mut streamed_ok, mut streamed_tried) = (0usize, 0usize);
+    let mut keep = Vec::new();
+    for (i, (f, out)) in files.iter().zip(&outputs).enumerate() {
+        let info = match tiff::StackReader::open(f) {
+            Ok(r) => r.info,
+            Err(e) => {
+                failures.push((f.clone(), e));
+                continue;
+            }
+        };
+        if !ba.blocks.blockwise(info.dims, info.decoded_bytes()) {
+            keep.push(i);
+            continue;
+        }
+        if interrupted() || (want.fail_fast && !failures.is_empty()) {
+            break;
+        }
+        streamed_tried += 1;
+        let cb = |frac: f32| {
+            pb.set_position(((streamed_tried - 1) as f64 * 100.0 + frac as f64 * 100.0) as u64);
+            !interrupted()
+        };
+        match segment_streamed(&model, f, out, &info, channel, &want, ba, pa, &cb, &pb, quiet) {
+            Ok(counts) => {
+                streamed_ok += 1;
+                total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
+                if !quiet {
+                    let counts_s = if counts.len() == 1 { format!("{} nuclei", counts[0]) } else { format!("nuclei per frame {counts:?}") };
+                    pb.suspend(|| eprintln!("{} -> {}: {counts_s} (block by block)", f.display(), out.display()));
+                }
+            }
+            Err(e) => failures.push((f.clone(), e)),
+        }
+    }
+    let files: Vec<PathBuf> = keep.iter().map(|&i| files[i].clone()).collect();
+    let outputs: Vec<PathBuf> = keep.iter().map(|&i| outputs[i].clone()).collect();
+    pb.set_position(streamed_tried as u64 * 100);
     let mut stage_times: Vec<qcanet::StageTimes> = Vec::new();
     let (mut read_times, mut write_times) = (Vec::new(), Vec::new());
     let mut volumes = 0usize;
@@ -597,7 +670,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
             for t in 0..stack.frames {
                 let r = stack.volume(t, channel).and_then(|v| {
                     let vol = v.to_f32();
-                    let base = (i * 100) as u64;
+                    let base = ((streamed_tried + i) * 100) as u64;
                     let frames = stack.frames as f32;
                     let cb = |frac: f32| {
                         pb.set_position(base + ((t as f32 + frac) / frames * 100.0) as u64);
@@ -618,7 +691,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
                     break;
                 }
             }
-            pb.set_position((i as u64 + 1) * 100);
+            pb.set_position((streamed_tried + i + 1) as u64 * 100);
         }
         drop(job_tx);
         for (file, r, times) in writer.join().expect("writer thread") {
@@ -642,7 +715,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
     let wall = t0.elapsed().as_secs_f64();
     let device = model.device_used();
     if !quiet {
-        eprintln!("segmented {succeeded} of {} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on {device})", files.len(), model.name);
+        eprintln!("segmented {} of {all_files} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on {device})", succeeded + streamed_ok, model.name);
     }
     if want.timings {
         let col = |f: fn(&qcanet::StageTimes) -> f64| median(&mut stage_times.iter().map(f).collect::<Vec<_>>()) * 1e3;
@@ -674,15 +747,119 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ma:
     match failures.len() {
         0 => Ok(()),
         // one input: its error is the command's error, on one line
-        1 if files.len() == 1 => Err(failures.remove(0).1),
+        1 if all_files == 1 => Err(failures.remove(0).1),
         n => {
             let mut list: Vec<String> = failures.iter().map(|(f, e)| format!("{}: {e}", f.display())).collect();
-            if attempted < files.len() {
-                list.push(format!("{} file(s) not attempted after that", files.len() - attempted));
+            let attempted = attempted + streamed_tried;
+            if attempted < all_files {
+                list.push(format!("{} file(s) not attempted after that", all_files - attempted));
             }
-            Err(Error::invalid(format!("{n} of {} file(s) failed:\n  {}", files.len(), list.join("\n  "))))
+            Err(Error::invalid(format!("{n} of {all_files} file(s) failed:\n  {}", list.join("\n  "))))
         }
     }
+}
+
+/// Segments one stack block by block ([`qcanet::blocks`]): each frame streamed from the
+/// file through the blocks into a scratch file of provisional labels beside the output,
+/// then the labels written page by page (BigTIFF when large). Nuclei per frame.
+#[allow(clippy::too_many_arguments)]
+fn segment_streamed(
+    model: &Model,
+    input: &Path,
+    output: &Path,
+    info: &tiff::StackInfo,
+    channel: usize,
+    want: &Outputs,
+    ba: &BlockArgs,
+    pa: &PostArgs,
+    progress: qcanet::Progress,
+    pb: &ProgressBar,
+    quiet: bool,
+) -> Result<Vec<u32>> {
+    use qcanet::blocks::{self, ScratchLabels, TiffSource};
+    if want.csv {
+        return Err(Error::invalid(
+            "--measure is not available for stacks segmented block by block yet: run `qcanet measure` on the labels, or --blocks whole",
+        ));
+    }
+    if channel >= info.channels {
+        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", info.channels)));
+    }
+    let t0 = Instant::now();
+    let params = params(pa, info.voxel_size_um());
+    let opts = ba.options();
+    let grid = blocks::grid_for(model, info.dims, &params, &opts)?;
+    // the plan of one block says what the file's calibration resolves to
+    let plan = model.plan(grid.block([0, 0, 0]).dims(), &params)?;
+    if want.verbose && !quiet {
+        pb.suspend(|| eprintln!("{}:\n{plan}\nblocks      {} of core {:?}, halo {:?} ({:?} along z, y, x)", input.display(), grid.len(), grid.core, grid.halo, grid.count));
+    }
+    if plan.voxel_size_source() == VoxelSource::Model && !quiet {
+        pb.suspend(|| {
+            eprintln!(
+                "note: {} has no calibration (no length unit); assuming the model's voxel size {:?} um, written into the result (set --voxel-size)",
+                input.display(),
+                plan.input_voxel_size()
+            )
+        });
+    }
+    let used_voxel = (plan.voxel_size_source() != VoxelSource::Unknown).then_some(plan.input_voxel_size());
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let frames = info.frames;
+    let mut done = Vec::with_capacity(frames);
+    for t in 0..frames {
+        let mut source = TiffSource::new(tiff::StackReader::open(input)?, t, channel)?;
+        let mut store = ScratchLabels::new(dir, info.dims)?;
+        let cb = |frac: f32| progress((t as f32 + frac) / frames as f32);
+        let run = blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?;
+        done.push((store, run));
+    }
+    let t_write = Instant::now();
+    let max = done.iter().map(|(_, r)| r.n_nuclei).max().unwrap_or(0);
+    let kind = tiff::SampleKind::for_labels(max);
+    let layout = tiff::PageLayout { dims: info.dims, frames, voxel_um: used_voxel, interval: info.frame_interval.clone(), kind };
+    let nz = info.dims[0];
+    tiff::write_pages(output, &layout, |p| {
+        let (store, run) = &done[p / nz];
+        let mut plane = store.plane(p % nz)?;
+        run.apply(&mut plane);
+        Ok(tiff::label_page(&plane, kind))
+    })?;
+    if want.timings {
+        let voxels = info.dims.iter().map(|&d| d as f64).product::<f64>() * frames as f64;
+        let wall = t0.elapsed().as_secs_f64();
+        let sum = |f: fn(&qcanet::blocks::BlockTimes) -> f64| done.iter().map(|(_, r)| f(&r.timings)).sum::<f64>();
+        let r = &done[0].1;
+        println!(
+            "timings: blocks file={} device={} provider={} voxels={voxels:.0} blocks={} core={:?} halo={:?} scaling_s={:.2} context_s={:.2} read_s={:.2} network_s={:.2} post_s={:.2} stitch_s={:.2} write_s={:.2} wall_s={wall:.2} mvoxel_per_s={:.3} peak_rss_mb={:.0}",
+            input.display(),
+            model.device_used(),
+            model.provider(),
+            r.grid.len(),
+            r.grid.core,
+            r.grid.halo,
+            sum(|t| t.scaling_s),
+            sum(|t| t.context_s),
+            sum(|t| t.read_s),
+            sum(|t| t.network_s),
+            sum(|t| t.post_s),
+            sum(|t| t.stitch_s),
+            t_write.elapsed().as_secs_f64(),
+            voxels / wall / 1e6,
+            peak_rss_mb()
+        );
+    }
+    Ok(done.iter().map(|(_, r)| r.n_nuclei).collect())
+}
+
+/// This process's peak resident memory so far (MB), from the kernel's accounting.
+fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    u.ru_maxrss as f64 / 1024.0
 }
 
 /// Appends one frame's measurements to a CSV with a leading `frame` column

@@ -23,22 +23,70 @@ fn write_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Write { path: path.display().to_string(), msg: e.to_string() }
 }
 
-/// Writes `path` through `fill`, which receives the temporary file; see the module docs.
-pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+/// A file being written: bytes go to a temporary file beside `target`, which becomes
+/// `target` only by [`PartFile::commit`]. Dropped uncommitted (an error, a panic), the
+/// temporary file is removed. For writers that stream (labels written plane by plane).
+pub struct PartFile {
+    tmp: tempfile::NamedTempFile,
+    target: PathBuf,
+}
+
+impl PartFile {
+    /// Starts writing `target` (see the module docs for the temporary file's name and mode).
+    pub fn create(target: &Path) -> Result<PartFile> {
+        let tmp = temporary_in(folder_of(target)).map_err(|e| write_err(target, e))?;
+        Ok(PartFile { tmp, target: target.to_path_buf() })
+    }
+
+    pub fn file_mut(&mut self) -> &mut std::fs::File {
+        self.tmp.as_file_mut()
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// An error writing this file, naming the target (not the temporary file).
+    pub fn error(&self, e: impl std::fmt::Display) -> Error {
+        write_err(&self.target, e)
+    }
+
+    /// Flushes, syncs and renames the temporary file over the target.
+    pub fn commit(mut self) -> Result<()> {
+        let target = self.target.clone();
+        self.tmp.as_file_mut().flush().map_err(|e| write_err(&target, e))?;
+        self.tmp.as_file().sync_all().map_err(|e| write_err(&target, e))?;
+        self.tmp.persist(&target).map_err(|e| write_err(&target, e.error))?;
+        Ok(())
+    }
+}
+
+/// A scratch file in `dir` (intermediate data of a long run, e.g. provisional labels of a
+/// volume segmented block by block), named like a part file so that [`clean_stale`]
+/// removes it if the process dies; removed when dropped.
+pub fn scratch_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    temporary_in(dir).map_err(|e| write_err(dir, e))
+}
+
+fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+fn temporary_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     clean_stale(dir);
-    let mut tmp = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(&format!("{PREFIX}{}@{}@", std::process::id(), hostname()))
         .suffix(SUFFIX)
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
-        .map_err(|e| write_err(path, e))?;
-    fill(tmp.as_file_mut()).map_err(|e| write_err(path, e))?;
-    tmp.as_file_mut().flush().map_err(|e| write_err(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| write_err(path, e))?;
-    tmp.persist(path).map_err(|e| write_err(path, e.error))?;
-    Ok(())
+}
+
+/// Writes `path` through `fill`, which receives the temporary file; see the module docs.
+pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+    let mut part = PartFile::create(path)?;
+    fill(part.file_mut()).map_err(|e| write_err(path, e))?;
+    part.commit()
 }
 
 /// Writes `bytes` to `path` atomically.

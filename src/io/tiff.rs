@@ -120,11 +120,15 @@ impl Stack {
     /// unit (or in "pixel") is uncalibrated: its resolution tags, which every writer adds,
     /// say nothing about micrometres.
     pub fn voxel_size_um(&self) -> Option<[f64; 3]> {
-        let v = self.voxel_size?;
-        let f = length_unit_um(self.unit.as_deref()?)?;
-        let um = [v[0] * f, v[1] * f, v[2] * f];
-        um.iter().all(|a| a.is_finite() && *a > 0.0).then_some(um)
+        in_micrometres(self.voxel_size, self.unit.as_deref())
     }
+}
+
+fn in_micrometres(voxel_size: Option<[f64; 3]>, unit: Option<&str>) -> Option<[f64; 3]> {
+    let v = voxel_size?;
+    let f = length_unit_um(unit?)?;
+    let um = [v[0] * f, v[1] * f, v[2] * f];
+    um.iter().all(|a| a.is_finite() && *a > 0.0).then_some(um)
 }
 
 /// Micrometres per one `unit`, for the length units ImageJ and TIFF writers use.
@@ -217,120 +221,200 @@ fn rational_to_f64(v: &tiff::decoder::ifd::Value) -> Option<f64> {
 /// type, or a colour image is an error that names the file.
 pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
     let path = path.as_ref();
-    // the `tiff` crate panics on some malformed tags (found by examples/fuzz_tiff.rs, e.g. a
-    // SampleFormat tag with no values): a bad file is an error, never a crash
-    crate::quiet_panic::catch(|| read_inner(path)).unwrap_or_else(|what| Err(tiff_err(path, format!("malformed file (the decoder failed: {what})"))))
-}
-
-fn read_inner(path: &Path) -> Result<Stack> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut dec = Decoder::new(BufReader::new(f)).map_err(|e| tiff_err(path, e))?;
-    let mut limits = Limits::default();
-    limits.decoding_buffer_size = 1 << 31;
-    limits.intermediate_buffer_size = 1 << 31;
-    dec = dec.with_limits(limits);
-    let desc = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
-    let ij = desc.as_deref().and_then(parse_imagej);
-    let xres = dec.find_tag(Tag::XResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
-    let yres = dec.find_tag(Tag::YResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
-    let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
-    let ct = dec.colortype().map_err(|e| tiff_err(path, e))?;
-    let tiff::ColorType::Gray(bits) = ct else {
-        return Err(Error::Unsupported(format!(
-            "{}: colour or multi-sample pages ({ct:?}) are not supported; save the nuclear channel as a grey stack",
-            path.display()
-        )));
-    };
-    let mut pages: Vec<DecodingResult> = Vec::new();
-    let page_bytes = (w as u64) * (h as u64) * (bits as u64).div_ceil(8);
-    let mut total: u64 = 0;
-    loop {
-        let (pw, ph) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
-        if (pw, ph) != (w, h) {
-            return Err(tiff_err(path, format!("page {} is {pw}x{ph}, the first page {w}x{h}", pages.len())));
-        }
-        if dec.colortype().map_err(|e| tiff_err(path, e))? != ct {
-            return Err(tiff_err(path, format!("page {} has another sample type", pages.len())));
-        }
+    guarded(path, || {
+        let mut r = StackReader::open_inner(path)?;
+        let info = r.info.clone();
         // checked before decoding: a small file can claim pages of any size
-        total = total.saturating_add(page_bytes);
-        if total > MAX_STACK_BYTES {
+        if info.decoded_bytes() > MAX_STACK_BYTES {
             return Err(tiff_err(
                 path,
-                format!("more than {} GiB once decoded (at page {}): too large to read whole", MAX_STACK_BYTES >> 30, pages.len()),
+                format!(
+                    "{} GiB once decoded: too large to read whole (limit {} GiB); `qcanet segment` streams such stacks block by block",
+                    info.decoded_bytes() >> 30,
+                    MAX_STACK_BYTES >> 30
+                ),
             ));
         }
-        pages.push(dec.read_image().map_err(|e| tiff_err(path, e))?);
-        if !dec.more_images() {
-            break;
+        let pages = (0..info.pages).map(|p| r.read_page_inner(p)).collect::<Result<Vec<_>>>()?;
+        // 32-bit pages may mix integer and float samples under one colour type
+        if pages.iter().any(|p| std::mem::discriminant(p) != std::mem::discriminant(&pages[0])) {
+            return Err(tiff_err(path, "pages of differing sample types"));
         }
-        dec.next_image().map_err(|e| tiff_err(path, e))?;
-    }
-    let n = pages.len();
-    // every page has the first page's colour type (checked above), so pages of
-    // another variant cannot occur here
-    macro_rules! join {
-        ($var:ident, $conv:expr) => {{
-            let mut v = Vec::new();
-            for p in pages {
-                if let DecodingResult::$var(x) = p {
-                    v.extend(x.into_iter().map($conv));
-                }
-            }
-            v
-        }};
-    }
-    let samples = match &pages[0] {
-        DecodingResult::U8(_) => Samples::U8(join!(U8, |a| a)),
-        DecodingResult::U16(_) => Samples::U16(join!(U16, |a| a)),
-        DecodingResult::U32(_) => Samples::U32(join!(U32, |a| a)),
-        DecodingResult::F32(_) => Samples::F32(join!(F32, |a| a)),
-        // signed 16-bit: shift into the unsigned range, as ImageJ does
-        DecodingResult::I16(_) => Samples::U16(join!(I16, |a: i16| (a as i32 + 32768) as u16)),
-        _ => return Err(Error::Unsupported(format!("{}: sample format {ct:?} (use 8/16/32-bit grey)", path.display()))),
-    };
-    let plane = (w as usize) * (h as usize);
-    if samples.len() != plane * n {
-        return Err(Error::Unsupported(format!(
-            "{}: colour or multi-sample pages ({ct:?}) are not supported; save the nuclear channel as a grey stack",
-            path.display()
-        )));
-    }
-    let (mut channels, mut slices, mut frames) = (1, n, 1);
-    let mut spacing = None;
-    let mut unit = None;
-    let mut frame_interval = None;
-    if let Some(info) = &ij {
-        channels = info.channels.unwrap_or(1).max(1);
-        frames = info.frames.unwrap_or(1).max(1);
-        let cf = channels.checked_mul(frames).filter(|&cf| cf <= n);
-        slices = info.slices.or(cf.map(|cf| n / cf)).unwrap_or(n).max(1);
-        // numbers from the header are checked against the pages, never trusted for sizes
-        if cf.and_then(|cf| cf.checked_mul(slices)) != Some(n) {
-            // inconsistent header: trust the page count
-            channels = 1;
-            frames = 1;
-            slices = n;
-        }
-        spacing = info.spacing;
-        unit = info.unit.clone();
-        frame_interval = info.finterval.map(|value| FrameInterval { value, unit: info.tunit.clone().unwrap_or_else(|| "sec".into()) });
-    }
-    let voxel_size = match (xres, yres) {
-        (Some(xr), Some(yr)) if xr > 0.0 && yr > 0.0 && (ij.is_some() || spacing.is_some()) => {
-            Some([spacing.unwrap_or(1.0), 1.0 / yr, 1.0 / xr]).filter(|v| v.iter().all(|a| a.is_finite() && *a > 0.0))
-        }
-        _ => None,
-    };
-    Ok(Stack {
-        samples,
-        dims: [slices, h as usize, w as usize],
-        channels,
-        frames,
-        voxel_size,
-        unit,
-        frame_interval,
+        let StackInfo { dims, channels, frames, voxel_size, unit, frame_interval, .. } = info;
+        Ok(Stack { samples: concat(pages), dims, channels, frames, voxel_size, unit, frame_interval })
     })
+}
+
+// the `tiff` crate panics on some malformed tags (found by examples/fuzz_tiff.rs, e.g. a
+// SampleFormat tag with no values): a bad file is an error, never a crash
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    crate::quiet_panic::catch(f).unwrap_or_else(|what| Err(tiff_err(path, format!("malformed file (the decoder failed: {what})"))))
+}
+
+/// What a stack's header says, without its voxels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackInfo {
+    pub dims: [usize; 3],
+    pub channels: usize,
+    pub frames: usize,
+    /// (z, y, x) in `unit`; `None` when the file carries no calibration.
+    pub voxel_size: Option<[f64; 3]>,
+    pub unit: Option<String>,
+    pub frame_interval: Option<FrameInterval>,
+    /// Pages (planes) in the file: slices x channels x frames.
+    pub pages: usize,
+    /// Bits per sample.
+    pub bits: u8,
+}
+
+impl StackInfo {
+    /// Bytes the whole stack decodes to.
+    pub fn decoded_bytes(&self) -> u64 {
+        (self.pages as u64) * (self.dims[1] as u64) * (self.dims[2] as u64) * (self.bits as u64).div_ceil(8)
+    }
+
+    /// Voxel size in micrometres (see [`Stack::voxel_size_um`]).
+    pub fn voxel_size_um(&self) -> Option<[f64; 3]> {
+        in_micrometres(self.voxel_size, self.unit.as_deref())
+    }
+
+    /// The page holding slice `z` of channel `c` in frame `t` (ImageJ's order).
+    pub fn page_of(&self, t: usize, z: usize, c: usize) -> Result<usize> {
+        if t >= self.frames || z >= self.dims[0] || c >= self.channels {
+            return Err(Error::invalid(format!(
+                "frame {t} / slice {z} / channel {c} out of range ({} frames, {} slices, {} channels)",
+                self.frames, self.dims[0], self.channels
+            )));
+        }
+        Ok((t * self.dims[0] + z) * self.channels + c)
+    }
+}
+
+/// A stack read page by page, for stacks larger than memory: the header is read and
+/// every page's size and type checked when it is opened, a page decoded only when asked
+/// for (TIFF and BigTIFF; any strip or tile layout the `tiff` crate decodes).
+pub struct StackReader {
+    path: std::path::PathBuf,
+    dec: Decoder<BufReader<File>>,
+    /// The page the decoder stands on.
+    at: usize,
+    pub info: StackInfo,
+}
+
+impl StackReader {
+    pub fn open(path: impl AsRef<Path>) -> Result<StackReader> {
+        let path = path.as_ref();
+        guarded(path, || Self::open_inner(path))
+    }
+
+    fn open_inner(path: &Path) -> Result<StackReader> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut dec = Decoder::new(BufReader::new(f)).map_err(|e| tiff_err(path, e))?;
+        let mut limits = Limits::default();
+        limits.decoding_buffer_size = 1 << 31;
+        limits.intermediate_buffer_size = 1 << 31;
+        dec = dec.with_limits(limits);
+        let desc = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
+        let ij = desc.as_deref().and_then(parse_imagej);
+        let xres = dec.find_tag(Tag::XResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
+        let yres = dec.find_tag(Tag::YResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
+        let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
+        let ct = dec.colortype().map_err(|e| tiff_err(path, e))?;
+        let tiff::ColorType::Gray(bits) = ct else {
+            return Err(Error::Unsupported(format!(
+                "{}: colour or multi-sample pages ({ct:?}) are not supported; save the nuclear channel as a grey stack",
+                path.display()
+            )));
+        };
+        if !matches!(bits, 8 | 16 | 32) {
+            return Err(Error::Unsupported(format!("{}: {bits}-bit samples (use 8/16/32-bit grey)", path.display())));
+        }
+        // walk the pages (directories only, no pixel data) to count and check them
+        let mut n = 1usize;
+        while dec.more_images() {
+            dec.next_image().map_err(|e| tiff_err(path, e))?;
+            let (pw, ph) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
+            if (pw, ph) != (w, h) {
+                return Err(tiff_err(path, format!("page {n} is {pw}x{ph}, the first page {w}x{h}")));
+            }
+            if dec.colortype().map_err(|e| tiff_err(path, e))? != ct {
+                return Err(tiff_err(path, format!("page {n} has another sample type")));
+            }
+            n += 1;
+        }
+        let (mut channels, mut slices, mut frames) = (1, n, 1);
+        let mut spacing = None;
+        let mut unit = None;
+        let mut frame_interval = None;
+        if let Some(info) = &ij {
+            channels = info.channels.unwrap_or(1).max(1);
+            frames = info.frames.unwrap_or(1).max(1);
+            let cf = channels.checked_mul(frames).filter(|&cf| cf <= n);
+            slices = info.slices.or(cf.map(|cf| n / cf)).unwrap_or(n).max(1);
+            // numbers from the header are checked against the pages, never trusted for sizes
+            if cf.and_then(|cf| cf.checked_mul(slices)) != Some(n) {
+                // inconsistent header: trust the page count
+                channels = 1;
+                frames = 1;
+                slices = n;
+            }
+            spacing = info.spacing;
+            unit = info.unit.clone();
+            frame_interval = info.finterval.map(|value| FrameInterval { value, unit: info.tunit.clone().unwrap_or_else(|| "sec".into()) });
+        }
+        let voxel_size = match (xres, yres) {
+            (Some(xr), Some(yr)) if xr > 0.0 && yr > 0.0 && (ij.is_some() || spacing.is_some()) => {
+                Some([spacing.unwrap_or(1.0), 1.0 / yr, 1.0 / xr]).filter(|v| v.iter().all(|a| a.is_finite() && *a > 0.0))
+            }
+            _ => None,
+        };
+        let info = StackInfo { dims: [slices, h as usize, w as usize], channels, frames, voxel_size, unit, frame_interval, pages: n, bits };
+        Ok(StackReader { path: path.to_path_buf(), dec, at: n - 1, info })
+    }
+
+    /// Decodes one page (a y-x plane).
+    pub fn read_page(&mut self, page: usize) -> Result<Samples> {
+        let path = self.path.clone();
+        guarded(&path, || self.read_page_inner(page))
+    }
+
+    fn read_page_inner(&mut self, page: usize) -> Result<Samples> {
+        let path = &self.path;
+        if page >= self.info.pages {
+            return Err(Error::invalid(format!("{}: page {page} of {}", path.display(), self.info.pages)));
+        }
+        if page != self.at {
+            if page == self.at + 1 {
+                self.dec.next_image().map_err(|e| tiff_err(path, e))?;
+            } else {
+                self.dec.seek_to_image(page).map_err(|e| tiff_err(path, e))?;
+            }
+            self.at = page;
+        }
+        let plane = self.info.dims[1] * self.info.dims[2];
+        let samples = match self.dec.read_image().map_err(|e| tiff_err(path, e))? {
+            DecodingResult::U8(v) => Samples::U8(v),
+            DecodingResult::U16(v) => Samples::U16(v),
+            DecodingResult::U32(v) => Samples::U32(v),
+            DecodingResult::F32(v) => Samples::F32(v),
+            // signed 16-bit: shift into the unsigned range, as ImageJ does
+            DecodingResult::I16(v) => Samples::U16(v.into_iter().map(|a| (a as i32 + 32768) as u16).collect()),
+            _ => return Err(Error::Unsupported(format!("{}: sample format of page {page} (use 8/16/32-bit grey)", path.display()))),
+        };
+        if samples.len() != plane {
+            return Err(Error::Unsupported(format!(
+                "{}: colour or multi-sample pages are not supported; save the nuclear channel as a grey stack",
+                path.display()
+            )));
+        }
+        Ok(samples)
+    }
+
+    /// Slice `z` of channel `c` in frame `t`.
+    pub fn read_plane(&mut self, t: usize, z: usize, c: usize) -> Result<Samples> {
+        let page = self.info.page_of(t, z, c)?;
+        self.read_page(page)
+    }
 }
 
 /// Writes labels as a 16-bit stack when every label fits, else 32-bit.
@@ -347,11 +431,21 @@ pub fn write_labels_timed(
     voxel_um: Option<[f64; 3]>,
     interval: Option<&FrameInterval>,
 ) -> Result<()> {
-    let max = labels.iter().copied().max().unwrap_or(0);
-    if max <= u16::MAX as u32 {
-        write_timed(path, &Samples::U16(labels.iter().map(|&l| l as u16).collect()), dims, frames, voxel_um, interval)
-    } else {
-        write_timed(path, &Samples::U32(labels.to_vec()), dims, frames, voxel_um, interval)
+    let path = path.as_ref();
+    let plane = dims[1] * dims[2];
+    if labels.len() != plane * dims[0] * frames || plane == 0 || dims[0] == 0 || frames == 0 {
+        return Err(Error::invalid(format!("writing {}: {} labels do not make {frames} frame(s) of {dims:?}", path.display(), labels.len())));
+    }
+    let kind = SampleKind::for_labels(labels.iter().copied().max().unwrap_or(0));
+    let layout = PageLayout { dims, frames, voxel_um, interval: interval.cloned(), kind };
+    write_pages(path, &layout, |p| Ok(label_page(&labels[p * plane..(p + 1) * plane], kind)))
+}
+
+/// One page of labels as samples of `kind` (U16 only when every label fits).
+pub fn label_page(labels: &[u32], kind: SampleKind) -> Samples {
+    match kind {
+        SampleKind::U16 => Samples::U16(labels.iter().map(|&l| l as u16).collect()),
+        _ => Samples::U32(labels.to_vec()),
     }
 }
 
@@ -370,72 +464,165 @@ pub fn write_timed(
     interval: Option<&FrameInterval>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let [nz, ny, nx] = dims;
-    let plane = ny * nx;
-    if samples.len() != plane * nz * frames || plane == 0 || nz == 0 || frames == 0 {
+    let plane = dims[1] * dims[2];
+    if samples.len() != plane * dims[0] * frames || plane == 0 || dims[0] == 0 || frames == 0 {
         return Err(Error::invalid(format!(
             "writing {}: {} values do not make {frames} frame(s) of {dims:?}",
             path.display(),
             samples.len()
         )));
     }
-    if let Some(v) = voxel_um {
-        crate::plan::check_voxel_size(v, &format!("writing {}: the voxel size", path.display()))?;
-    }
-    super::atomic::write_with(path, |f| {
-        let mut w = BufWriter::new(f);
-        encode(&mut w, samples, dims, frames, voxel_um, interval).map_err(std::io::Error::other)?;
-        w.flush()
-    })
+    let layout = PageLayout { dims, frames, voxel_um, interval: interval.cloned(), kind: SampleKind::of(samples) };
+    write_pages(path, &layout, |p| Ok(samples.slice_range(p * plane, plane)))
 }
 
-fn encode<W: std::io::Write + std::io::Seek>(
-    w: &mut W,
-    samples: &Samples,
-    dims: [usize; 3],
-    frames: usize,
-    voxel_um: Option<[f64; 3]>,
-    interval: Option<&FrameInterval>,
+/// The type of a stack's samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleKind {
+    U8,
+    U16,
+    U32,
+    F32,
+}
+
+impl SampleKind {
+    pub fn of(s: &Samples) -> SampleKind {
+        match s {
+            Samples::U8(_) => SampleKind::U8,
+            Samples::U16(_) => SampleKind::U16,
+            Samples::U32(_) => SampleKind::U32,
+            Samples::F32(_) => SampleKind::F32,
+        }
+    }
+    pub fn bytes(self) -> u64 {
+        match self {
+            SampleKind::U8 => 1,
+            SampleKind::U16 => 2,
+            SampleKind::U32 | SampleKind::F32 => 4,
+        }
+    }
+    /// The narrowest label type holding `max_label`.
+    pub fn for_labels(max_label: u32) -> SampleKind {
+        if max_label <= u16::MAX as u32 {
+            SampleKind::U16
+        } else {
+            SampleKind::U32
+        }
+    }
+}
+
+/// The shape and header of a stack written page by page.
+#[derive(Clone, Debug)]
+pub struct PageLayout {
+    pub dims: [usize; 3],
+    pub frames: usize,
+    pub voxel_um: Option<[f64; 3]>,
+    pub interval: Option<FrameInterval>,
+    pub kind: SampleKind,
+}
+
+impl PageLayout {
+    pub fn pages(&self) -> usize {
+        self.dims[0] * self.frames
+    }
+    /// Whether the file is written as BigTIFF: when its uncompressed samples come within
+    /// reach of classic TIFF's 4 GiB offsets (compression is not counted on).
+    pub fn big(&self) -> bool {
+        let plane = (self.dims[1] as u64) * (self.dims[2] as u64);
+        (self.pages() as u64).saturating_mul(plane).saturating_mul(self.kind.bytes()) > BIGTIFF_FROM
+    }
+}
+
+/// Stacks whose samples exceed this are written as BigTIFF (classic TIFF addresses 4 GiB;
+/// the margin covers headers and incompressible data).
+pub const BIGTIFF_FROM: u64 = (4 << 30) - (256 << 20);
+
+/// Writes a stack atomically, one page at a time: `page(p)` gives page `p` (ImageJ order:
+/// slices of frame 0, then of frame 1...) as samples of `layout.kind`. Only one page is
+/// in memory at a time; stacks too large for classic TIFF become BigTIFF.
+pub fn write_pages(path: &Path, layout: &PageLayout, mut page: impl FnMut(usize) -> Result<Samples>) -> Result<()> {
+    let [nz, ny, nx] = layout.dims;
+    if nz == 0 || ny == 0 || nx == 0 || layout.frames == 0 || ny > u32::MAX as usize || nx > u32::MAX as usize {
+        return Err(Error::invalid(format!("writing {}: {} frame(s) of {:?} is not a stack", path.display(), layout.frames, layout.dims)));
+    }
+    if let Some(v) = layout.voxel_um {
+        crate::plan::check_voxel_size(v, &format!("writing {}: the voxel size", path.display()))?;
+    }
+    // an error of `page` passes through the encoder's io::Error as this
+    let mut failed: Option<Error> = None;
+    let r = super::atomic::write_with(path, |f| {
+        let mut w = BufWriter::new(f);
+        let mut next = |p: usize| -> std::result::Result<Samples, tiff::TiffError> {
+            match page(p) {
+                Ok(s) if s.len() == ny * nx && SampleKind::of(&s) == layout.kind => Ok(s),
+                Ok(s) => {
+                    failed = Some(Error::Internal(format!("page {p}: {} values of {:?}, expected {} of {:?}", s.len(), SampleKind::of(&s), ny * nx, layout.kind)));
+                    Err(tiff::TiffError::IoError(std::io::Error::other("page of the wrong size")))
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    Err(tiff::TiffError::IoError(std::io::Error::other("page failed")))
+                }
+            }
+        };
+        let r = if layout.big() {
+            encode(TiffEncoder::new_big(&mut w), layout, &mut next)
+        } else {
+            encode(TiffEncoder::new(&mut w), layout, &mut next)
+        };
+        r.map_err(std::io::Error::other)?;
+        w.flush()
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => r,
+    }
+}
+
+fn encode<W: std::io::Write + std::io::Seek, K: tiff::encoder::TiffKind>(
+    enc: std::result::Result<TiffEncoder<W, K>, tiff::TiffError>,
+    layout: &PageLayout,
+    page: &mut dyn FnMut(usize) -> std::result::Result<Samples, tiff::TiffError>,
 ) -> std::result::Result<(), tiff::TiffError> {
-    let [nz, ny, nx] = dims;
-    let plane = ny * nx;
-    let pages = nz * frames;
+    let [nz, ny, nx] = layout.dims;
+    let frames = layout.frames;
+    let pages = layout.pages();
     let mut desc = format!("ImageJ=1.54f\nimages={pages}\nslices={nz}\n");
     if frames > 1 {
         desc.push_str(&format!("frames={frames}\nhyperstack=true\n"));
     }
-    if let Some(v) = voxel_um {
+    if let Some(v) = layout.voxel_um {
         desc.push_str(&format!("unit=micron\nspacing={}\n", v[0]));
     }
-    if let Some(t) = interval.filter(|t| t.value.is_finite() && t.value > 0.0) {
+    if let Some(t) = layout.interval.as_ref().filter(|t| t.value.is_finite() && t.value > 0.0) {
         desc.push_str(&format!("finterval={}\ntunit={}\n", t.value, t.unit));
     }
     desc.push_str("loop=false\n");
-    let mut enc = TiffEncoder::new(w)?.with_compression(Compression::Deflate(DeflateLevel::Balanced));
+    let mut enc = enc?.with_compression(Compression::Deflate(DeflateLevel::Balanced));
     let res = |um: f64| {
         // pixels per micrometre as a rational with 6 decimal places
         Rational { n: (1e6 / um).round().clamp(1.0, u32::MAX as f64) as u32, d: 1_000_000 }
     };
-    macro_rules! pages {
-        ($ct:ty, $v:expr) => {{
-            for p in 0..pages {
-                let mut img = enc.new_image::<$ct>(nx as u32, ny as u32)?;
-                if p == 0 {
-                    img.encoder().write_tag(Tag::ImageDescription, desc.as_str())?;
-                }
-                if let Some(v) = voxel_um {
-                    img.resolution(ResolutionUnit::None, res(v[2]));
-                    img.y_resolution(res(v[1]));
-                }
-                img.write_data(&$v[p * plane..(p + 1) * plane])?;
+    macro_rules! put {
+        ($ct:ty, $v:expr, $p:expr) => {{
+            let mut img = enc.new_image::<$ct>(nx as u32, ny as u32)?;
+            if $p == 0 {
+                img.encoder().write_tag(Tag::ImageDescription, desc.as_str())?;
             }
+            if let Some(v) = layout.voxel_um {
+                img.resolution(ResolutionUnit::None, res(v[2]));
+                img.y_resolution(res(v[1]));
+            }
+            img.write_data(&$v)?;
         }};
     }
-    match samples {
-        Samples::U8(v) => pages!(colortype::Gray8, v),
-        Samples::U16(v) => pages!(colortype::Gray16, v),
-        Samples::U32(v) => pages!(colortype::Gray32, v),
-        Samples::F32(v) => pages!(colortype::Gray32Float, v),
+    for p in 0..pages {
+        match page(p)? {
+            Samples::U8(v) => put!(colortype::Gray8, v, p),
+            Samples::U16(v) => put!(colortype::Gray16, v, p),
+            Samples::U32(v) => put!(colortype::Gray32, v, p),
+            Samples::F32(v) => put!(colortype::Gray32Float, v, p),
+        }
     }
     Ok(())
 }

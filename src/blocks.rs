@@ -1,0 +1,734 @@
+//! Volumes larger than memory, segmented block by block.
+//!
+//! The volume is cut into a grid of *cores* that tile it exactly. Each block is read
+//! with a *halo* around its core and segmented on its own, the whole pipeline
+//! (normalisation with the whole volume's scaling, tiled networks, post-processing) on
+//! core + halo. The halo is the networks' measured context ([`Model::context`]) plus the
+//! radius of the largest nucleus, so every label a block gives inside its core is the one
+//! the whole volume would give there: probabilities there saw all they depend on, and a
+//! nucleus reaching into the core is seen whole.
+//!
+//! Only the core of each block is kept. A nucleus that crosses a face between two cores
+//! is then two *pieces*, one per block; they are joined by comparing the two blocks'
+//! views of the two planes on either side of the face (each block labelled both: one in
+//! its core, one in its halo). Pieces a and b are one nucleus when the voxels where block
+//! A says a and block B says b are at least half of the smaller of the two (a's and b's
+//! voxels on those planes). Joining on agreement rather than on contact (as dask-image's
+//! `label` does for connected components, or Cellpose's distributed mode for masks that
+//! touch a face) keeps two touching nuclei apart: both blocks separate them, so their
+//! views never agree across the contact. Joins go into a union-find; one relabelling pass
+//! at the end numbers the nuclei 1..=n without gaps.
+//!
+//! Memory is bounded by the block, not the volume: one block's buffers, the planes of the
+//! current slab of blocks (streamed sources), the face planes of blocks whose neighbour
+//! is not done yet, and one table entry per piece. Labels go to a [`LabelStore`] (a
+//! scratch file on disk for large volumes) as provisional ids, and are renumbered when
+//! written out.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::plan::SegmentParams;
+use crate::preprocess::Scaling;
+use crate::tiling::Progress;
+
+/// Default number of voxels of one block, core and halo together (about 40 bytes each
+/// at the peak of its segmentation: ~1 GB).
+pub const DEFAULT_BLOCK_VOXELS: usize = 24 << 20;
+/// Largest block a caller may ask for (voxels, core and halo).
+pub const MAX_BLOCK_VOXELS: usize = 1 << 30;
+/// Default diameter of the largest nucleus (um): the halo holds its radius beyond the
+/// networks' context. Nuclei of 2-cell mouse embryos reach ~20 um.
+pub const DEFAULT_MAX_NUCLEUS_UM: f64 = 24.0;
+
+/// Volumes of more voxels than this are segmented block by block unless told otherwise
+/// (whole, such a volume would peak near 2 GB: ~60 bytes a voxel).
+pub const AUTO_BLOCKS_FROM: u64 = 32 << 20;
+
+/// Whether a volume is segmented whole or block by block (`--blocks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BlockChoice {
+    /// Blocks when the volume has more than [`AUTO_BLOCKS_FROM`] voxels or is too large to
+    /// read whole.
+    #[default]
+    Auto,
+    /// The whole volume at once.
+    Whole,
+    /// Blocks whose cores are at most this size (z, y, x voxels).
+    Core([usize; 3]),
+}
+
+impl std::str::FromStr for BlockChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(BlockChoice::Auto),
+            "whole" | "off" | "none" => Ok(BlockChoice::Whole),
+            other => crate::vocab::parse_zyx::<usize>("blocks", other)
+                .map(BlockChoice::Core)
+                .map_err(|_| Error::invalid(format!("blocks '{s}': give auto, whole or a core size Z,Y,X"))),
+        }
+    }
+}
+
+impl BlockChoice {
+    /// Whether a volume of `dims` (of `bytes` decoded, the whole stack) goes block by block.
+    pub fn blockwise(self, dims: [usize; 3], bytes: u64) -> bool {
+        match self {
+            BlockChoice::Auto => dims.iter().map(|&d| d as u64).product::<u64>() > AUTO_BLOCKS_FROM || bytes > crate::io::tiff::MAX_STACK_BYTES,
+            BlockChoice::Whole => false,
+            BlockChoice::Core(_) => true,
+        }
+    }
+}
+
+/// How to cut a volume into blocks. `None`: chosen from the model and the volume.
+#[derive(Clone, Debug, Default)]
+pub struct BlockOptions {
+    /// Core size (z, y, x input voxels).
+    pub core: Option<[usize; 3]>,
+    /// Halo on each side of a core (z, y, x input voxels).
+    pub halo: Option<[usize; 3]>,
+    /// Voxels of a block (core + halo) when the core is chosen here.
+    pub block_voxels: Option<usize>,
+    /// Diameter of the largest nucleus (um), for the halo.
+    pub max_nucleus_um: Option<f64>,
+}
+
+/// The blocks of one volume.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockGrid {
+    pub dims: [usize; 3],
+    /// Largest core edge (the cores spread evenly: some are a voxel smaller).
+    pub core: [usize; 3],
+    pub halo: [usize; 3],
+    /// Blocks along z, y, x.
+    pub count: [usize; 3],
+}
+
+/// One block: its core and its extent with the halo (half-open, input voxels).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Block {
+    pub index: [usize; 3],
+    pub core_start: [usize; 3],
+    pub core_end: [usize; 3],
+    pub start: [usize; 3],
+    pub end: [usize; 3],
+}
+
+impl Block {
+    pub fn dims(&self) -> [usize; 3] {
+        std::array::from_fn(|k| self.end[k] - self.start[k])
+    }
+    pub fn core_dims(&self) -> [usize; 3] {
+        std::array::from_fn(|k| self.core_end[k] - self.core_start[k])
+    }
+}
+
+impl BlockGrid {
+    pub fn new(dims: [usize; 3], core: [usize; 3], halo: [usize; 3]) -> Result<BlockGrid> {
+        crate::error::voxel_count_u64(dims)?;
+        if core.contains(&0) {
+            return Err(Error::invalid(format!("block core {core:?}: every edge must be at least 1 voxel")));
+        }
+        let count: [usize; 3] = std::array::from_fn(|k| dims[k].div_ceil(core[k].min(dims[k])));
+        let core: [usize; 3] = std::array::from_fn(|k| dims[k].div_ceil(count[k]));
+        // a halo longer than the volume only adds mirrored nothing: clamp it
+        let halo: [usize; 3] = std::array::from_fn(|k| halo[k].min(dims[k]));
+        let ext: u64 = (0..3).map(|k| (core[k] + 2 * halo[k]).min(dims[k]) as u64).product();
+        if ext > MAX_BLOCK_VOXELS as u64 {
+            return Err(Error::invalid(format!(
+                "blocks of {core:?} with a halo of {halo:?} hold {ext} voxels, more than {MAX_BLOCK_VOXELS}: choose smaller blocks"
+            )));
+        }
+        Ok(BlockGrid { dims, core, halo, count })
+    }
+
+    /// A grid for `dims` whose blocks (core + halo) hold at most `budget` voxels, as few
+    /// blocks as that allows: the longest core edge (in micrometres, so that blocks stay
+    /// roughly isotropic in space) is halved until a block fits. An axis short enough to
+    /// take whole in one block has no halo along it.
+    pub fn fit(dims: [usize; 3], halo: [usize; 3], voxel_um: [f64; 3], budget: usize) -> Result<BlockGrid> {
+        let mut core = dims;
+        let ext = |core: &[usize; 3]| -> u64 {
+            (0..3).map(|k| if core[k] >= dims[k] { dims[k] } else { (core[k] + 2 * halo[k]).min(dims[k]) } as u64).product()
+        };
+        while ext(&core) > budget as u64 {
+            let k = (0..3)
+                .filter(|&k| core[k] > 1)
+                .max_by(|&a, &b| (core[a] as f64 * voxel_um[a]).total_cmp(&(core[b] as f64 * voxel_um[b])))
+                .ok_or_else(|| Error::invalid(format!("no block of {dims:?} with a halo of {halo:?} fits in {budget} voxels")))?;
+            core[k] = core[k].div_ceil(2);
+        }
+        Self::new(dims, core, halo)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where core `i` of `n` starts along an axis of `len` voxels (cores spread evenly).
+    fn bound(len: usize, n: usize, i: usize) -> usize {
+        (len * i).div_ceil(n)
+    }
+
+    pub fn block(&self, index: [usize; 3]) -> Block {
+        let mut b = Block { index, core_start: [0; 3], core_end: [0; 3], start: [0; 3], end: [0; 3] };
+        for k in 0..3 {
+            b.core_start[k] = Self::bound(self.dims[k], self.count[k], index[k]);
+            b.core_end[k] = Self::bound(self.dims[k], self.count[k], index[k] + 1);
+            b.start[k] = b.core_start[k].saturating_sub(self.halo[k]);
+            b.end[k] = (b.core_end[k] + self.halo[k]).min(self.dims[k]);
+        }
+        b
+    }
+
+    /// Blocks in raster order (z slowest): each block's lower neighbours come first.
+    pub fn blocks(&self) -> impl Iterator<Item = Block> + '_ {
+        let [cz, cy, cx] = self.count;
+        (0..cz).flat_map(move |z| (0..cy).flat_map(move |y| (0..cx).map(move |x| self.block([z, y, x]))))
+    }
+}
+
+/// A volume read region by region.
+pub trait VolumeSource {
+    fn dims(&self) -> [usize; 3];
+    /// The voxels of `[start, end)` (z, y, x order) as f32.
+    fn read(&mut self, start: [usize; 3], end: [usize; 3]) -> Result<Vec<f32>>;
+    /// Calls `visit` on every z plane (for the volume's intensity statistics).
+    fn for_each_plane(&mut self, visit: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>;
+}
+
+/// Where the provisional labels of the cores go.
+pub trait LabelStore {
+    /// Writes the labels of `[start, end)` (z, y, x order).
+    fn write(&mut self, start: [usize; 3], end: [usize; 3], labels: &[u32]) -> Result<()>;
+}
+
+/// A volume in memory.
+pub struct MemorySource<'a> {
+    pub volume: &'a [f32],
+    pub dims: [usize; 3],
+}
+
+impl VolumeSource for MemorySource<'_> {
+    fn dims(&self) -> [usize; 3] {
+        self.dims
+    }
+    fn read(&mut self, start: [usize; 3], end: [usize; 3]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity((0..3).map(|k| end[k] - start[k]).product());
+        let [_, ny, nx] = self.dims;
+        for z in start[0]..end[0] {
+            for y in start[1]..end[1] {
+                let at = (z * ny + y) * nx;
+                out.extend_from_slice(&self.volume[at + start[2]..at + end[2]]);
+            }
+        }
+        Ok(out)
+    }
+    fn for_each_plane(&mut self, visit: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        self.volume.chunks(self.dims[1] * self.dims[2]).try_for_each(visit)
+    }
+}
+
+/// Labels in memory.
+pub struct MemoryLabels {
+    pub labels: Vec<u32>,
+    pub dims: [usize; 3],
+}
+
+impl LabelStore for MemoryLabels {
+    fn write(&mut self, start: [usize; 3], end: [usize; 3], labels: &[u32]) -> Result<()> {
+        let [_, ny, nx] = self.dims;
+        let w = end[2] - start[2];
+        let mut rows = labels.chunks_exact(w);
+        for z in start[0]..end[0] {
+            for y in start[1]..end[1] {
+                let at = (z * ny + y) * nx + start[2];
+                let row = rows.next().ok_or_else(|| Error::Internal("block labels shorter than the block".into()))?;
+                self.labels[at..at + w].copy_from_slice(row);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One volume of a TIFF stack (frame `t`, channel `c`), streamed: planes are decoded as
+/// blocks need them and kept while the current slab of blocks may ask for them again.
+pub struct TiffSource {
+    reader: crate::io::tiff::StackReader,
+    t: usize,
+    c: usize,
+    planes: BTreeMap<usize, crate::io::tiff::Samples>,
+}
+
+impl TiffSource {
+    pub fn new(reader: crate::io::tiff::StackReader, t: usize, c: usize) -> Result<TiffSource> {
+        reader.info.page_of(t, 0, c)?;
+        Ok(TiffSource { reader, t, c, planes: BTreeMap::new() })
+    }
+
+    fn plane(&mut self, z: usize) -> Result<&crate::io::tiff::Samples> {
+        if !self.planes.contains_key(&z) {
+            let p = self.reader.read_plane(self.t, z, self.c)?;
+            self.planes.insert(z, p);
+        }
+        Ok(&self.planes[&z])
+    }
+}
+
+impl VolumeSource for TiffSource {
+    fn dims(&self) -> [usize; 3] {
+        self.reader.info.dims
+    }
+    fn read(&mut self, start: [usize; 3], end: [usize; 3]) -> Result<Vec<f32>> {
+        use crate::io::tiff::Samples;
+        // blocks come in raster order: planes above this block's slab are done with
+        self.planes = self.planes.split_off(&start[0]);
+        let nx = self.dims()[2];
+        let mut out = Vec::with_capacity((0..3).map(|k| end[k] - start[k]).product());
+        for z in start[0]..end[0] {
+            let p = self.plane(z)?;
+            for y in start[1]..end[1] {
+                let (a, b) = (y * nx + start[2], y * nx + end[2]);
+                match p {
+                    Samples::U8(v) => out.extend(v[a..b].iter().map(|&x| x as f32)),
+                    Samples::U16(v) => out.extend(v[a..b].iter().map(|&x| x as f32)),
+                    Samples::U32(v) => out.extend(v[a..b].iter().map(|&x| x as f32)),
+                    Samples::F32(v) => out.extend_from_slice(&v[a..b]),
+                }
+            }
+        }
+        Ok(out)
+    }
+    fn for_each_plane(&mut self, visit: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        for z in 0..self.dims()[0] {
+            let p = self.reader.read_plane(self.t, z, self.c)?;
+            visit(&p.to_f32())?;
+        }
+        Ok(())
+    }
+}
+
+/// Provisional labels in a scratch file beside the output (4 bytes a voxel), for volumes
+/// whose labels do not fit in memory.
+pub struct ScratchLabels {
+    file: tempfile::NamedTempFile,
+    dims: [usize; 3],
+}
+
+impl ScratchLabels {
+    /// A scratch file in `dir` for the labels of `dims`.
+    pub fn new(dir: &std::path::Path, dims: [usize; 3]) -> Result<ScratchLabels> {
+        let file = crate::io::atomic::scratch_file(dir)?;
+        let bytes = crate::error::voxel_count_u64(dims)? * 4;
+        file.as_file().set_len(bytes).map_err(|e| Error::io(file.path(), e))?;
+        Ok(ScratchLabels { file, dims })
+    }
+
+    /// One z plane.
+    pub fn plane(&self, z: usize) -> Result<Vec<u32>> {
+        use std::os::unix::fs::FileExt;
+        let n = self.dims[1] * self.dims[2];
+        let mut bytes = vec![0u8; n * 4];
+        self.file.as_file().read_exact_at(&mut bytes, (z * n * 4) as u64).map_err(|e| Error::io(self.file.path(), e))?;
+        Ok(bytes.chunks_exact(4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+}
+
+impl LabelStore for ScratchLabels {
+    fn write(&mut self, start: [usize; 3], end: [usize; 3], labels: &[u32]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let [_, ny, nx] = self.dims;
+        let w = end[2] - start[2];
+        let mut rows = labels.chunks_exact(w);
+        let mut bytes = Vec::with_capacity(w * 4);
+        for z in start[0]..end[0] {
+            for y in start[1]..end[1] {
+                let row = rows.next().ok_or_else(|| Error::Internal("block labels shorter than the block".into()))?;
+                bytes.clear();
+                bytes.extend(row.iter().flat_map(|l| l.to_ne_bytes()));
+                let at = (((z * ny + y) * nx + start[2]) * 4) as u64;
+                self.file.as_file().write_all_at(&bytes, at).map_err(|e| Error::io(self.file.path(), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The two planes on either side of a face between a block's core and its upper
+/// neighbour's, as the block labelled them (provisional ids of its pieces, 0 elsewhere).
+struct FaceView {
+    /// Last plane of the lower block's core / first plane of the upper block's core.
+    lower: Vec<u32>,
+    upper: Vec<u32>,
+}
+
+/// The pairs (piece of A, piece of B) that are one nucleus, from both blocks' views of
+/// the planes on either side of their common face (see the module docs).
+fn agreeing_pieces(a: &FaceView, b: &FaceView) -> Vec<(u32, u32)> {
+    let mut together: HashMap<(u32, u32), u64> = HashMap::new();
+    let (mut in_a, mut in_b): (HashMap<u32, u64>, HashMap<u32, u64>) = Default::default();
+    for (va, vb) in a.lower.iter().zip(&b.lower).chain(a.upper.iter().zip(&b.upper)) {
+        if *va != 0 {
+            *in_a.entry(*va).or_default() += 1;
+        }
+        if *vb != 0 {
+            *in_b.entry(*vb).or_default() += 1;
+        }
+        if *va != 0 && *vb != 0 {
+            *together.entry((*va, *vb)).or_default() += 1;
+        }
+    }
+    let mut pairs: Vec<(u32, u32)> =
+        together.into_iter().filter(|&((x, y), n)| 2 * n >= in_a[&x].min(in_b[&y])).map(|(p, _)| p).collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+/// Union-find over provisional ids (1-based), with path halving.
+struct Pieces {
+    parent: Vec<u32>,
+}
+
+impl Pieces {
+    fn add(&mut self, n: u32) -> u32 {
+        let first = self.parent.len() as u32;
+        self.parent.extend(first..first + n);
+        first
+    }
+    fn find(&mut self, mut a: u32) -> u32 {
+        while self.parent[a as usize] != a {
+            let up = self.parent[self.parent[a as usize] as usize];
+            self.parent[a as usize] = up;
+            a = up;
+        }
+        a
+    }
+    fn join(&mut self, a: u32, b: u32) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        // the smaller id as root keeps the numbering in raster order of first pieces
+        if ra != rb {
+            let (lo, hi) = (ra.min(rb), ra.max(rb));
+            self.parent[hi as usize] = lo;
+        }
+    }
+    /// Final label of every provisional id: nuclei 1..=n in order of their first piece.
+    fn numbering(mut self) -> (Vec<u32>, u32) {
+        let n = self.parent.len();
+        let mut final_of_root = vec![0u32; n];
+        let mut map = vec![0u32; n];
+        let mut next = 0u32;
+        for id in 1..n as u32 {
+            let r = self.find(id) as usize;
+            if final_of_root[r] == 0 {
+                next += 1;
+                final_of_root[r] = next;
+            }
+            map[id as usize] = final_of_root[r];
+        }
+        (map, next)
+    }
+}
+
+/// Seconds spent in each part of a block-wise segmentation.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct BlockTimes {
+    /// The intensity statistics of the whole volume (one or two passes over it).
+    pub scaling_s: f64,
+    /// Measuring the networks' context (once per model).
+    pub context_s: f64,
+    pub read_s: f64,
+    /// Normalisation, resampling and networks of all blocks.
+    pub network_s: f64,
+    /// Post-processing of all blocks.
+    pub post_s: f64,
+    /// Face comparisons and provisional labels written.
+    pub stitch_s: f64,
+}
+
+/// The result of [`segment_blocks`]: how to turn provisional ids into labels.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockRun {
+    pub grid: BlockGrid,
+    pub n_nuclei: u32,
+    /// Pieces joined across faces.
+    pub joins: usize,
+    /// Final label of each provisional id (index 0: background).
+    #[serde(skip)]
+    pub relabel: Vec<u32>,
+    pub scaling: String,
+    pub timings: BlockTimes,
+}
+
+impl BlockRun {
+    /// Final labels of provisional labels, in place.
+    pub fn apply(&self, labels: &mut [u32]) {
+        for l in labels {
+            *l = self.relabel[*l as usize];
+        }
+    }
+}
+
+/// The halo (input voxels) for a model on an input of `input_um` voxels whose model grid
+/// has `model_um` voxels: the networks' context plus the radius of the largest nucleus.
+pub fn halo_for(context: [usize; 3], input_um: [f64; 3], model_um: [f64; 3], max_nucleus_um: f64) -> [usize; 3] {
+    std::array::from_fn(|k| {
+        let context_um = context[k] as f64 * model_um[k];
+        ((context_um + max_nucleus_um / 2.0) / input_um[k]).ceil() as usize
+    })
+}
+
+/// The grid `segment_blocks` will use for a volume of `dims` under `params`.
+pub fn grid_for(model: &Model, dims: [usize; 3], params: &SegmentParams, opts: &BlockOptions) -> Result<BlockGrid> {
+    let max_nucleus = opts.max_nucleus_um.unwrap_or(DEFAULT_MAX_NUCLEUS_UM);
+    if !(max_nucleus.is_finite() && (0.0..=1000.0).contains(&max_nucleus)) {
+        return Err(Error::invalid(format!("largest nucleus {max_nucleus} um: give 0..=1000")));
+    }
+    // the grids of a small piece of the volume: its voxel size and the model's
+    let probe: [usize; 3] = std::array::from_fn(|k| dims[k].min(64));
+    let plan = model.plan(probe, params)?;
+    let halo = match opts.halo {
+        Some(h) => h,
+        None => halo_for(model.context()?, plan.input_voxel_size(), plan.model_voxel_size(), max_nucleus),
+    };
+    match opts.core {
+        Some(core) => BlockGrid::new(dims, core, halo),
+        None => {
+            let budget = opts.block_voxels.unwrap_or(DEFAULT_BLOCK_VOXELS);
+            if budget == 0 || budget > MAX_BLOCK_VOXELS {
+                return Err(Error::invalid(format!("block of {budget} voxels: give 1..={MAX_BLOCK_VOXELS}")));
+            }
+            BlockGrid::fit(dims, halo, plan.input_voxel_size(), budget)
+        }
+    }
+}
+
+/// Segments the volume of `source` block by block into `store` (provisional ids; apply
+/// [`BlockRun::relabel`] when reading them back). See the module docs.
+pub fn segment_blocks(
+    model: &Model,
+    source: &mut dyn VolumeSource,
+    store: &mut dyn LabelStore,
+    params: &SegmentParams,
+    opts: &BlockOptions,
+    progress: Option<Progress>,
+) -> Result<BlockRun> {
+    let mut times = BlockTimes::default();
+    let dims = source.dims();
+    let t = std::time::Instant::now();
+    let grid = grid_for(model, dims, params, opts)?;
+    times.context_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let scaling = model.scaling_streamed(&mut |visit| source.for_each_plane(visit))?;
+    times.scaling_s = t.elapsed().as_secs_f64();
+    // every block's tiles of one shape: the runtime then keeps one set of buffers (and
+    // OpenVINO one compiled network) for all blocks
+    let params = &SegmentParams { tile: Some(common_tile(model, &grid, params)?), ..params.clone() };
+    let mut pieces = Pieces { parent: vec![0] };
+    // faces waiting for their upper neighbour: (lower block's index, axis)
+    let mut pending: HashMap<([usize; 3], usize), FaceView> = HashMap::new();
+    let mut joins = 0usize;
+    let total = grid.len();
+    for (done, block) in grid.blocks().enumerate() {
+        if let Some(p) = progress {
+            if !p(done as f32 / total as f32) {
+                return Err(Error::Cancelled);
+            }
+        }
+        let t = std::time::Instant::now();
+        let vol = source.read(block.start, block.end)?;
+        times.read_s += t.elapsed().as_secs_f64();
+        let (labels, n_local) = segment_one(model, &vol, block.dims(), params, scaling, &mut times)?;
+        drop(vol);
+        let t = std::time::Instant::now();
+        // provisional ids for the labels present in the core
+        let ext = block.dims();
+        let at = |z: usize, y: usize, x: usize| ((z - block.start[0]) * ext[1] + (y - block.start[1])) * ext[2] + (x - block.start[2]);
+        let mut in_core = vec![false; n_local as usize + 1];
+        let mut core = Vec::with_capacity(block.core_dims().iter().product());
+        for z in block.core_start[0]..block.core_end[0] {
+            for y in block.core_start[1]..block.core_end[1] {
+                let row = at(z, y, block.core_start[2]);
+                for &l in &labels[row..row + block.core_dims()[2]] {
+                    in_core[l as usize] = true;
+                    core.push(l);
+                }
+            }
+        }
+        in_core[0] = false;
+        let first = pieces.add(in_core.iter().filter(|&&b| b).count() as u32);
+        let mut provisional = vec![0u32; n_local as usize + 1];
+        let mut next = first;
+        for (l, &b) in in_core.iter().enumerate() {
+            if b {
+                provisional[l] = next;
+                next += 1;
+            }
+        }
+        for l in &mut core {
+            *l = provisional[*l as usize];
+        }
+        store.write(block.core_start, block.core_end, &core)?;
+        drop(core);
+        // the faces with each neighbour: both planes beside the face, over the core's extent
+        for k in 0..3 {
+            let face_view = |lower_plane: usize| -> FaceView {
+                let plane = |p: usize| -> Vec<u32> {
+                    let (a, b) = ((k + 1) % 3, (k + 2) % 3);
+                    let mut v = Vec::new();
+                    for i in block.core_start[a]..block.core_end[a] {
+                        for j in block.core_start[b]..block.core_end[b] {
+                            let mut c = [0usize; 3];
+                            c[k] = p;
+                            c[a] = i;
+                            c[b] = j;
+                            v.push(provisional[labels[at(c[0], c[1], c[2])] as usize]);
+                        }
+                    }
+                    v
+                };
+                FaceView { lower: plane(lower_plane), upper: plane(lower_plane + 1) }
+            };
+            if block.core_end[k] < dims[k] && block.end[k] > block.core_end[k] {
+                pending.insert((block.index, k), face_view(block.core_end[k] - 1));
+            }
+            if block.index[k] > 0 {
+                let mut below = block.index;
+                below[k] -= 1;
+                if let Some(lower) = pending.remove(&(below, k)) {
+                    if block.start[k] < block.core_start[k] {
+                        let mine = face_view(block.core_start[k] - 1);
+                        for (a, b) in agreeing_pieces(&lower, &mine) {
+                            pieces.join(a, b);
+                            joins += 1;
+                        }
+                    }
+                }
+            }
+        }
+        times.stitch_s += t.elapsed().as_secs_f64();
+    }
+    let (relabel, n_nuclei) = pieces.numbering();
+    Ok(BlockRun { grid, n_nuclei, joins, relabel, scaling: format!("{scaling:?}"), timings: times })
+}
+
+/// The tile shape every block of `grid` can use: the smallest of the blocks' planned tiles
+/// along each axis (a block that fits in one tile pads to it; a larger one takes several).
+fn common_tile(model: &Model, grid: &BlockGrid, params: &SegmentParams) -> Result<[usize; 3]> {
+    let mut tile = [usize::MAX; 3];
+    // blocks differ only at the volume's faces: the corners and the middle cover every size
+    let pick = |n: usize| -> Vec<usize> { if n > 2 { vec![0, 1, n - 1] } else { (0..n).collect() } };
+    for &z in &pick(grid.count[0]) {
+        for &y in &pick(grid.count[1]) {
+            for &x in &pick(grid.count[2]) {
+                let plan = model.plan(grid.block([z, y, x]).dims(), params)?;
+                let t = plan.tiles().tile;
+                for k in 0..3 {
+                    tile[k] = tile[k].min(t[k]);
+                }
+            }
+        }
+    }
+    Ok(tile)
+}
+
+/// One block through the whole pipeline: labels (1..=n) on the block's own grid.
+fn segment_one(model: &Model, vol: &[f32], dims: [usize; 3], params: &SegmentParams, scaling: Scaling, times: &mut BlockTimes) -> Result<(Vec<u32>, u32)> {
+    let plan = model.plan(dims, params)?;
+    let probs = model.infer_scaled(vol, plan, scaling, None)?;
+    times.network_s += probs.timings.prepare_s + probs.timings.network_s;
+    let seg = model.finish(probs)?;
+    times.post_s += seg.timings.post_s;
+    Ok((seg.labels, seg.n_nuclei))
+}
+
+/// Segments a volume held in memory block by block (what [`segment_blocks`] does for
+/// volumes on disk); labels 1..=n and their count.
+pub fn segment_in_memory(
+    model: &Model,
+    vol: &[f32],
+    dims: [usize; 3],
+    params: &SegmentParams,
+    opts: &BlockOptions,
+    progress: Option<Progress>,
+) -> Result<(Vec<u32>, BlockRun)> {
+    let n = crate::error::voxel_count(dims)?;
+    if vol.len() != n {
+        return Err(Error::invalid(format!("volume holds {} values, dims {dims:?} need {n}", vol.len())));
+    }
+    let mut store = MemoryLabels { labels: vec![0; n], dims };
+    let run = segment_blocks(model, &mut MemorySource { volume: vol, dims }, &mut store, params, opts, progress)?;
+    let mut labels = store.labels;
+    run.apply(&mut labels);
+    Ok((labels, run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_tile_the_volume_exactly_and_halos_stay_inside() {
+        let g = BlockGrid::new([10, 33, 7], [4, 16, 100], [2, 3, 5]).unwrap();
+        assert_eq!(g.count, [3, 3, 1]);
+        let mut seen = vec![0u8; 10 * 33 * 7];
+        for b in g.blocks() {
+            for k in 0..3 {
+                assert!(b.start[k] <= b.core_start[k] && b.core_end[k] <= b.end[k] && b.end[k] <= g.dims[k]);
+                assert!(b.core_start[k] - b.start[k] <= g.halo[k]);
+            }
+            for z in b.core_start[0]..b.core_end[0] {
+                for y in b.core_start[1]..b.core_end[1] {
+                    for x in b.core_start[2]..b.core_end[2] {
+                        seen[(z * 33 + y) * 7 + x] += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().all(|&s| s == 1));
+        assert!(BlockGrid::new([10, 10, 10], [0, 5, 5], [1, 1, 1]).is_err());
+    }
+
+    #[test]
+    fn fit_keeps_blocks_within_the_budget() {
+        let g = BlockGrid::fit([153, 1024, 1024], [12, 30, 30], [1.75, 0.8, 0.8], 24 << 20).unwrap();
+        let b = g.block([1, 1, 1]);
+        assert!(b.dims().iter().product::<usize>() <= 24 << 20, "{g:?}");
+        // small volumes stay whole
+        assert_eq!(BlockGrid::fit([51, 120, 120], [12, 30, 30], [1.75, 0.8, 0.8], 24 << 20).unwrap().len(), 1);
+    }
+
+    fn view(lower: &[u32], upper: &[u32]) -> FaceView {
+        FaceView { lower: lower.to_vec(), upper: upper.to_vec() }
+    }
+
+    #[test]
+    fn pieces_join_where_both_blocks_agree_and_touching_nuclei_stay_apart() {
+        // a nucleus crossing the face: A calls it 1 on both planes, B calls it 7
+        assert_eq!(agreeing_pieces(&view(&[1, 1, 0, 0], &[1, 1, 0, 0]), &view(&[7, 7, 0, 0], &[7, 7, 0, 0])), vec![(1, 7)]);
+        // two nuclei touching at the face, one on each side: each block sees both (the
+        // one across the face in its halo is not its piece: 0), so nothing agrees
+        assert!(agreeing_pieces(&view(&[1, 1, 0, 0], &[0, 0, 0, 0]), &view(&[0, 0, 0, 0], &[9, 9, 0, 0])).is_empty());
+        // a sliver B adds to A's nucleus still joins it
+        assert_eq!(agreeing_pieces(&view(&[2, 2, 2, 2], &[0, 0, 0, 0]), &view(&[5, 5, 5, 0], &[5, 0, 0, 0])), vec![(2, 5)]);
+    }
+
+    #[test]
+    fn union_find_numbers_nuclei_without_gaps_in_order() {
+        let mut p = Pieces { parent: vec![0] };
+        assert_eq!(p.add(3), 1);
+        assert_eq!(p.add(2), 4);
+        p.join(5, 2);
+        p.join(4, 1);
+        let (map, n) = p.numbering();
+        assert_eq!((map, n), (vec![0, 1, 2, 3, 1, 2], 3));
+    }
+}
