@@ -28,7 +28,7 @@ ORT_GPU_LIB := $(ORT_GPU_DIR)/libonnxruntime.so.$(ORT_VERSION)
 GPU_PACK    := gpu/pack
 
 .PHONY: runtime-openvino runtime-gpu runtime-gpu-pack test-gpu-check test-fuzz fuzz
-.PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install install header bench runtime venv venv-train clean help
+.PHONY: all build demo test test-rust test-c test-python test-fiji fiji-plugin test-install test-python-install install header bench bench-scale runtime venv venv-train clean help
 
 all: build
 
@@ -36,6 +36,7 @@ help:
 	@echo "make demo    - fetch ONNX Runtime, build, segment a generated embryo with the embedded model"
 	@echo "make test    - every test: Rust, C/C++ example, header drift, scikit-image cross-check, training"
 	@echo "make bench   - EDT + watershed and metrics against scipy / scikit-image / numpy"
+	@echo "make bench-scale - memory and Mvoxel/s of segment at 1x, 8x, 64x the BBBC050 volume (SCALE_STACK=big.tif adds a stack)"
 	@echo "make header  - regenerate include/qcanet.h after changing src/capi.rs"
 
 # ONNX Runtime's shared library, from the official PyPI wheel (unpacked once).
@@ -109,7 +110,7 @@ venv: $(VENV)/.stamp-base
 $(VENV)/.stamp-base: bindings/python/pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet "numpy>=1.26" "scipy>=1.11" "scikit-image==0.26.0" "tifffile>=2024.1" "pytest>=8" "onnx>=1.16" "onnxruntime==$(ORT_VERSION)"
+	$(VPY) -m pip install --quiet "numpy>=1.26" "scipy>=1.11" "scikit-image==0.26.0" "tifffile>=2024.1" "pytest>=8" "onnx>=1.16" "ome-zarr>=0.11" "onnxruntime==$(ORT_VERSION)"
 	touch $@
 
 venv-train: $(VENV)/.stamp-train
@@ -170,6 +171,11 @@ bench: build venv
 	QCANET_LIBRARY=$(CURDIR)/$(REL)/libqcanet.so PYTHONPATH=$(CURDIR)/bindings/python \
 	    $(VPY) benches/compare.py
 	$(PYTHON) benches/providers.py $(REL)/qcanet $(CURDIR)/$(ORT_LIB) $(CURDIR)/$(ORT_OV_DIR)/libonnxruntime.so
+
+# Peak memory and throughput as volumes grow (whole volume, then block by block). The runtime
+# the program finds beside itself (the OpenVINO build when fetched), not the tests' pinned one.
+bench-scale: build venv
+	env -u ORT_DYLIB_PATH $(VPY) benches/scale.py $(REL)/qcanet $(if $(SCALE_STACK),--stack $(SCALE_STACK) --whole)
 
 # The ImageJ/Fiji plugin: target/fiji/Fiji.app (copy its contents into a Fiji installation).
 fiji-plugin: build

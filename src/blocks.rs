@@ -260,27 +260,23 @@ impl LabelStore for MemoryLabels {
     }
 }
 
-/// One volume of a TIFF stack (frame `t`, channel `c`), streamed: planes are decoded as
-/// blocks need them and kept while the current slab of blocks may ask for them again.
+/// One volume of a TIFF stack (frame `t`, channel `c`), streamed. TIFF stores whole
+/// planes, so a plane is decoded once for each row of blocks (blocks sharing a y range)
+/// and the rows that row needs are kept, for every z plane the row's blocks reach: memory
+/// is z extent x block height x volume width, never the volume.
 pub struct TiffSource {
     reader: crate::io::tiff::StackReader,
     t: usize,
     c: usize,
+    /// The y range the kept planes are cut to.
+    rows: (usize, usize),
     planes: BTreeMap<usize, crate::io::tiff::Samples>,
 }
 
 impl TiffSource {
     pub fn new(reader: crate::io::tiff::StackReader, t: usize, c: usize) -> Result<TiffSource> {
         reader.info.page_of(t, 0, c)?;
-        Ok(TiffSource { reader, t, c, planes: BTreeMap::new() })
-    }
-
-    fn plane(&mut self, z: usize) -> Result<&crate::io::tiff::Samples> {
-        if !self.planes.contains_key(&z) {
-            let p = self.reader.read_plane(self.t, z, self.c)?;
-            self.planes.insert(z, p);
-        }
-        Ok(&self.planes[&z])
+        Ok(TiffSource { reader, t, c, rows: (0, 0), planes: BTreeMap::new() })
     }
 }
 
@@ -290,15 +286,23 @@ impl VolumeSource for TiffSource {
     }
     fn read(&mut self, start: [usize; 3], end: [usize; 3]) -> Result<Vec<f32>> {
         use crate::io::tiff::Samples;
-        // blocks come in raster order: planes above this block's slab are done with
-        self.planes = self.planes.split_off(&start[0]);
         let nx = self.dims()[2];
+        if self.rows != (start[1], end[1]) {
+            self.planes.clear();
+            self.rows = (start[1], end[1]);
+        }
+        // blocks come in raster order: planes above this block are done with
+        self.planes = self.planes.split_off(&start[0]);
         let mut out = Vec::with_capacity((0..3).map(|k| end[k] - start[k]).product());
         for z in start[0]..end[0] {
-            let p = self.plane(z)?;
-            for y in start[1]..end[1] {
+            if !self.planes.contains_key(&z) {
+                // kept in the file's own type (half the memory of f32 for 16-bit stacks)
+                let plane = self.reader.read_plane(self.t, z, self.c)?;
+                self.planes.insert(z, plane.slice_range(start[1] * nx, (end[1] - start[1]) * nx));
+            }
+            for y in 0..end[1] - start[1] {
                 let (a, b) = (y * nx + start[2], y * nx + end[2]);
-                match p {
+                match &self.planes[&z] {
                     Samples::U8(v) => out.extend(v[a..b].iter().map(|&x| x as f32)),
                     Samples::U16(v) => out.extend(v[a..b].iter().map(|&x| x as f32)),
                     Samples::U32(v) => out.extend(v[a..b].iter().map(|&x| x as f32)),
@@ -340,6 +344,25 @@ impl ScratchLabels {
         let mut bytes = vec![0u8; n * 4];
         self.file.as_file().read_exact_at(&mut bytes, (z * n * 4) as u64).map_err(|e| Error::io(self.file.path(), e))?;
         Ok(bytes.chunks_exact(4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+}
+
+impl ScratchLabels {
+    /// The labels of `[start, end)` (z, y, x order), read row by row.
+    pub fn region(&self, start: [usize; 3], end: [usize; 3]) -> Result<Vec<u32>> {
+        use std::os::unix::fs::FileExt;
+        let [_, ny, nx] = self.dims;
+        let w = end[2] - start[2];
+        let mut bytes = vec![0u8; w * 4];
+        let mut out = Vec::with_capacity((0..3).map(|k| end[k] - start[k]).product());
+        for z in start[0]..end[0] {
+            for y in start[1]..end[1] {
+                let at = (((z * ny + y) * nx + start[2]) * 4) as u64;
+                self.file.as_file().read_exact_at(&mut bytes, at).map_err(|e| Error::io(self.file.path(), e))?;
+                out.extend(bytes.chunks_exact(4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -443,8 +466,8 @@ impl Pieces {
 pub struct BlockTimes {
     /// The intensity statistics of the whole volume (one or two passes over it).
     pub scaling_s: f64,
-    /// Measuring the networks' context (once per model).
-    pub context_s: f64,
+    /// Choosing the blocks (the first time for a model, measuring its context).
+    pub grid_s: f64,
     pub read_s: f64,
     /// Normalisation, resampling and networks of all blocks.
     pub network_s: f64,
@@ -525,7 +548,7 @@ pub fn segment_blocks(
     let dims = source.dims();
     let t = std::time::Instant::now();
     let grid = grid_for(model, dims, params, opts)?;
-    times.context_s = t.elapsed().as_secs_f64();
+    times.grid_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let scaling = model.scaling_streamed(&mut |visit| source.for_each_plane(visit))?;
     times.scaling_s = t.elapsed().as_secs_f64();
@@ -546,8 +569,7 @@ pub fn segment_blocks(
         let t = std::time::Instant::now();
         let vol = source.read(block.start, block.end)?;
         times.read_s += t.elapsed().as_secs_f64();
-        let (labels, n_local) = segment_one(model, &vol, block.dims(), params, scaling, &mut times)?;
-        drop(vol);
+        let (labels, n_local) = segment_one(model, vol, block.dims(), params, scaling, &mut times)?;
         let t = std::time::Instant::now();
         // provisional ids for the labels present in the core
         let ext = block.dims();
@@ -641,7 +663,7 @@ fn common_tile(model: &Model, grid: &BlockGrid, params: &SegmentParams) -> Resul
 }
 
 /// One block through the whole pipeline: labels (1..=n) on the block's own grid.
-fn segment_one(model: &Model, vol: &[f32], dims: [usize; 3], params: &SegmentParams, scaling: Scaling, times: &mut BlockTimes) -> Result<(Vec<u32>, u32)> {
+fn segment_one(model: &Model, vol: Vec<f32>, dims: [usize; 3], params: &SegmentParams, scaling: Scaling, times: &mut BlockTimes) -> Result<(Vec<u32>, u32)> {
     let plan = model.plan(dims, params)?;
     let probs = model.infer_scaled(vol, plan, scaling, None)?;
     times.network_s += probs.timings.prepare_s + probs.timings.network_s;

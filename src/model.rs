@@ -163,7 +163,7 @@ impl Model {
         }
         let scaling = preprocess::scaling_of(vol, self.nsn.info.normalization)?;
         let scaling_s = t0.elapsed().as_secs_f64();
-        let mut r = self.infer_scaled(vol, plan, scaling, progress)?;
+        let mut r = self.infer_scaled(vol.to_vec(), plan, scaling, progress)?;
         r.timings.normalise_s += scaling_s;
         r.timings.prepare_s += scaling_s;
         Ok(r)
@@ -182,14 +182,16 @@ impl Model {
 
     /// [`Model::infer`] with the intensity scaling given: a block of a larger volume is
     /// scaled as the whole volume is ([`crate::blocks`]).
-    pub fn infer_scaled(&self, vol: &[f32], plan: Plan, scaling: Scaling, progress: Option<Progress>) -> Result<Probabilities> {
+    /// `vol` is scaled in place (a block's buffer is not copied).
+    pub fn infer_scaled(&self, mut vol: Vec<f32>, plan: Plan, scaling: Scaling, progress: Option<Progress>) -> Result<Probabilities> {
         let t0 = std::time::Instant::now();
         let n = voxel_count(plan.input_dims)?;
         if vol.len() != n {
             return Err(Error::invalid(format!("volume holds {} values, dims {:?} need {n}", vol.len(), plan.input_dims)));
         }
-        preprocess::check_finite(vol)?;
-        let norm = scaling.apply(vol);
+        preprocess::check_finite(&vol)?;
+        scaling.apply_in_place(&mut vol);
+        let norm = vol;
         let normalise_s = t0.elapsed().as_secs_f64();
         let t_resample = std::time::Instant::now();
         let work = if plan.resampled { preprocess::resample_linear(&norm, plan.input_dims, plan.model_dims) } else { norm };

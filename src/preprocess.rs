@@ -77,12 +77,16 @@ impl Scaling {
     /// Applies the map to finite values (the caller has checked them: [`normalise`] and
     /// [`scaling_streamed`] do).
     pub fn apply(self, v: &[f32]) -> Vec<f32> {
-        match self {
-            Scaling::Identity => v.to_vec(),
-            Scaling::Affine { lo, hi } => {
-                let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
-                v.par_iter().map(|&a| (((a as f64 - lo) * scale).clamp(0.0, 1.0)) as f32).collect()
-            }
+        let mut out = v.to_vec();
+        self.apply_in_place(&mut out);
+        out
+    }
+
+    /// [`Scaling::apply`] over the values themselves.
+    pub fn apply_in_place(self, v: &mut [f32]) {
+        if let Scaling::Affine { lo, hi } = self {
+            let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+            v.par_iter_mut().for_each(|a| *a = (((*a as f64 - lo) * scale).clamp(0.0, 1.0)) as f32);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use qcanet::io::ome_zarr;
 use qcanet::io::tiff::{self, Samples};
 use qcanet::{Connectivity, Device, Error, Landscape, LoadOptions, MarkerMode, Model, Precision, Result, SegmentParams, Segmentation, VoxelSource};
 
@@ -115,6 +116,13 @@ struct BlockArgs {
     /// Diameter of the largest nucleus in micrometres (for the halo)
     #[arg(long, value_name = "UM")]
     max_nucleus: Option<f64>,
+    /// OME-Zarr input: write the labels into the image's own `labels/` group (NGFF), under
+    /// --labels-name, instead of a new OME-Zarr at -o
+    #[arg(long)]
+    labels_into_input: bool,
+    /// Name of the label image written with --labels-into-input
+    #[arg(long, value_name = "NAME", default_value = "qcanet")]
+    labels_name: String,
 }
 
 impl BlockArgs {
@@ -134,9 +142,10 @@ enum Cmd {
         /// Input TIFF files or folders
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Output file (one input) or folder (several inputs or a folder)
-        #[arg(short, long)]
-        output: PathBuf,
+        /// Output file (one input) or folder (several inputs or a folder): a .tif stack, or
+        /// for an OME-Zarr input a .zarr label image (not needed with --labels-into-input)
+        #[arg(short, long, required_unless_present = "labels_into_input")]
+        output: Option<PathBuf>,
         /// Channel holding the nuclei (0-based) in multi-channel stacks
         #[arg(long, default_value_t = 0)]
         channel: usize,
@@ -283,7 +292,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.cmd {
         Cmd::Segment { inputs, output, channel, measure, timings, fail_fast, verbose, blocks, model, post } => {
-            segment(&inputs, &output, channel, Outputs { csv: measure, timings, fail_fast, verbose }, &blocks, &model, &post, cli.quiet)
+            segment(&inputs, output.as_deref(), channel, Outputs { csv: measure, timings, fail_fast, verbose }, &blocks, &model, &post, cli.quiet)
         }
         Cmd::Plan { input, channel, json, model, post } => plan_cmd(&input, channel, json, &model, &post),
         Cmd::Evaluate { pred, gt, json } => evaluate(&pred, &gt, json.as_deref()),
@@ -361,7 +370,9 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, bool)> {
     let mut out = Vec::new();
     let mut had_dir = false;
     for p in inputs {
-        if p.is_dir() {
+        if ome_zarr::is_ome_zarr(p) {
+            out.push(p.clone());
+        } else if p.is_dir() {
             had_dir = true;
             let mut v: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::io(p, e))?
@@ -452,14 +463,29 @@ fn median(v: &mut [f64]) -> f64 {
 /// inference overlaps the last one's post-processing. A file that fails is reported and
 /// the others go on; the command fails at the end if any did.
 #[allow(clippy::too_many_arguments)]
-fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ba: &BlockArgs, ma: &ModelArgs, pa: &PostArgs, quiet: bool) -> Result<()> {
+fn segment(inputs: &[PathBuf], output: Option<&Path>, channel: usize, want: Outputs, ba: &BlockArgs, ma: &ModelArgs, pa: &PostArgs, quiet: bool) -> Result<()> {
     use std::collections::BTreeMap;
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex};
 
     let (files, had_dir) = expand_inputs(inputs)?;
-    let to_folder = had_dir || files.len() > 1 || output.is_dir();
-    let outputs = plan_outputs(&files, output, to_folder, want.csv)?;
+    // with --labels-into-input each result goes inside its own input image
+    let (output, to_folder, outputs) = match (output, ba.labels_into_input) {
+        (None, true) | (Some(_), true) => {
+            if let Some(f) = files.iter().find(|f| !ome_zarr::is_ome_zarr(f)) {
+                return Err(Error::invalid(format!("--labels-into-input: {} is not an OME-Zarr image", f.display())));
+            }
+            if output.is_some() {
+                return Err(Error::invalid("--labels-into-input writes inside each input image: give no -o"));
+            }
+            (Path::new("."), false, files.clone())
+        }
+        (Some(output), false) => {
+            let to_folder = had_dir || files.len() > 1 || (output.is_dir() && !ome_zarr::is_ome_zarr(output));
+            (output, to_folder, plan_outputs(&files, output, to_folder, want.csv)?)
+        }
+        (None, false) => return Err(Error::invalid("-o is needed (or --labels-into-input for OME-Zarr images)")),
+    };
     if to_folder {
         std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
     } else if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -490,14 +516,14 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ba:
     let (mut streamed_ok, mut streamed_tried) = (0usize, 0usize);
     let mut keep = Vec::new();
     for (i, (f, out)) in files.iter().zip(&outputs).enumerate() {
-        let info = match tiff::StackReader::open(f) {
-            Ok(r) => r.info,
+        let big = match BigInput::open(f) {
+            Ok(b) => b,
             Err(e) => {
                 failures.push((f.clone(), e));
                 continue;
             }
         };
-        if !ba.blocks.blockwise(info.dims, info.decoded_bytes()) {
+        if !big.blockwise(ba.blocks) {
             keep.push(i);
             continue;
         }
@@ -509,7 +535,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ba:
             pb.set_position(((streamed_tried - 1) as f64 * 100.0 + frac as f64 * 100.0) as u64);
             !interrupted()
         };
-        match segment_streamed(&model, f, out, &info, channel, &want, ba, pa, &cb, &pb, quiet) {
+        match segment_streamed(&model, f, out, &big, channel, &want, ba, pa, &cb, &pb, quiet) {
             Ok(counts) => {
                 streamed_ok += 1;
                 total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
@@ -717,7 +743,7 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ba:
     if !quiet {
         eprintln!("segmented {} of {all_files} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on {device})", succeeded + streamed_ok, model.name);
     }
-    if want.timings {
+    if want.timings && (volumes > 0 || streamed_tried == 0) {
         let col = |f: fn(&qcanet::StageTimes) -> f64| median(&mut stage_times.iter().map(f).collect::<Vec<_>>()) * 1e3;
         let (prep, net, post) = (col(|t| t.prepare_s), col(|t| t.network_s), col(|t| t.post_s));
         // the steps inside those stages, per volume; reading and writing per file
@@ -735,11 +761,12 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ba:
         let steps: Vec<String> = steps.iter().map(|(k, v)| format!("median_{k}_ms={v:.1}")).collect();
         // on stdout, one line that scripts can parse
         println!(
-            "timings: device={device} provider={} volumes={volumes} load_ms={:.1} median_prepare_ms={prep:.1} median_network_ms={net:.1} median_post_ms={post:.1} {} wall_s={wall:.3} wall_per_volume_ms={:.1} post_workers={workers}",
+            "timings: device={device} provider={} volumes={volumes} load_ms={:.1} median_prepare_ms={prep:.1} median_network_ms={net:.1} median_post_ms={post:.1} {} wall_s={wall:.3} wall_per_volume_ms={:.1} post_workers={workers} peak_rss_mb={:.0}",
             model.provider(),
             load_s * 1e3,
             steps.join(" "),
-            wall * 1e3 / volumes.max(1) as f64
+            wall * 1e3 / volumes.max(1) as f64,
+            peak_rss_mb()
         );
     }
     failures.sort_by(|a, b| a.0.cmp(&b.0));
@@ -759,15 +786,75 @@ fn segment(inputs: &[PathBuf], output: &Path, channel: usize, want: Outputs, ba:
     }
 }
 
+/// A stack read block by block: a TIFF or an OME-Zarr image.
+enum BigInput {
+    Tiff(tiff::StackInfo),
+    Zarr(Box<ome_zarr::OmeZarr>),
+}
+
+impl BigInput {
+    fn open(path: &Path) -> Result<BigInput> {
+        if ome_zarr::is_ome_zarr(path) {
+            Ok(BigInput::Zarr(Box::new(ome_zarr::OmeZarr::open(path)?)))
+        } else {
+            Ok(BigInput::Tiff(tiff::StackReader::open(path)?.info))
+        }
+    }
+    fn dims(&self) -> [usize; 3] {
+        match self {
+            BigInput::Tiff(i) => i.dims,
+            BigInput::Zarr(z) => z.dims(),
+        }
+    }
+    fn frames(&self) -> usize {
+        match self {
+            BigInput::Tiff(i) => i.frames,
+            BigInput::Zarr(z) => z.frames(),
+        }
+    }
+    fn channels(&self) -> usize {
+        match self {
+            BigInput::Tiff(i) => i.channels,
+            BigInput::Zarr(z) => z.channels(),
+        }
+    }
+    fn voxel_size_um(&self) -> Option<[f64; 3]> {
+        match self {
+            BigInput::Tiff(i) => i.voxel_size_um(),
+            BigInput::Zarr(z) => z.voxel_size_um(),
+        }
+    }
+    fn frame_interval(&self) -> Option<tiff::FrameInterval> {
+        match self {
+            BigInput::Tiff(i) => i.frame_interval.clone(),
+            BigInput::Zarr(z) => z.frame_interval(),
+        }
+    }
+    /// Whether this input goes block by block: OME-Zarr always (it is read region by region
+    /// whatever its size), a TIFF as `--blocks` decides.
+    fn blockwise(&self, choice: qcanet::blocks::BlockChoice) -> bool {
+        match self {
+            BigInput::Tiff(i) => choice.blockwise(i.dims, i.decoded_bytes()),
+            BigInput::Zarr(_) => true,
+        }
+    }
+}
+
+/// Whether `p` names an OME-Zarr output (a `.zarr` folder).
+fn is_zarr_name(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("zarr"))
+}
+
 /// Segments one stack block by block ([`qcanet::blocks`]): each frame streamed from the
 /// file through the blocks into a scratch file of provisional labels beside the output,
-/// then the labels written page by page (BigTIFF when large). Nuclei per frame.
+/// then the labels written: a TIFF page by page (BigTIFF when large), or an OME-Zarr label
+/// image chunk by chunk. Nuclei per frame.
 #[allow(clippy::too_many_arguments)]
 fn segment_streamed(
     model: &Model,
     input: &Path,
     output: &Path,
-    info: &tiff::StackInfo,
+    big: &BigInput,
     channel: usize,
     want: &Outputs,
     ba: &BlockArgs,
@@ -782,13 +869,28 @@ fn segment_streamed(
             "--measure is not available for stacks segmented block by block yet: run `qcanet measure` on the labels, or --blocks whole",
         ));
     }
-    if channel >= info.channels {
-        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", info.channels)));
+    if channel >= big.channels() {
+        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", big.channels())));
+    }
+    let into_input = ba.labels_into_input.then(|| ba.labels_name.clone());
+    let zarr_out = into_input.is_some() || is_zarr_name(output);
+    if zarr_out && !matches!(big, BigInput::Zarr(_)) {
+        return Err(Error::invalid(format!(
+            "{}: OME-Zarr labels are written for OME-Zarr images; write the labels of a TIFF as .tif",
+            input.display()
+        )));
     }
     let t0 = Instant::now();
-    let params = params(pa, info.voxel_size_um());
-    let opts = ba.options();
-    let grid = blocks::grid_for(model, info.dims, &params, &opts)?;
+    let dims = big.dims();
+    let params = params(pa, big.voxel_size_um());
+    let mut opts = ba.options();
+    if ba.blocks == qcanet::blocks::BlockChoice::Whole {
+        opts.core = Some(dims);
+    }
+    // the first call measures the networks' context (once per model)
+    let t_grid = Instant::now();
+    let grid = blocks::grid_for(model, dims, &params, &opts)?;
+    let grid_s = t_grid.elapsed().as_secs_f64();
     // the plan of one block says what the file's calibration resolves to
     let plan = model.plan(grid.block([0, 0, 0]).dims(), &params)?;
     if want.verbose && !quiet {
@@ -804,34 +906,64 @@ fn segment_streamed(
         });
     }
     let used_voxel = (plan.voxel_size_source() != VoxelSource::Unknown).then_some(plan.input_voxel_size());
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let frames = info.frames;
+    let scratch_dir = match &into_input {
+        Some(_) => input.to_path_buf(),
+        None => output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    let frames = big.frames();
     let mut done = Vec::with_capacity(frames);
     for t in 0..frames {
-        let mut source = TiffSource::new(tiff::StackReader::open(input)?, t, channel)?;
-        let mut store = ScratchLabels::new(dir, info.dims)?;
+        let mut store = ScratchLabels::new(&scratch_dir, dims)?;
         let cb = |frac: f32| progress((t as f32 + frac) / frames as f32);
-        let run = blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?;
+        let run = match big {
+            BigInput::Tiff(_) => {
+                let mut source = TiffSource::new(tiff::StackReader::open(input)?, t, channel)?;
+                blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?
+            }
+            BigInput::Zarr(z) => {
+                let mut source = ome_zarr::ZarrSource { image: z, t, c: channel };
+                blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?
+            }
+        };
         done.push((store, run));
     }
     let t_write = Instant::now();
     let max = done.iter().map(|(_, r)| r.n_nuclei).max().unwrap_or(0);
-    let kind = tiff::SampleKind::for_labels(max);
-    let layout = tiff::PageLayout { dims: info.dims, frames, voxel_um: used_voxel, interval: info.frame_interval.clone(), kind };
-    let nz = info.dims[0];
-    tiff::write_pages(output, &layout, |p| {
-        let (store, run) = &done[p / nz];
-        let mut plane = store.plane(p % nz)?;
-        run.apply(&mut plane);
-        Ok(tiff::label_page(&plane, kind))
-    })?;
+    match big {
+        BigInput::Zarr(z) if zarr_out => {
+            let target = match into_input {
+                Some(name) => ome_zarr::LabelsTarget::IntoInput { name },
+                None => ome_zarr::LabelsTarget::NewImage(output.to_path_buf()),
+            };
+            let image = ome_zarr::LabelImage::create(z, target, max)?;
+            for (t, (store, run)) in done.iter().enumerate() {
+                image.write_level0(t, &mut |start, end| {
+                    let mut v = store.region(start, end)?;
+                    run.apply(&mut v);
+                    Ok(v)
+                })?;
+            }
+            image.finish(frames)?;
+        }
+        _ => {
+            let kind = tiff::SampleKind::for_labels(max);
+            let layout = tiff::PageLayout { dims, frames, voxel_um: used_voxel, interval: big.frame_interval(), kind };
+            let nz = dims[0];
+            tiff::write_pages(output, &layout, |p| {
+                let (store, run) = &done[p / nz];
+                let mut plane = store.plane(p % nz)?;
+                run.apply(&mut plane);
+                Ok(tiff::label_page(&plane, kind))
+            })?;
+        }
+    }
     if want.timings {
-        let voxels = info.dims.iter().map(|&d| d as f64).product::<f64>() * frames as f64;
+        let voxels = dims.iter().map(|&d| d as f64).product::<f64>() * frames as f64;
         let wall = t0.elapsed().as_secs_f64();
         let sum = |f: fn(&qcanet::blocks::BlockTimes) -> f64| done.iter().map(|(_, r)| f(&r.timings)).sum::<f64>();
         let r = &done[0].1;
         println!(
-            "timings: blocks file={} device={} provider={} voxels={voxels:.0} blocks={} core={:?} halo={:?} scaling_s={:.2} context_s={:.2} read_s={:.2} network_s={:.2} post_s={:.2} stitch_s={:.2} write_s={:.2} wall_s={wall:.2} mvoxel_per_s={:.3} peak_rss_mb={:.0}",
+            "timings: blocks file={} device={} provider={} voxels={voxels:.0} blocks={} core={:?} halo={:?} scaling_s={:.2} grid_s={grid_s:.2} read_s={:.2} network_s={:.2} post_s={:.2} stitch_s={:.2} write_s={:.2} wall_s={wall:.2} mvoxel_per_s={:.3} peak_rss_mb={:.0}",
             input.display(),
             model.device_used(),
             model.provider(),
@@ -839,7 +971,6 @@ fn segment_streamed(
             r.grid.core,
             r.grid.halo,
             sum(|t| t.scaling_s),
-            sum(|t| t.context_s),
             sum(|t| t.read_s),
             sum(|t| t.network_s),
             sum(|t| t.post_s),

@@ -68,6 +68,21 @@ pub fn scratch_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
     temporary_in(dir).map_err(|e| write_err(dir, e))
 }
 
+/// A new empty folder in `dir`, named like a part file (so that [`clean_stale`] removes it
+/// if the process dies), for outputs that are folders (OME-Zarr); the caller renames it
+/// into place when complete or removes it.
+pub fn scratch_dir(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    clean_stale(dir);
+    let d = tempfile::Builder::new()
+        .prefix(&format!("{PREFIX}{}@{}@", std::process::id(), hostname()))
+        .suffix(SUFFIX)
+        .permissions(std::fs::Permissions::from_mode(0o777))
+        .tempdir_in(dir)
+        .map_err(|e| write_err(dir, e))?;
+    Ok(d.keep())
+}
+
 fn folder_of(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
@@ -127,7 +142,8 @@ pub fn clean_stale(dir: &Path) -> Vec<PathBuf> {
     for e in rd.flatten() {
         let name = e.file_name();
         let Some((pid, host)) = name.to_str().and_then(owner) else { continue };
-        if host == here && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+        let gone = |p: &Path| if p.is_dir() { std::fs::remove_dir_all(p).is_ok() } else { std::fs::remove_file(p).is_ok() };
+        if host == here && !process_alive(pid) && gone(&e.path()) {
             removed.push(e.path());
         }
     }

@@ -35,7 +35,7 @@ impl Samples {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn slice_range(&self, start: usize, len: usize) -> Samples {
+    pub(crate) fn slice_range(&self, start: usize, len: usize) -> Samples {
         match self {
             Samples::U8(v) => Samples::U8(v[start..start + len].to_vec()),
             Samples::U16(v) => Samples::U16(v[start..start + len].to_vec()),
