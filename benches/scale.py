@@ -3,7 +3,7 @@
 (whole up to 32 M voxels, block by block above), and the largest also whole for comparison.
 With --stack FILE (e.g. a 153 x 1024 x 1024 stack from tools/mirror_volume.py) that stack
 too, block by block and, with --whole, whole; the block result is compared with the whole
-one by `qcanet evaluate`-style agreement (share of foreground voxels in matched nuclei).
+one by `qcanet compare` (the share of foreground voxels in matched nuclei).
 
     python benches/scale.py QCANET_BINARY [--stack FILE --voxel-size Z,Y,X] [--whole]
 
@@ -39,12 +39,11 @@ def report(name, dims, mode, wall, rss):
     print(f"{name:>6} {str(list(dims)):>18} {vox / 1e6:8.1f} Mvox  {mode:>6}  peak {rss:7.0f} MB  {wall:7.1f} s  {vox / wall / 1e6:6.3f} Mvoxel/s", flush=True)
 
 
-def agreement(a, b):
-    import numpy as np
-    import tifffile
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    from compare_labels import agreement as agree
-    return agree(tifffile.imread(a), tifffile.imread(b))
+def agreement(binary, a, b):
+    """`qcanet compare`: the share of foreground voxels in matched nuclei, and the counts."""
+    import json
+    o = subprocess.run([binary, "compare", a, b, "--json"], check=True, capture_output=True, text=True)
+    return json.loads(o.stdout)
 
 
 def main():
@@ -67,7 +66,7 @@ def main():
         if name == "64x":
             wall, rss, _ = run(a.binary, ["segment", raw, "-o", work / f"{name}_whole.tif", "--blocks", "whole"])
             report(name, dims, "whole", wall, rss)
-            r = agreement(work / f"{name}_labels.tif", work / f"{name}_whole.tif")
+            r = agreement(a.binary, work / f"{name}_labels.tif", work / f"{name}_whole.tif")
             print(f"{'':>6} blocks against whole: {r['agreement'] * 100:.2f} % of {r['fg_voxels']} foreground voxels agree; nuclei {r['nuclei_a']} (blocks) / {r['nuclei_b']} (whole)")
     if a.stack:
         import tifffile
@@ -81,7 +80,7 @@ def main():
             ref = work / "stack_whole.tif"
             wall, rss, _ = run(a.binary, ["segment", a.stack, "-o", ref, "--voxel-size", a.voxel_size, "--blocks", "whole"])
             report(a.stack.name, dims, "whole", wall, rss)
-            r = agreement(out, ref)
+            r = agreement(a.binary, out, ref)
             print(f"{'':>6} blocks against whole: {r['agreement'] * 100:.2f} % of {r['fg_voxels']} foreground voxels agree; nuclei {r['nuclei_a']} (blocks) / {r['nuclei_b']} (whole)")
     print(f"files in {work}")
 

@@ -138,3 +138,56 @@ fn a_failed_write_leaves_the_old_file_and_no_debris() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn bigtiff_is_read_page_by_page_like_classic_tiff() {
+    let d = tempfile::tempdir().unwrap();
+    let (w, h) = (33u32, 21u32);
+    let pages: Vec<Vec<u16>> = (0..5u16).map(|p| (0..w * h).map(|i| (i as u16).wrapping_mul(7) ^ p).collect()).collect();
+    let big = d.path().join("big.tif");
+    {
+        let mut enc = TiffEncoder::new_big(File::create(&big).unwrap()).unwrap();
+        for p in &pages {
+            enc.write_image::<colortype::Gray16>(w, h, p).unwrap();
+        }
+    }
+    let classic = d.path().join("classic.tif");
+    write_raw(&classic, &pages, w, h, Compression::Uncompressed, None);
+    let (a, b) = (read(&big).unwrap(), read(&classic).unwrap());
+    assert_eq!((a.dims, &a.samples), (b.dims, &b.samples));
+    // streamed: any page, in any order, equals the whole read's
+    let mut r = qcanet::io::tiff::StackReader::open(&big).unwrap();
+    assert_eq!((r.info.pages, r.info.dims, r.info.bits), (5, [5, 21, 33], 16));
+    for p in [3, 0, 4, 1, 1, 2] {
+        assert_eq!(r.read_page(p).unwrap(), Samples::U16(pages[p].clone()), "page {p}");
+    }
+    assert!(r.read_page(5).is_err());
+}
+
+#[test]
+fn page_writer_switches_to_bigtiff_past_classic_limits_and_streams_pages() {
+    use qcanet::io::tiff::{write_pages, PageLayout, SampleKind, BIGTIFF_FROM};
+    // the choice, without writing gigabytes: 300 x 2048 x 2048 u32 labels are BigTIFF
+    let layout = |dims: [usize; 3], kind| PageLayout { dims, frames: 1, voxel_um: None, interval: None, kind };
+    assert!(layout([300, 2048, 2048], SampleKind::U32).big());
+    assert!(!layout([153, 1024, 1024], SampleKind::U32).big());
+    assert!(BIGTIFF_FROM < 4 << 30);
+    // pages come from the closure one at a time, in order; an error there fails the write
+    // and leaves nothing
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("l.tif");
+    let l = layout([3, 4, 5], SampleKind::U16);
+    let mut asked = Vec::new();
+    write_pages(&out, &l, |p| {
+        asked.push(p);
+        Ok(Samples::U16(vec![p as u16; 20]))
+    })
+    .unwrap();
+    assert_eq!(asked, vec![0, 1, 2]);
+    assert_eq!(read(&out).unwrap().samples, Samples::U16([0u16, 1, 2].iter().flat_map(|&v| vec![v; 20]).collect()));
+    let bad = d.path().join("bad.tif");
+    let e = write_pages(&bad, &l, |p| if p == 1 { Err(Error::Cancelled) } else { Ok(Samples::U16(vec![0; 20])) }).unwrap_err();
+    assert!(matches!(e, Error::Cancelled), "{e}");
+    assert!(!bad.exists());
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+}

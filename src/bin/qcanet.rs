@@ -192,6 +192,16 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// How alike two segmentations of one stack are (CPU and GPU, blocks and whole): the share
+    /// of foreground voxels whose nuclei match (each label of A to the label of B it overlaps
+    /// most), and the nuclei in each
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Print the figures as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-nucleus volume, centroid, bounding box and intensity, as CSV
     Measure {
         labels: PathBuf,
@@ -296,6 +306,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Plan { input, channel, json, model, post } => plan_cmd(&input, channel, json, &model, &post),
         Cmd::Evaluate { pred, gt, json } => evaluate(&pred, &gt, json.as_deref()),
+        Cmd::Compare { a, b, json } => compare(&a, &b, json),
         Cmd::Measure { labels, image, voxel_size, output } => measure_cmd(&labels, image.as_deref(), voxel_size, &output),
         Cmd::Synth { output, labels, nuclei, seed, time, dims } => {
             let v = qcanet::synth::generate(&qcanet::synth::SynthParams { dims, n_nuclei: nuclei, seed, time, ..Default::default() });
@@ -1076,6 +1087,30 @@ fn pairs(pred: &Path, gt: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
         return Err(Error::invalid(format!("no file names in common between {} and {}", pred.display(), gt.display())));
     }
     Ok(v)
+}
+
+fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
+    let (la, da, fa) = read_labels(a)?;
+    let (lb, db, fb) = read_labels(b)?;
+    if (da, fa) != (db, fb) {
+        return Err(Error::invalid(format!("{} is {fa} frame(s) of {da:?}, {} {fb} of {db:?}", a.display(), b.display())));
+    }
+    let r = qcanet::metrics::agreement(&la, &lb)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Internal(e.to_string()))?);
+    } else {
+        println!(
+            "agreement {:.4} % of {} foreground voxels ({} differ); nuclei {} in {}, {} in {}",
+            r.agreement * 100.0,
+            r.fg_voxels,
+            r.differing_voxels,
+            r.nuclei_a,
+            a.display(),
+            r.nuclei_b,
+            b.display()
+        );
+    }
+    Ok(())
 }
 
 fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
