@@ -78,7 +78,7 @@ impl BlockChoice {
     /// Whether a volume of `dims` (of `bytes` decoded, the whole stack) goes block by block.
     pub fn blockwise(self, dims: [usize; 3], bytes: u64) -> bool {
         match self {
-            BlockChoice::Auto => dims.iter().map(|&d| d as u64).product::<u64>() > AUTO_BLOCKS_FROM || bytes > crate::io::tiff::MAX_STACK_BYTES,
+            BlockChoice::Auto => dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64)) > AUTO_BLOCKS_FROM || bytes > crate::io::tiff::MAX_STACK_BYTES,
             BlockChoice::Whole => false,
             BlockChoice::Core(_) => true,
         }
@@ -138,6 +138,13 @@ impl BlockGrid {
         let core: [usize; 3] = std::array::from_fn(|k| dims[k].div_ceil(count[k]));
         // a halo longer than the volume only adds mirrored nothing: clamp it
         let halo: [usize; 3] = std::array::from_fn(|k| halo[k].min(dims[k]));
+        if let Some(k) = (0..3).find(|&k| count[k] > 1 && halo[k] == 0) {
+            return Err(Error::invalid(format!(
+                "a halo of 0 along {} where the volume is cut into {} blocks: nuclei crossing the faces could not be joined",
+                ["z", "y", "x"][k],
+                count[k]
+            )));
+        }
         let ext: u64 = (0..3).map(|k| (core[k] + 2 * halo[k]).min(dims[k]) as u64).product();
         if ext > MAX_BLOCK_VOXELS as u64 {
             return Err(Error::invalid(format!(
@@ -152,6 +159,7 @@ impl BlockGrid {
     /// roughly isotropic in space) is halved until a block fits. An axis short enough to
     /// take whole in one block has no halo along it.
     pub fn fit(dims: [usize; 3], halo: [usize; 3], voxel_um: [f64; 3], budget: usize) -> Result<BlockGrid> {
+        let halo: [usize; 3] = std::array::from_fn(|k| halo[k].min(dims[k]));
         let mut core = dims;
         let ext = |core: &[usize; 3]| -> u64 {
             (0..3).map(|k| if core[k] >= dims[k] { dims[k] } else { (core[k] + 2 * halo[k]).min(dims[k]) } as u64).product()
@@ -644,6 +652,9 @@ pub fn segment_blocks(
 
 /// The tile shape every block of `grid` can use: the smallest of the blocks' planned tiles
 /// along each axis (a block that fits in one tile pads to it; a larger one takes several).
+/// Cores spread evenly differ by a voxel at most; the blocks looked at (first, second, last
+/// along each axis) hold the sizes that decide the tile in practice, and a block of another
+/// size costs one more compiled shape, not a wrong result.
 fn common_tile(model: &Model, grid: &BlockGrid, params: &SegmentParams) -> Result<[usize; 3]> {
     let mut tile = [usize::MAX; 3];
     // blocks differ only at the volume's faces: the corners and the middle cover every size

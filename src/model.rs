@@ -255,10 +255,11 @@ impl Model {
         let (background, spot) = (0.1f32, 0.9f32);
         let mut probe = vec![background; n];
         let mid = shape.map(|d| d / 2);
-        for dz in 0..3 {
-            for dy in 0..3 {
-                for dx in 0..3 {
-                    let (z, y, x) = (mid[0] + dz - 1, mid[1] + dy - 1, mid[2] + dx - 1);
+        // the spot: 3 voxels across where the tile allows (a tile of 1 or 2 voxels too)
+        let span = |k: usize| mid[k].saturating_sub(1)..(mid[k] + 2).min(shape[k]);
+        for z in span(0) {
+            for y in span(1) {
+                for x in span(2) {
                     probe[(z * shape[1] + y) * shape[2] + x] = spot;
                 }
             }

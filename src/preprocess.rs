@@ -189,7 +189,7 @@ pub fn scaling_streamed(how: Normalization, planes: &mut dyn FnMut(&mut dyn FnMu
     let cumulative: Vec<u64> = hist.iter().scan(0u64, |c, &h| { *c += h; Some(*c) }).collect();
     // the value of rank k (0-based) in sorted order
     let ranked = |k: u64| -> f64 {
-        let b = cumulative.partition_point(|&c| c <= k);
+        let b = cumulative.partition_point(|&c| c <= k).min(cumulative.len() - 1);
         if integral {
             return b as f64;
         }

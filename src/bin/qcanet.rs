@@ -530,10 +530,17 @@ fn segment(inputs: &[PathBuf], output: Option<&Path>, channel: usize, want: Outp
         let big = match BigInput::open(f) {
             Ok(b) => b,
             Err(e) => {
+                // tried (its header), so not "not attempted" in the summary
+                streamed_tried += 1;
                 failures.push((f.clone(), e));
                 continue;
             }
         };
+        if !matches!(big, BigInput::Zarr(_)) && is_zarr_name(out) {
+            streamed_tried += 1;
+            failures.push((f.clone(), Error::invalid(format!("{}: OME-Zarr labels are written for OME-Zarr images; write the labels of a TIFF as .tif", f.display()))));
+            continue;
+        }
         if !big.blockwise(ba.blocks) {
             keep.push(i);
             continue;
@@ -891,6 +898,18 @@ fn segment_streamed(
             input.display()
         )));
     }
+    // the label image's place is checked before any work
+    let target = match (big, zarr_out) {
+        (BigInput::Zarr(z), true) => {
+            let t = match &into_input {
+                Some(name) => ome_zarr::LabelsTarget::IntoInput { name: name.clone() },
+                None => ome_zarr::LabelsTarget::NewImage(output.to_path_buf()),
+            };
+            t.path(z)?;
+            Some(t)
+        }
+        _ => None,
+    };
     let t0 = Instant::now();
     let dims = big.dims();
     let params = params(pa, big.voxel_size_um());
@@ -917,12 +936,14 @@ fn segment_streamed(
         });
     }
     let used_voxel = (plan.voxel_size_source() != VoxelSource::Unknown).then_some(plan.input_voxel_size());
+    // provisional labels beside the output; with --labels-into-input in the system's
+    // temporary folder (never loose inside the input image)
     let scratch_dir = match &into_input {
-        Some(_) => input.to_path_buf(),
+        Some(_) => std::env::temp_dir(),
         None => output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
     };
     let frames = big.frames();
-    let mut done = Vec::with_capacity(frames);
+    let mut done = Vec::new();
     for t in 0..frames {
         let mut store = ScratchLabels::new(&scratch_dir, dims)?;
         let cb = |frac: f32| progress((t as f32 + frac) / frames as f32);
@@ -942,10 +963,7 @@ fn segment_streamed(
     let max = done.iter().map(|(_, r)| r.n_nuclei).max().unwrap_or(0);
     match big {
         BigInput::Zarr(z) if zarr_out => {
-            let target = match into_input {
-                Some(name) => ome_zarr::LabelsTarget::IntoInput { name },
-                None => ome_zarr::LabelsTarget::NewImage(output.to_path_buf()),
-            };
+            let target = target.ok_or_else(|| Error::Internal("no label image target".into()))?;
             let image = ome_zarr::LabelImage::create(z, target, max)?;
             for (t, (store, run)) in done.iter().enumerate() {
                 image.write_level0(t, &mut |start, end| {

@@ -29,6 +29,12 @@ type Store = FilesystemStore;
 
 /// Most levels of a multiscale image read.
 const MAX_LEVELS: usize = 32;
+/// Most channels of an image read.
+const MAX_CHANNELS: u64 = 4096;
+/// Largest chunk read or written (voxels): a chunk is decoded whole, so this bounds memory.
+pub const MAX_CHUNK_VOXELS: u64 = 64 << 20;
+/// Voxels read at a time when scanning a whole volume (its intensity statistics).
+const SCAN_VOXELS: usize = 16 << 20;
 
 /// NGFF version of an image (and of the labels written beside it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +191,29 @@ impl OmeZarr {
             }
         }
         let array = level0.expect("one level at least (checked)");
+        let shape0 = &levels[0].shape;
+        if shape0.contains(&0) {
+            return Err(zerr(root, format!("level 0 has an empty axis: shape {shape0:?}")));
+        }
+        // NGFF orders space axes z, y, x; data read in another order would be scrambled
+        if !(zyx[0] < zyx[1] && zyx[1] < zyx[2]) || t_axis.is_some_and(|t| t > zyx[0]) || c_axis.is_some_and(|c| c > zyx[0]) {
+            return Err(zerr(root, format!("axes {:?}: qcanet reads them in NGFF's order (t, c, z, y, x)", axes.iter().map(|a| &a.name).collect::<Vec<_>>())));
+        }
+        let voxels = crate::error::voxel_count_u64(zyx.map(|k| shape0[k] as usize))?;
+        let frames = t_axis.map_or(1, |k| shape0[k]);
+        let channels = c_axis.map_or(1, |k| shape0[k]);
+        if channels > MAX_CHANNELS || frames.saturating_mul(voxels) > crate::error::MAX_STREAMED_VOXELS {
+            return Err(zerr(root, format!("shape {shape0:?}: more than {MAX_CHANNELS} channels or {} voxels over all frames", crate::error::MAX_STREAMED_VOXELS)));
+        }
+        // lower levels are no larger than level 0, and keep its frames and channels
+        for l in &levels[1..] {
+            let ok = l.shape.iter().zip(shape0).enumerate().all(|(k, (&s, &s0))| {
+                if Some(k) == t_axis || Some(k) == c_axis { s == s0 } else { (1..=s0).contains(&s) }
+            });
+            if !ok {
+                return Err(zerr(root, format!("level {} has shape {:?}, not a reduction of level 0's {shape0:?}", l.path, l.shape)));
+            }
+        }
         let dt = array.data_type();
         use zarrs::array::data_type as dtype;
         let kind = if *dt == dtype::uint8() {
@@ -201,6 +230,11 @@ impl OmeZarr {
             return Err(Error::Unsupported(format!("{}: {dt} samples (8/16/32-bit unsigned, 16-bit signed or 32-bit float are read)", root.display())));
         };
         let chunks: Vec<u64> = array.chunk_shape(&vec![0; axes.len()]).map_err(|e| zerr(root, e))?.iter().map(|n| n.get()).collect();
+        // a chunk is decoded whole (reading, and writing the labels in the same chunks)
+        let chunk_voxels = chunks.iter().zip(shape0).fold(1u64, |a, (&c, &s)| a.saturating_mul(c.min(s)));
+        if chunk_voxels > MAX_CHUNK_VOXELS {
+            return Err(zerr(root, format!("chunks of {chunks:?} hold more than {MAX_CHUNK_VOXELS} voxels: rechunk the image (e.g. 64 x 256 x 256)")));
+        }
         let name = ms.get("name").and_then(Value::as_str).map(str::to_string);
         Ok(OmeZarr { root: root.to_path_buf(), version, name, axes, levels, chunks, array, kind, t_axis, c_axis, zyx })
     }
@@ -284,14 +318,16 @@ impl crate::blocks::VolumeSource for ZarrSource<'_> {
         self.image.read(self.t, self.c, start, end)
     }
     fn for_each_plane(&mut self, visit: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
-        // a slab of chunk depth at a time: each chunk decoded once
+        // slabs of chunk depth (each chunk decoded once), cut into bands of rows so that
+        // at most SCAN_VOXELS are held; the statistics take the values in any order
         let [nz, ny, nx] = self.dims();
         let depth = (self.image.chunks[self.image.zyx[0]] as usize).clamp(1, nz);
+        let rows = (SCAN_VOXELS / (depth * nx).max(1)).clamp(1, ny);
         for z0 in (0..nz).step_by(depth) {
             let z1 = (z0 + depth).min(nz);
-            let slab = self.image.read(self.t, self.c, [z0, 0, 0], [z1, ny, nx])?;
-            for p in slab.chunks(ny * nx) {
-                visit(p)?;
+            for y0 in (0..ny).step_by(rows) {
+                let y1 = (y0 + rows).min(ny);
+                visit(&self.image.read(self.t, self.c, [z0, y0, 0], [z1, y1, nx])?)?;
             }
         }
         Ok(())
@@ -304,6 +340,31 @@ pub enum LabelsTarget {
     NewImage(PathBuf),
     /// `labels/<name>` inside the image read.
     IntoInput { name: String },
+}
+
+impl LabelsTarget {
+    /// Where the label image of `image` will be, checked before any work: never an
+    /// existing image or label image, a label name that is a plain folder name.
+    pub fn path(&self, image: &OmeZarr) -> Result<PathBuf> {
+        match self {
+            LabelsTarget::NewImage(p) => {
+                if p.exists() {
+                    return Err(Error::invalid(format!("{} exists: qcanet writes a new OME-Zarr and never replaces one", p.display())));
+                }
+                Ok(p.clone())
+            }
+            LabelsTarget::IntoInput { name } => {
+                if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                    return Err(Error::invalid(format!("label image name '{name}': a plain folder name")));
+                }
+                let target = image.root.join("labels").join(name);
+                if target.exists() {
+                    return Err(Error::invalid(format!("{} exists: choose another --labels-name (qcanet never replaces labels)", target.display())));
+                }
+                Ok(target)
+            }
+        }
+    }
 }
 
 /// A label image being written: level 0 takes the labels, [`LabelImage::finish`] writes the
@@ -385,53 +446,67 @@ impl LabelImage {
         let chunks: Vec<u64> = keep.iter().map(|&k| image.chunks[k]).collect();
         let pos = |k: usize| keep.iter().position(|&x| x == k).expect("kept axis");
         let (t_axis, zyx) = (image.t_axis.map(pos), image.zyx.map(pos));
-        let (tmp, target, into_input) = match target {
-            LabelsTarget::NewImage(p) => {
-                if p.exists() {
-                    return Err(Error::invalid(format!("{} exists: qcanet writes a new OME-Zarr and never replaces one", p.display())));
-                }
-                let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                (temporary_folder(parent)?, p, None)
-            }
+        let path = target.path(image)?;
+        let parent = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let into_input = match target {
+            LabelsTarget::NewImage(_) => None,
             LabelsTarget::IntoInput { name } => {
-                if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-                    return Err(Error::invalid(format!("label image name '{name}': a plain folder name")));
-                }
-                let labels = image.root.join("labels");
-                let target = labels.join(&name);
-                if target.exists() {
-                    return Err(Error::invalid(format!("{} exists: choose another --labels-name (qcanet never replaces labels)", target.display())));
-                }
-                std::fs::create_dir_all(&labels).map_err(|e| Error::io(&labels, e))?;
-                (temporary_folder(&labels)?, target, Some((image.root.clone(), name)))
+                std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+                Some((image.root.clone(), name))
             }
         };
-        let st = store(&tmp)?;
-        let kind = if max_label <= u16::MAX as u32 { zarrs::array::data_type::uint16() } else { zarrs::array::data_type::uint32() };
+        let (tmp, target) = (temporary_folder(&parent)?, path);
+        // from here an error drops `image`, which removes the temporary folder
+        let image = LabelImage {
+            store: store(&tmp).inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&tmp);
+            })?,
+            tmp,
+            target,
+            into_input,
+            levels,
+            axes,
+            chunks,
+            t_axis,
+            zyx,
+            version: image.version,
+            finished: false,
+        };
+        image.create_arrays(max_label)?;
+        Ok(image)
+    }
+
+    fn create_arrays(&self, max_label: u32) -> Result<()> {
+        let (st, tmp, levels, axes, chunks) = (self.store.clone(), &self.tmp, &self.levels, &self.axes, &self.chunks);
+        let kind = if crate::io::tiff::SampleKind::for_labels(max_label) == crate::io::tiff::SampleKind::U16 {
+            zarrs::array::data_type::uint16()
+        } else {
+            zarrs::array::data_type::uint32()
+        };
         let names: Vec<String> = axes.iter().map(|a| a.name.clone()).collect();
-        for l in &levels {
+        for l in levels {
             let node = format!("/{}", l.path.trim_matches('/'));
             let chunk: Vec<u64> = chunks.iter().zip(&l.shape).map(|(&c, &s)| c.min(s).max(1)).collect();
-            let arr = match image.version {
+            let arr = match self.version {
                 Ngff::V05 => ArrayBuilder::new(l.shape.clone(), chunk, kind.clone(), 0u32)
                     .bytes_to_bytes_codecs(vec![Arc::new(zarrs::array::codec::ZstdCodec::new(3, false))])
                     .dimension_names(Some(names.clone()))
                     .build(st.clone(), &node)
-                    .map_err(|e| zerr(&tmp, e))?,
+                    .map_err(|e| zerr(tmp, e))?,
                 Ngff::V04 => {
-                    let dtype = if max_label <= u16::MAX as u32 { "<u2" } else { "<u4" };
+                    let dtype = if kind == zarrs::array::data_type::uint16() { "<u2" } else { "<u4" };
                     let meta: zarrs::array::ArrayMetadataV2 = serde_json::from_value(json!({
                         "zarr_format": 2, "shape": l.shape, "chunks": chunk, "dtype": dtype,
                         "compressor": {"id": "zstd", "level": 3}, "fill_value": 0, "order": "C",
                         "filters": null, "dimension_separator": "/"
                     }))
                     .map_err(|e| Error::Internal(format!("v2 array metadata: {e}")))?;
-                    Array::new_with_metadata(st.clone(), &node, ArrayMetadata::V2(meta)).map_err(|e| zerr(&tmp, e))?
+                    Array::new_with_metadata(st.clone(), &node, ArrayMetadata::V2(meta)).map_err(|e| zerr(tmp, e))?
                 }
             };
-            arr.store_metadata().map_err(|e| zerr(&tmp, e))?;
+            arr.store_metadata().map_err(|e| zerr(tmp, e))?;
         }
-        Ok(LabelImage { tmp, target, into_input, store: st, levels, axes, chunks, t_axis, zyx, version: image.version, finished: false })
+        Ok(())
     }
 
     fn array(&self, level: usize) -> Result<Array<Store>> {
@@ -560,21 +635,30 @@ fn write_group(folder: &Path, version: Ngff, attrs: Value) -> Result<()> {
     }
 }
 
-/// Adds `name` to the `labels` list of `root/labels` (creating the group's metadata).
+/// Adds `name` to the `labels` list of `root/labels`, keeping every other key; metadata
+/// there that cannot be read is an error, never overwritten.
 fn add_to_labels_list(root: &Path, version: Ngff, name: &str) -> Result<()> {
     let labels = root.join("labels");
-    let mut names: Vec<Value> = match ome_attributes(&labels) {
-        Ok((_, a)) => a.get("labels").and_then(Value::as_array).cloned().unwrap_or_default(),
-        Err(_) => Vec::new(),
+    let has_metadata = [".zattrs", ".zgroup", "zarr.json"].iter().any(|f| labels.join(f).exists());
+    let mut attrs: Map<String, Value> = if has_metadata {
+        let st = store(&labels)?;
+        Group::open(st, "/").map_err(|e| zerr(&labels, format!("existing labels metadata cannot be read ({e}); nothing changed")))?.attributes().clone()
+    } else {
+        Map::new()
     };
+    let list = match version {
+        Ngff::V04 => &mut attrs,
+        Ngff::V05 => {
+            let ome = attrs.entry("ome").or_insert_with(|| json!({"version": "0.5"}));
+            ome.as_object_mut().ok_or_else(|| zerr(&labels, "labels metadata: 'ome' is not an object"))?
+        }
+    };
+    let names = list.entry("labels").or_insert_with(|| json!([]));
+    let names = names.as_array_mut().ok_or_else(|| zerr(&labels, "labels metadata: 'labels' is not a list"))?;
     if !names.iter().any(|n| n.as_str() == Some(name)) {
         names.push(json!(name));
     }
-    let attrs = match version {
-        Ngff::V04 => json!({"labels": names}),
-        Ngff::V05 => json!({"ome": {"version": "0.5", "labels": names}}),
-    };
-    write_group(&labels, version, attrs)
+    write_group(&labels, version, Value::Object(attrs))
 }
 
 /// A new, empty folder in `dir` named as qcanet's temporary files are (removed by the next

@@ -270,7 +270,7 @@ pub struct StackInfo {
 impl StackInfo {
     /// Bytes the whole stack decodes to.
     pub fn decoded_bytes(&self) -> u64 {
-        (self.pages as u64) * (self.dims[1] as u64) * (self.dims[2] as u64) * (self.bits as u64).div_ceil(8)
+        (self.pages as u64).saturating_mul(self.dims[1] as u64).saturating_mul(self.dims[2] as u64).saturating_mul((self.bits as u64).div_ceil(8))
     }
 
     /// Voxel size in micrometres (see [`Stack::voxel_size_um`]).
@@ -533,6 +533,9 @@ impl PageLayout {
     }
 }
 
+/// Most samples of one page written (a page is encoded whole): 2^31, a 46,000-pixel square.
+pub const MAX_PAGE_SAMPLES: usize = 1 << 31;
+
 /// Stacks whose samples exceed this are written as BigTIFF (classic TIFF addresses 4 GiB;
 /// the margin covers headers and incompressible data).
 pub const BIGTIFF_FROM: u64 = (4 << 30) - (256 << 20);
@@ -542,7 +545,7 @@ pub const BIGTIFF_FROM: u64 = (4 << 30) - (256 << 20);
 /// in memory at a time; stacks too large for classic TIFF become BigTIFF.
 pub fn write_pages(path: &Path, layout: &PageLayout, mut page: impl FnMut(usize) -> Result<Samples>) -> Result<()> {
     let [nz, ny, nx] = layout.dims;
-    if nz == 0 || ny == 0 || nx == 0 || layout.frames == 0 || ny > u32::MAX as usize || nx > u32::MAX as usize {
+    if nz == 0 || ny == 0 || nx == 0 || layout.frames == 0 || ny.saturating_mul(nx) > MAX_PAGE_SAMPLES {
         return Err(Error::invalid(format!("writing {}: {} frame(s) of {:?} is not a stack", path.display(), layout.frames, layout.dims)));
     }
     if let Some(v) = layout.voxel_um {
