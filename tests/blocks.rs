@@ -26,13 +26,11 @@ fn blocks_agree_with_the_whole_volume() {
     assert!(run.joins >= 10, "{}", run.joins);
     let (w, b) = (whole.n_nuclei as f64, run.n_nuclei as f64);
     assert!((w - b).abs() <= (0.005 * w).max(0.0), "whole {w}, blocks {b}");
-    // The issue asks for 99.5 %. Measured here: 99.23 %, with the differing voxels spread
-    // over every nucleus's edge (foreground/background flips), none gathered at the faces.
-    // The whole-volume run itself moves by as much under another tile size (99.76 % with
-    // 48x144x144 tiles, 99.22 % with 48x96x96): what is left is the networks' tiling noise,
-    // not the stitching (with halos spanning the volume, the blocks give the whole run's
-    // labels exactly, 100 %).
-    assert!(a.agreement >= 0.99, "{a:?}");
+    // Measured here: 99.98 % (23 of 94,785 voxels), with every block's tiles of one shape.
+    // On real data the networks' sensitivity to where tile edges fall is larger (the whole
+    // run of a BBBC050 volume moves by 5 % under another tile size; see the README's "Large
+    // volumes"), and blocks differ from the whole run by as much there.
+    assert!(a.agreement >= 0.995, "{a:?}");
     // labels 1..=n without gaps
     let mut seen = vec![false; run.n_nuclei as usize + 1];
     labels.iter().for_each(|&l| seen[l as usize] = true);
