@@ -286,6 +286,11 @@ impl TiffSource {
         reader.info.page_of(t, 0, c)?;
         Ok(TiffSource { reader, t, c, rows: (0, 0), planes: BTreeMap::new() })
     }
+
+    /// The reader back, for the next frame (its pages are not walked again).
+    pub fn into_reader(self) -> crate::io::tiff::StackReader {
+        self.reader
+    }
 }
 
 impl VolumeSource for TiffSource {

@@ -70,6 +70,15 @@ pub struct Model {
 /// 99.5 % of the foreground (tests/blocks.rs).
 pub const CONTEXT_THRESHOLD: f64 = 1.0;
 
+/// The one check that a volume has the voxels its plan is for.
+fn check_len(vol: &[f32], plan: &Plan) -> Result<()> {
+    let n = voxel_count(plan.input_dims)?;
+    if vol.len() != n {
+        return Err(Error::invalid(format!("volume holds {} values, dims {:?} need {n}", vol.len(), plan.input_dims)));
+    }
+    Ok(())
+}
+
 /// The tile [`Model::context`] probes with, at most (z, y, x model voxels).
 const PROBE_TILE: [usize; 3] = [64, 96, 96];
 
@@ -157,13 +166,11 @@ impl Model {
     /// the device (`qcanet segment` over a folder does).
     pub fn infer(&self, vol: &[f32], plan: Plan, progress: Option<Progress>) -> Result<Probabilities> {
         let t0 = std::time::Instant::now();
-        let n = voxel_count(plan.input_dims)?;
-        if vol.len() != n {
-            return Err(Error::invalid(format!("volume holds {} values, dims {:?} need {n}", vol.len(), plan.input_dims)));
-        }
+        check_len(vol, &plan)?;
+        // scaling_of checks the values are finite: not scanned a second time below
         let scaling = preprocess::scaling_of(vol, self.nsn.info.normalization)?;
         let scaling_s = t0.elapsed().as_secs_f64();
-        let mut r = self.infer_scaled(vol.to_vec(), plan, scaling, progress)?;
+        let mut r = self.infer_checked(vol.to_vec(), plan, scaling, progress)?;
         r.timings.normalise_s += scaling_s;
         r.timings.prepare_s += scaling_s;
         Ok(r)
@@ -183,13 +190,15 @@ impl Model {
     /// [`Model::infer`] with the intensity scaling given: a block of a larger volume is
     /// scaled as the whole volume is ([`crate::blocks`]).
     /// `vol` is scaled in place (a block's buffer is not copied).
-    pub fn infer_scaled(&self, mut vol: Vec<f32>, plan: Plan, scaling: Scaling, progress: Option<Progress>) -> Result<Probabilities> {
-        let t0 = std::time::Instant::now();
-        let n = voxel_count(plan.input_dims)?;
-        if vol.len() != n {
-            return Err(Error::invalid(format!("volume holds {} values, dims {:?} need {n}", vol.len(), plan.input_dims)));
-        }
+    pub fn infer_scaled(&self, vol: Vec<f32>, plan: Plan, scaling: Scaling, progress: Option<Progress>) -> Result<Probabilities> {
+        check_len(&vol, &plan)?;
         preprocess::check_finite(&vol)?;
+        self.infer_checked(vol, plan, scaling, progress)
+    }
+
+    /// [`Model::infer_scaled`] on a volume whose length and values are checked.
+    fn infer_checked(&self, mut vol: Vec<f32>, plan: Plan, scaling: Scaling, progress: Option<Progress>) -> Result<Probabilities> {
+        let t0 = std::time::Instant::now();
         scaling.apply_in_place(&mut vol);
         let norm = vol;
         let normalise_s = t0.elapsed().as_secs_f64();

@@ -940,17 +940,25 @@ fn segment_streamed(
     // temporary folder (never loose inside the input image)
     let scratch_dir = match &into_input {
         Some(_) => std::env::temp_dir(),
-        None => output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+        None => qcanet::io::atomic::folder_of(output).to_path_buf(),
     };
     let frames = big.frames();
     let mut done = Vec::new();
+    // one reader for every frame: the pages are walked once
+    let mut reader = match big {
+        BigInput::Tiff(_) => Some(tiff::StackReader::open(input)?),
+        BigInput::Zarr(_) => None,
+    };
     for t in 0..frames {
         let mut store = ScratchLabels::new(&scratch_dir, dims)?;
         let cb = |frac: f32| progress((t as f32 + frac) / frames as f32);
         let run = match big {
             BigInput::Tiff(_) => {
-                let mut source = TiffSource::new(tiff::StackReader::open(input)?, t, channel)?;
-                blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?
+                let r = reader.take().ok_or_else(|| Error::Internal("the TIFF reader is gone".into()))?;
+                let mut source = TiffSource::new(r, t, channel)?;
+                let run = blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?;
+                reader = Some(source.into_reader());
+                run
             }
             BigInput::Zarr(z) => {
                 let mut source = ome_zarr::ZarrSource { image: z, t, c: channel };

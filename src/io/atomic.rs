@@ -75,7 +75,7 @@ pub fn scratch_dir(dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     clean_stale(dir);
     let d = tempfile::Builder::new()
-        .prefix(&format!("{PREFIX}{}@{}@", std::process::id(), hostname()))
+        .prefix(&part_prefix())
         .suffix(SUFFIX)
         .permissions(std::fs::Permissions::from_mode(0o777))
         .tempdir_in(dir)
@@ -83,7 +83,13 @@ pub fn scratch_dir(dir: &Path) -> Result<PathBuf> {
     Ok(d.keep())
 }
 
-fn folder_of(path: &Path) -> &Path {
+/// The start of this process's temporary names: `.qcanet-<pid>@<host>@` (see [`clean_stale`]).
+fn part_prefix() -> String {
+    format!("{PREFIX}{}@{}@", std::process::id(), hostname())
+}
+
+/// The folder a path's file is written in (`.` for a bare name).
+pub fn folder_of(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
@@ -91,7 +97,7 @@ fn temporary_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
     clean_stale(dir);
     tempfile::Builder::new()
-        .prefix(&format!("{PREFIX}{}@{}@", std::process::id(), hostname()))
+        .prefix(&part_prefix())
         .suffix(SUFFIX)
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)

@@ -295,8 +295,7 @@ impl OmeZarr {
             Kind::U8 => self.array.retrieve_array_subset::<Vec<u8>>(&ranges).map_err(e)?.into_iter().map(|a| a as f32).collect(),
             Kind::U16 => self.array.retrieve_array_subset::<Vec<u16>>(&ranges).map_err(e)?.into_iter().map(|a| a as f32).collect(),
             Kind::U32 => self.array.retrieve_array_subset::<Vec<u32>>(&ranges).map_err(e)?.into_iter().map(|a| a as f32).collect(),
-            // signed 16-bit shifted into the unsigned range, as for TIFF
-            Kind::I16 => self.array.retrieve_array_subset::<Vec<i16>>(&ranges).map_err(e)?.into_iter().map(|a| (a as i32 + 32768) as f32).collect(),
+            Kind::I16 => self.array.retrieve_array_subset::<Vec<i16>>(&ranges).map_err(e)?.into_iter().map(|a| crate::io::tiff::signed_to_unsigned(a) as f32).collect(),
             Kind::F32 => self.array.retrieve_array_subset::<Vec<f32>>(&ranges).map_err(e)?,
         };
         Ok(v)
@@ -447,7 +446,7 @@ impl LabelImage {
         let pos = |k: usize| keep.iter().position(|&x| x == k).expect("kept axis");
         let (t_axis, zyx) = (image.t_axis.map(pos), image.zyx.map(pos));
         let path = target.path(image)?;
-        let parent = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let parent = crate::io::atomic::folder_of(&path).to_path_buf();
         let into_input = match target {
             LabelsTarget::NewImage(_) => None,
             LabelsTarget::IntoInput { name } => {

@@ -124,6 +124,12 @@ impl Stack {
     }
 }
 
+/// A signed 16-bit sample shifted into the unsigned range, as ImageJ opens such images
+/// (TIFF and OME-Zarr alike).
+pub fn signed_to_unsigned(a: i16) -> u16 {
+    (a as i32 + 32768) as u16
+}
+
 fn in_micrometres(voxel_size: Option<[f64; 3]>, unit: Option<&str>) -> Option<[f64; 3]> {
     let v = voxel_size?;
     let f = length_unit_um(unit?)?;
@@ -397,8 +403,7 @@ impl StackReader {
             DecodingResult::U16(v) => Samples::U16(v),
             DecodingResult::U32(v) => Samples::U32(v),
             DecodingResult::F32(v) => Samples::F32(v),
-            // signed 16-bit: shift into the unsigned range, as ImageJ does
-            DecodingResult::I16(v) => Samples::U16(v.into_iter().map(|a| (a as i32 + 32768) as u16).collect()),
+            DecodingResult::I16(v) => Samples::U16(v.into_iter().map(signed_to_unsigned).collect()),
             _ => return Err(Error::Unsupported(format!("{}: sample format of page {page} (use 8/16/32-bit grey)", path.display()))),
         };
         if samples.len() != plane {
