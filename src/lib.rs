@@ -14,6 +14,7 @@
 pub mod blocks;
 pub mod capi;
 pub mod contract;
+pub mod criteria;
 pub mod cuda_libs;
 pub mod edt;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod measure;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod plots;
 pub mod postprocess;
 pub mod preprocess;
 mod quiet_panic;
@@ -30,6 +32,7 @@ pub mod session;
 pub mod synth;
 pub mod synth_series;
 pub mod tiling;
+pub mod timelapse;
 pub mod track;
 pub mod vocab;
 pub mod watershed;
@@ -50,7 +53,13 @@ pub const ABI_VERSION: u32 = capi::QCA_ABI_VERSION;
 
 /// Post-processing alone, for hosts that run their own networks: probabilities on a grid
 /// of `voxel` micrometres in, labels and their count out. `p` is checked here.
-pub fn postprocess_probabilities(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
+pub fn postprocess_probabilities(
+    fg: &[f32],
+    centre: &[f32],
+    dims: [usize; 3],
+    voxel: [f64; 3],
+    p: &PostParams,
+) -> Result<(Vec<u32>, u32)> {
     p.validate(voxel)?;
     postprocess::postprocess(fg, centre, dims, voxel, p)
 }
