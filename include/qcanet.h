@@ -117,6 +117,31 @@
 #define QCA_MATCH_THRESHOLDS 5
 
 /*
+ What `qca_tracking_count` and `qca_tracking_get` read.
+ */
+#define QCA_TABLE_TRACKS 1
+
+/*
+ `QcaDivision` rows.
+ */
+#define QCA_TABLE_DIVISIONS 2
+
+/*
+ `QcaTrackPoint` rows (by track, then frame).
+ */
+#define QCA_TABLE_POINTS 3
+
+/*
+ `QcaFrameCriteria` rows (by frame).
+ */
+#define QCA_TABLE_CRITERIA 4
+
+/*
+ `QcaDivisionRound` rows (by round).
+ */
+#define QCA_TABLE_ROUNDS 5
+
+/*
  Result of every fallible call. Values are fixed across ABI versions; new ones are
  appended (and `QcaStatus::LAST` moved), so they stay contiguous from 0.
  */
@@ -192,6 +217,19 @@ typedef struct QcaMeasurements QcaMeasurements;
  A loaded model. Create with `qca_model_load` or `qca_model_load_default`; free with `qca_model_free`.
  */
 typedef struct QcaModel QcaModel;
+
+/*
+ A time lapse being measured. Create with `qca_track_new`, add frames with
+ `qca_track_add_frame`, link with `qca_track_link`; free with `qca_track_free`.
+ Only the last frame's labels are kept, with a few hundred bytes per nucleus.
+ */
+typedef struct QcaTracker QcaTracker;
+
+/*
+ Tracks, divisions, criteria and division rounds of a linked time lapse. Create with
+ `qca_track_link`; free with `qca_tracking_free`. Read with the `qca_tracking_*` calls.
+ */
+typedef struct QcaTracking QcaTracking;
 
 /*
  How to load a model. Fill with `qca_model_options_default(&o, sizeof o)` first.
@@ -421,6 +459,114 @@ typedef struct QcaImageInfo {
   double voxel_size_um[3];
 } QcaImageInfo;
 
+/*
+ Linking parameters. Fill with `qca_track_params_default(&p, sizeof p)` first (the
+ defaults suit BBBC050-like embryos; README "Time lapses").
+ */
+typedef struct QcaTrackParams {
+  /*
+   `sizeof(QcaTrackParams)` as the caller knows it.
+   */
+  uint32_t struct_size;
+  /*
+   Frames a nucleus may be missing and still be followed (0 = no gap closing).
+   */
+  uint32_t max_gap;
+  /*
+   Farthest a nucleus moves between consecutive frames, micrometres.
+   */
+  double max_displacement_um;
+  /*
+   Farthest each daughter lies from her mother, micrometres (0 = no divisions).
+   */
+  double division_max_distance_um;
+  /*
+   Allowed (daughter volumes summed) / (mother volume): least...
+   */
+  double division_volume_min;
+  /*
+   ...and most.
+   */
+  double division_volume_max;
+  /*
+   How much voxel overlap lowers a link's cost, 0..1.
+   */
+  double overlap_weight;
+} QcaTrackParams;
+
+/*
+ One track (CTC `L B E P`): a nucleus present from frame `start` to `end` inclusive;
+ `parent` is the mother's track, or the track before a bridged gap; 0 for none.
+ */
+typedef struct QcaTrack {
+  uint32_t id;
+  uint32_t parent;
+  uint64_t start;
+  uint64_t end;
+} QcaTrack;
+
+/*
+ A division: `daughters` begin at `frame`, `parent` ended the frame before.
+ */
+typedef struct QcaDivision {
+  uint64_t frame;
+  uint32_t parent;
+  uint32_t daughters[2];
+} QcaDivision;
+
+/*
+ One nucleus in one frame of a track (a row of the tracks table).
+ */
+typedef struct QcaTrackPoint {
+  uint32_t track;
+  /*
+   Its label in the frame's segmentation.
+   */
+  uint32_t label;
+  uint64_t frame;
+  uint32_t parent;
+  /*
+   Centroid z, y, x in micrometres.
+   */
+  double centroid_um[3];
+  double volume_um3;
+  double surface_um2;
+  double mean_intensity;
+} QcaTrackPoint;
+
+/*
+ The criteria of one frame. NaN marks what is undefined (the time without an interval,
+ the nearest-neighbour distance under two nuclei).
+ */
+typedef struct QcaFrameCriteria {
+  uint64_t frame;
+  uint64_t nuclei;
+  uint64_t divisions;
+  double time;
+  double volume_um3_sum;
+  double volume_um3_mean;
+  double volume_um3_sd;
+  double surface_um2_sum;
+  double surface_um2_mean;
+  double surface_um2_sd;
+  double sphericity_mean;
+  double mean_intensity;
+  double nearest_neighbour_um_mean;
+} QcaFrameCriteria;
+
+/*
+ The n-th round of divisions and its synchrony (`spread_frames` = last - first).
+ */
+typedef struct QcaDivisionRound {
+  uint64_t round;
+  uint64_t divisions;
+  uint64_t first_frame;
+  uint64_t last_frame;
+  uint64_t spread_frames;
+  double mean_frame;
+  double sd_frames;
+} QcaDivisionRound;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -462,8 +608,9 @@ QcaStatus qca_runtime_init(const char *onnxruntime_library_path);
 const char *qca_runtime_info(void);
 
 /*
- This library's size of a versioned struct ("QcaModelOptions", "QcaSegmentParams",
- "QcaImageInfo"), 0 for another name or NULL. For hosts that declare the structs at run
+ This library's size of a struct of this API by name ("QcaModelOptions",
+ "QcaSegmentParams", "QcaImageInfo", "QcaTrackParams", "QcaTrack", "QcaDivision",
+ "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound"), 0 for another name or NULL. For hosts that declare the structs at run
  time from the header shipped with this library (MATLAB's `loadlibrary`) and so cannot
  take `sizeof`; a C caller passes `sizeof` of its own struct instead.
 
@@ -735,6 +882,109 @@ QcaStatus qca_labels_write(const char *path,
                            const size_t *dims,
                            uint32_t frames,
                            const double *voxel_size);
+
+/*
+ Fills `p` (`struct_size` = `sizeof *p` bytes as the caller knows it) with the default
+ linking parameters.
+
+ # Safety
+ `p` is NULL or points to `struct_size` writable bytes.
+ */
+QcaStatus qca_track_params_default(struct QcaTrackParams *p, size_t struct_size);
+
+/*
+ Starts a time lapse on a grid of `voxel_size` (z, y, x micrometres; required: tracking
+ measures distances in micrometres). Free `*out` with `qca_track_free`.
+
+ # Safety
+ `voxel_size` has 3 elements; `out` is writable.
+ */
+QcaStatus qca_track_new(const double *voxel_size, struct QcaTracker **out);
+
+/*
+ Adds the next frame (numbered 0, 1, ... in the order added): its labels (0 =
+ background) and, when `intensity` is not NULL, its intensities for the mean intensity.
+ Every frame has the first one's dims. On failure the tracker is unchanged.
+
+ # Safety
+ `t` is a live tracker; `labels` (and `intensity` if given) hold
+ `dims[0]*dims[1]*dims[2]` elements.
+ */
+QcaStatus qca_track_add_frame(struct QcaTracker *t,
+                              const uint32_t *labels,
+                              const float *intensity,
+                              const size_t *dims);
+
+/*
+ Frames added so far (0 for NULL).
+
+ # Safety
+ `t` is NULL or a live tracker.
+ */
+size_t qca_track_frame_count(const struct QcaTracker *t);
+
+/*
+ Links the frames added so far (the tracker stays usable: more frames may follow and
+ be linked again). `p` NULL means the defaults; `interval` is the time between frames
+ for the criteria's `time` (any unit), 0 when unknown. Free `*out` with `qca_tracking_free`.
+
+ # Safety
+ `t` is a live tracker; `p` is NULL or filled by `qca_track_params_default`; `out` is writable.
+ */
+QcaStatus qca_track_link(const struct QcaTracker *t,
+                         const struct QcaTrackParams *p,
+                         double interval,
+                         struct QcaTracking **out);
+
+/*
+ Frees a tracker from `qca_track_new`. NULL is fine.
+
+ # Safety
+ `t` is NULL or a tracker not yet freed.
+ */
+void qca_track_free(struct QcaTracker *t);
+
+/*
+ Rows of one table of a tracking result (`QCA_TABLE_*`); 0 for NULL or another table.
+
+ # Safety
+ `r` is NULL or a live tracking result.
+ */
+size_t qca_tracking_count(const struct QcaTracking *r, int32_t table);
+
+/*
+ Copies row `index` of `table` into `*out`, whose type the table names (`QcaTrack`,
+ `QcaDivision`, `QcaTrackPoint`, `QcaFrameCriteria`, `QcaDivisionRound`) and whose size
+ the caller passes as `out_size` (`sizeof *out`), checked against this library's.
+
+ # Safety
+ `r` is a live tracking result; `out` has `out_size` writable bytes.
+ */
+QcaStatus qca_tracking_get(const struct QcaTracking *r,
+                           int32_t table,
+                           size_t index,
+                           void *out,
+                           size_t out_size);
+
+/*
+ Rewrites frame `frame`'s segmentation labels, in place, as track ids (labels the
+ tracking does not know become 0): the frame's CTC label volume.
+
+ # Safety
+ `r` is a live tracking result; `labels` holds `dims[0]*dims[1]*dims[2]` elements.
+ */
+QcaStatus qca_tracking_relabel(const struct QcaTracking *r,
+                               size_t frame,
+                               uint32_t *labels,
+                               const size_t *dims);
+
+/*
+ Frees a tracking result from `qca_track_link`. NULL is fine.
+
+ # Safety
+ `r` is NULL or a tracking result not yet freed.
+ */
+void qca_tracking_free(struct QcaTracking *r);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -581,8 +581,9 @@ unsafe fn write_versioned<T: Copy>(
     Ok(())
 }
 
-/// This library's size of a versioned struct ("QcaModelOptions", "QcaSegmentParams",
-/// "QcaImageInfo"), 0 for another name or NULL. For hosts that declare the structs at run
+/// This library's size of a struct of this API by name ("QcaModelOptions",
+/// "QcaSegmentParams", "QcaImageInfo", "QcaTrackParams", "QcaTrack", "QcaDivision",
+/// "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound"), 0 for another name or NULL. For hosts that declare the structs at run
 /// time from the header shipped with this library (MATLAB's `loadlibrary`) and so cannot
 /// take `sizeof`; a C caller passes `sizeof` of its own struct instead.
 ///
@@ -597,6 +598,12 @@ pub unsafe extern "C" fn qca_struct_size(name: *const c_char) -> usize {
         b"QcaModelOptions" => std::mem::size_of::<QcaModelOptions>(),
         b"QcaSegmentParams" => std::mem::size_of::<QcaSegmentParams>(),
         b"QcaImageInfo" => std::mem::size_of::<QcaImageInfo>(),
+        b"QcaTrackParams" => std::mem::size_of::<QcaTrackParams>(),
+        b"QcaTrack" => std::mem::size_of::<QcaTrack>(),
+        b"QcaDivision" => std::mem::size_of::<QcaDivision>(),
+        b"QcaTrackPoint" => std::mem::size_of::<QcaTrackPoint>(),
+        b"QcaFrameCriteria" => std::mem::size_of::<QcaFrameCriteria>(),
+        b"QcaDivisionRound" => std::mem::size_of::<QcaDivisionRound>(),
         _ => 0,
     }
 }
@@ -1411,4 +1418,364 @@ pub unsafe extern "C" fn qca_labels_write(
         };
         tiff::write_labels(p, l, d, frames as usize, v).c()
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Time lapses: follow nuclei through frames (`crate::timelapse`)
+// ---------------------------------------------------------------------------------------
+
+/// Linking parameters. Fill with `qca_track_params_default(&p, sizeof p)` first (the
+/// defaults suit BBBC050-like embryos; README "Time lapses").
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QcaTrackParams {
+    /// `sizeof(QcaTrackParams)` as the caller knows it.
+    pub struct_size: u32,
+    /// Frames a nucleus may be missing and still be followed (0 = no gap closing).
+    pub max_gap: u32,
+    /// Farthest a nucleus moves between consecutive frames, micrometres.
+    pub max_displacement_um: f64,
+    /// Farthest each daughter lies from her mother, micrometres (0 = no divisions).
+    pub division_max_distance_um: f64,
+    /// Allowed (daughter volumes summed) / (mother volume): least...
+    pub division_volume_min: f64,
+    /// ...and most.
+    pub division_volume_max: f64,
+    /// How much voxel overlap lowers a link's cost, 0..1.
+    pub overlap_weight: f64,
+}
+
+fn default_track_params() -> QcaTrackParams {
+    let d = crate::track::TrackParams::default();
+    QcaTrackParams {
+        struct_size: std::mem::size_of::<QcaTrackParams>() as u32,
+        max_gap: d.max_gap as u32,
+        max_displacement_um: d.max_displacement_um,
+        division_max_distance_um: d.division_max_distance_um,
+        division_volume_min: d.division_volume_ratio.0,
+        division_volume_max: d.division_volume_ratio.1,
+        overlap_weight: d.overlap_weight,
+    }
+}
+
+fn track_params_fields() -> [(usize, usize); 7] {
+    field_spans!(QcaTrackParams: struct_size, max_gap, max_displacement_um, division_max_distance_um,
+        division_volume_min, division_volume_max, overlap_weight)
+}
+
+/// One track (CTC `L B E P`): a nucleus present from frame `start` to `end` inclusive;
+/// `parent` is the mother's track, or the track before a bridged gap; 0 for none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaTrack {
+    pub id: u32,
+    pub parent: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A division: `daughters` begin at `frame`, `parent` ended the frame before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaDivision {
+    pub frame: u64,
+    pub parent: u32,
+    pub daughters: [u32; 2],
+}
+
+/// One nucleus in one frame of a track (a row of the tracks table).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaTrackPoint {
+    pub track: u32,
+    /// Its label in the frame's segmentation.
+    pub label: u32,
+    pub frame: u64,
+    pub parent: u32,
+    /// Centroid z, y, x in micrometres.
+    pub centroid_um: [f64; 3],
+    pub volume_um3: f64,
+    pub surface_um2: f64,
+    pub mean_intensity: f64,
+}
+
+/// The criteria of one frame. NaN marks what is undefined (the time without an interval,
+/// the nearest-neighbour distance under two nuclei).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaFrameCriteria {
+    pub frame: u64,
+    pub nuclei: u64,
+    pub divisions: u64,
+    pub time: f64,
+    pub volume_um3_sum: f64,
+    pub volume_um3_mean: f64,
+    pub volume_um3_sd: f64,
+    pub surface_um2_sum: f64,
+    pub surface_um2_mean: f64,
+    pub surface_um2_sd: f64,
+    pub sphericity_mean: f64,
+    pub mean_intensity: f64,
+    pub nearest_neighbour_um_mean: f64,
+}
+
+/// The n-th round of divisions and its synchrony (`spread_frames` = last - first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaDivisionRound {
+    pub round: u64,
+    pub divisions: u64,
+    pub first_frame: u64,
+    pub last_frame: u64,
+    pub spread_frames: u64,
+    pub mean_frame: f64,
+    pub sd_frames: f64,
+}
+
+/// A time lapse being measured. Create with `qca_track_new`, add frames with
+/// `qca_track_add_frame`, link with `qca_track_link`; free with `qca_track_free`.
+/// Only the last frame's labels are kept, with a few hundred bytes per nucleus.
+pub struct QcaTracker {
+    inner: crate::timelapse::TimeLapse,
+}
+
+/// Tracks, divisions, criteria and division rounds of a linked time lapse. Create with
+/// `qca_track_link`; free with `qca_tracking_free`. Read with the `qca_tracking_*` calls.
+pub struct QcaTracking {
+    tracks: Vec<QcaTrack>,
+    divisions: Vec<QcaDivision>,
+    points: Vec<QcaTrackPoint>,
+    criteria: Vec<QcaFrameCriteria>,
+    rounds: Vec<QcaDivisionRound>,
+    inner: crate::track::Tracking,
+}
+
+/// Fills `p` (`struct_size` = `sizeof *p` bytes as the caller knows it) with the default
+/// linking parameters.
+///
+/// # Safety
+/// `p` is NULL or points to `struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn qca_track_params_default(p: *mut QcaTrackParams, struct_size: usize) -> QcaStatus {
+    guard(|| write_versioned(p, struct_size, default_track_params(), &track_params_fields(), "QcaTrackParams"))
+}
+
+/// Starts a time lapse on a grid of `voxel_size` (z, y, x micrometres; required: tracking
+/// measures distances in micrometres). Free `*out` with `qca_track_free`.
+///
+/// # Safety
+/// `voxel_size` has 3 elements; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_track_new(voxel_size: *const f64, out: *mut *mut QcaTracker) -> QcaStatus {
+    guard(|| {
+        let v = slice(voxel_size, 3, "voxel_size")?;
+        non_null(out, "out")?;
+        let inner = crate::timelapse::TimeLapse::new([v[0], v[1], v[2]], 0).c()?;
+        *out = Box::into_raw(Box::new(QcaTracker { inner }));
+        Ok(())
+    })
+}
+
+/// Adds the next frame (numbered 0, 1, ... in the order added): its labels (0 =
+/// background) and, when `intensity` is not NULL, its intensities for the mean intensity.
+/// Every frame has the first one's dims. On failure the tracker is unchanged.
+///
+/// # Safety
+/// `t` is a live tracker; `labels` (and `intensity` if given) hold
+/// `dims[0]*dims[1]*dims[2]` elements.
+#[no_mangle]
+pub unsafe extern "C" fn qca_track_add_frame(t: *mut QcaTracker, labels: *const u32, intensity: *const f32, dims: *const usize) -> QcaStatus {
+    guard(|| {
+        let t = t.as_mut().ok_or_else(|| null("tracker"))?;
+        let (d, n) = read_dims(dims)?;
+        let l = slice(labels, n, "labels")?;
+        let i = if intensity.is_null() { None } else { Some(slice(intensity, n, "intensity")?) };
+        t.inner.add_frame(l, d, i).c()
+    })
+}
+
+/// Frames added so far (0 for NULL).
+///
+/// # Safety
+/// `t` is NULL or a live tracker.
+#[no_mangle]
+pub unsafe extern "C" fn qca_track_frame_count(t: *const QcaTracker) -> usize {
+    t.as_ref().map_or(0, |t| t.inner.len())
+}
+
+/// Links the frames added so far (the tracker stays usable: more frames may follow and
+/// be linked again). `p` NULL means the defaults; `interval` is the time between frames
+/// for the criteria's `time` (any unit), 0 when unknown. Free `*out` with `qca_tracking_free`.
+///
+/// # Safety
+/// `t` is a live tracker; `p` is NULL or filled by `qca_track_params_default`; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_track_link(t: *const QcaTracker, p: *const QcaTrackParams, interval: f64, out: *mut *mut QcaTracking) -> QcaStatus {
+    guard(|| {
+        let t = t.as_ref().ok_or_else(|| null("tracker"))?;
+        non_null(out, "out")?;
+        let q = if p.is_null() {
+            default_track_params()
+        } else {
+            read_versioned(p, default_track_params(), &track_params_fields(), "QcaTrackParams")?
+        };
+        let params = crate::track::TrackParams {
+            max_displacement_um: q.max_displacement_um,
+            max_gap: q.max_gap as usize,
+            division_max_distance_um: q.division_max_distance_um,
+            division_volume_ratio: (q.division_volume_min, q.division_volume_max),
+            overlap_weight: q.overlap_weight,
+        };
+        let interval = if interval == 0.0 { None } else { Some(interval) };
+        let a = t.inner.analyse(&params, interval).c()?;
+        let tracking = QcaTracking {
+            tracks: a.tracking.tracks.iter().map(|x| QcaTrack { id: x.id, parent: x.parent, start: x.start as u64, end: x.end as u64 }).collect(),
+            divisions: a.tracking.divisions().iter().map(|d| QcaDivision { frame: d.frame as u64, parent: d.parent, daughters: d.daughters }).collect(),
+            points: a
+                .points
+                .iter()
+                .map(|x| QcaTrackPoint {
+                    track: x.track,
+                    label: x.label,
+                    frame: x.frame as u64,
+                    parent: x.parent,
+                    centroid_um: x.centroid_um,
+                    volume_um3: x.volume_um3,
+                    surface_um2: x.surface_um2,
+                    mean_intensity: x.mean_intensity,
+                })
+                .collect(),
+            criteria: a
+                .criteria
+                .iter()
+                .map(|c| QcaFrameCriteria {
+                    frame: c.frame as u64,
+                    nuclei: c.nuclei as u64,
+                    divisions: c.divisions as u64,
+                    time: c.time.unwrap_or(f64::NAN),
+                    volume_um3_sum: c.volume_um3_sum,
+                    volume_um3_mean: c.volume_um3_mean,
+                    volume_um3_sd: c.volume_um3_sd,
+                    surface_um2_sum: c.surface_um2_sum,
+                    surface_um2_mean: c.surface_um2_mean,
+                    surface_um2_sd: c.surface_um2_sd,
+                    sphericity_mean: c.sphericity_mean,
+                    mean_intensity: c.mean_intensity,
+                    nearest_neighbour_um_mean: c.nearest_neighbour_um_mean,
+                })
+                .collect(),
+            rounds: a
+                .rounds
+                .iter()
+                .map(|r| QcaDivisionRound {
+                    round: r.round as u64,
+                    divisions: r.divisions as u64,
+                    first_frame: r.first_frame as u64,
+                    last_frame: r.last_frame as u64,
+                    spread_frames: r.spread_frames as u64,
+                    mean_frame: r.mean_frame,
+                    sd_frames: r.sd_frames,
+                })
+                .collect(),
+            inner: a.tracking,
+        };
+        *out = Box::into_raw(Box::new(tracking));
+        Ok(())
+    })
+}
+
+/// Frees a tracker from `qca_track_new`. NULL is fine.
+///
+/// # Safety
+/// `t` is NULL or a tracker not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn qca_track_free(t: *mut QcaTracker) {
+    if !t.is_null() {
+        drop(Box::from_raw(t));
+    }
+}
+
+/// What `qca_tracking_count` and `qca_tracking_get` read.
+pub const QCA_TABLE_TRACKS: i32 = 1;
+/// `QcaDivision` rows.
+pub const QCA_TABLE_DIVISIONS: i32 = 2;
+/// `QcaTrackPoint` rows (by track, then frame).
+pub const QCA_TABLE_POINTS: i32 = 3;
+/// `QcaFrameCriteria` rows (by frame).
+pub const QCA_TABLE_CRITERIA: i32 = 4;
+/// `QcaDivisionRound` rows (by round).
+pub const QCA_TABLE_ROUNDS: i32 = 5;
+
+/// Rows of one table of a tracking result (`QCA_TABLE_*`); 0 for NULL or another table.
+///
+/// # Safety
+/// `r` is NULL or a live tracking result.
+#[no_mangle]
+pub unsafe extern "C" fn qca_tracking_count(r: *const QcaTracking, table: i32) -> usize {
+    let Some(r) = r.as_ref() else { return 0 };
+    match table {
+        QCA_TABLE_TRACKS => r.tracks.len(),
+        QCA_TABLE_DIVISIONS => r.divisions.len(),
+        QCA_TABLE_POINTS => r.points.len(),
+        QCA_TABLE_CRITERIA => r.criteria.len(),
+        QCA_TABLE_ROUNDS => r.rounds.len(),
+        _ => 0,
+    }
+}
+
+/// Copies row `index` of `table` into `*out`, whose type the table names (`QcaTrack`,
+/// `QcaDivision`, `QcaTrackPoint`, `QcaFrameCriteria`, `QcaDivisionRound`) and whose size
+/// the caller passes as `out_size` (`sizeof *out`), checked against this library's.
+///
+/// # Safety
+/// `r` is a live tracking result; `out` has `out_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn qca_tracking_get(r: *const QcaTracking, table: i32, index: usize, out: *mut c_void, out_size: usize) -> QcaStatus {
+    guard(|| {
+        let r = r.as_ref().ok_or_else(|| null("tracking"))?;
+        non_null(out, "out")?;
+        unsafe fn row<T: Copy>(rows: &[T], index: usize, out: *mut c_void, out_size: usize, name: &str) -> std::result::Result<(), (QcaStatus, String)> {
+            if out_size != std::mem::size_of::<T>() {
+                return Err(invalid(format!("out_size {out_size} is not sizeof({name}) = {}", std::mem::size_of::<T>())));
+            }
+            let v = rows.get(index).ok_or_else(|| invalid(format!("index {index} out of range ({} rows)", rows.len())))?;
+            std::ptr::write_unaligned(out as *mut T, *v);
+            Ok(())
+        }
+        match table {
+            QCA_TABLE_TRACKS => row(&r.tracks, index, out, out_size, "QcaTrack"),
+            QCA_TABLE_DIVISIONS => row(&r.divisions, index, out, out_size, "QcaDivision"),
+            QCA_TABLE_POINTS => row(&r.points, index, out, out_size, "QcaTrackPoint"),
+            QCA_TABLE_CRITERIA => row(&r.criteria, index, out, out_size, "QcaFrameCriteria"),
+            QCA_TABLE_ROUNDS => row(&r.rounds, index, out, out_size, "QcaDivisionRound"),
+            _ => Err(invalid(format!("table {table} is not a QCA_TABLE_* value"))),
+        }
+    })
+}
+
+/// Rewrites frame `frame`'s segmentation labels, in place, as track ids (labels the
+/// tracking does not know become 0): the frame's CTC label volume.
+///
+/// # Safety
+/// `r` is a live tracking result; `labels` holds `dims[0]*dims[1]*dims[2]` elements.
+#[no_mangle]
+pub unsafe extern "C" fn qca_tracking_relabel(r: *const QcaTracking, frame: usize, labels: *mut u32, dims: *const usize) -> QcaStatus {
+    guard(|| {
+        let r = r.as_ref().ok_or_else(|| null("tracking"))?;
+        let (_, n) = read_dims(dims)?;
+        non_null(labels, "labels")?;
+        let l = std::slice::from_raw_parts_mut(labels, n);
+        r.inner.relabel(frame, l).c()
+    })
+}
+
+/// Frees a tracking result from `qca_track_link`. NULL is fine.
+///
+/// # Safety
+/// `r` is NULL or a tracking result not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn qca_tracking_free(r: *mut QcaTracking) {
+    if !r.is_null() {
+        drop(Box::from_raw(r));
+    }
 }

@@ -164,6 +164,73 @@ int main(void) {
     QcaImage *img = NULL;
     CHECK(qca_image_read("/nonexistent.tif", &img) == QCA_ERR_IO && img == NULL);
 
+    /* time lapses: one nucleus (a 2x2x2 cube) moving 1 voxel a frame, dividing at frame 2
+       into two 1x2x2 daughters */
+    {
+        size_t td[3] = {4, 8, 8};
+        static uint32_t f[3][256];
+        for (int t = 0; t < 3; t++) for (int z = 1; z < 3; z++) for (int y = 2; y < 4; y++) for (int x = 2; x < 4; x++) {
+            if (t < 2) f[t][(z * 8 + y) * 8 + x + t] = 7;
+            else if (z == 1) { f[t][(z * 8 + y) * 8 + x - 1] = 3; f[t][(z * 8 + y + 3) * 8 + x + 1] = 4; }
+        }
+        double vs[3] = {1.0, 1.0, 1.0};
+        QcaTracker *tr = (QcaTracker *)0x1;
+        CHECK(qca_track_new(NULL, &tr) == QCA_ERR_NULL_POINTER && tr == (QcaTracker *)0x1);
+        double bad_vs[3] = {0.0, 1.0, 1.0};
+        CHECK(qca_track_new(bad_vs, &tr) == QCA_ERR_INVALID_ARGUMENT && tr == (QcaTracker *)0x1);
+        tr = NULL;
+        CHECK(qca_track_new(vs, &tr) == QCA_OK && tr != NULL);
+        for (int t = 0; t < 3; t++) CHECK(qca_track_add_frame(tr, f[t], NULL, td) == QCA_OK);
+        size_t other[3] = {4, 8, 4};
+        CHECK(qca_track_add_frame(tr, f[0], NULL, other) == QCA_ERR_INVALID_ARGUMENT);
+        CHECK(qca_track_frame_count(tr) == 3 && qca_track_frame_count(NULL) == 0);
+        QcaTrackParams tp;
+        CHECK(qca_track_params_default(&tp, sizeof tp) == QCA_OK && tp.struct_size == sizeof tp);
+        CHECK(tp.max_displacement_um == 8.0 && tp.max_gap == 1);
+        CHECK(qca_struct_size("QcaTrackParams") == sizeof tp && qca_struct_size("QcaFrameCriteria") == sizeof(QcaFrameCriteria));
+        QcaTracking *res = (QcaTracking *)0x1;
+        tp.overlap_weight = 2.0;
+        CHECK(qca_track_link(tr, &tp, 0.0, &res) == QCA_ERR_INVALID_ARGUMENT && res == (QcaTracking *)0x1);
+        CHECK(qca_track_link(tr, NULL, -1.0, &res) == QCA_ERR_INVALID_ARGUMENT && res == (QcaTracking *)0x1);
+        CHECK(qca_track_params_default(&tp, sizeof tp) == QCA_OK);
+        res = NULL;
+        CHECK(qca_track_link(tr, &tp, 5.0, &res) == QCA_OK && res != NULL);
+        CHECK(qca_tracking_count(res, QCA_TABLE_TRACKS) == 3);
+        CHECK(qca_tracking_count(res, QCA_TABLE_DIVISIONS) == 1);
+        CHECK(qca_tracking_count(res, QCA_TABLE_CRITERIA) == 3);
+        CHECK(qca_tracking_count(res, QCA_TABLE_ROUNDS) == 1);
+        CHECK(qca_tracking_count(res, QCA_TABLE_POINTS) == 4);
+        CHECK(qca_tracking_count(res, 99) == 0 && qca_tracking_count(NULL, QCA_TABLE_TRACKS) == 0);
+        QcaTrack t0;
+        CHECK(qca_tracking_get(res, QCA_TABLE_TRACKS, 0, &t0, sizeof t0) == QCA_OK);
+        CHECK(t0.id == 1 && t0.start == 0 && t0.end == 1 && t0.parent == 0);
+        QcaDivision dv;
+        CHECK(qca_tracking_get(res, QCA_TABLE_DIVISIONS, 0, &dv, sizeof dv) == QCA_OK);
+        CHECK(dv.frame == 2 && dv.parent == 1 && dv.daughters[0] == 2 && dv.daughters[1] == 3);
+        QcaFrameCriteria fc;
+        CHECK(qca_tracking_get(res, QCA_TABLE_CRITERIA, 2, &fc, sizeof fc) == QCA_OK);
+        CHECK(fc.frame == 2 && fc.nuclei == 2 && fc.divisions == 1 && fc.time == 10.0 && fc.volume_um3_sum == 8.0);
+        CHECK(fc.surface_um2_mean > 0.0 && fc.nearest_neighbour_um_mean > 0.0);
+        QcaDivisionRound rd;
+        CHECK(qca_tracking_get(res, QCA_TABLE_ROUNDS, 0, &rd, sizeof rd) == QCA_OK);
+        CHECK(rd.round == 1 && rd.divisions == 1 && rd.first_frame == 2 && rd.spread_frames == 0);
+        /* wrong size, index or table: refused, *out untouched */
+        memset(&t0, 0xab, sizeof t0);
+        CHECK(qca_tracking_get(res, QCA_TABLE_TRACKS, 0, &t0, sizeof t0 - 1) == QCA_ERR_INVALID_ARGUMENT);
+        CHECK(qca_tracking_get(res, QCA_TABLE_TRACKS, 3, &t0, sizeof t0) == QCA_ERR_INVALID_ARGUMENT);
+        CHECK(qca_tracking_get(res, 0, 0, &t0, sizeof t0) == QCA_ERR_INVALID_ARGUMENT);
+        CHECK(qca_tracking_get(res, QCA_TABLE_TRACKS, 0, NULL, sizeof t0) == QCA_ERR_NULL_POINTER);
+        CHECK(t0.id == 0xabababab);
+        /* the CTC label volume of frame 2: labels 3, 4 become the daughters' tracks */
+        CHECK(qca_tracking_relabel(res, 2, f[2], td) == QCA_OK);
+        CHECK(f[2][(1 * 8 + 2) * 8 + 1] == 2 && f[2][(1 * 8 + 5) * 8 + 3] == 3);
+        CHECK(qca_tracking_relabel(res, 3, f[2], td) == QCA_ERR_INVALID_ARGUMENT);
+        qca_tracking_free(res);
+        qca_tracking_free(NULL);
+        qca_track_free(tr);
+        qca_track_free(NULL);
+    }
+
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
 }
