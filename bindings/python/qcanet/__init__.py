@@ -19,7 +19,7 @@ import numpy as np
 from . import _native as N
 from .reference import Matching, Metrics
 
-__all__ = ["Model", "QcanetError", "evaluate", "measure", "postprocess", "watershed", "edt",
+__all__ = ["Model", "QcanetError", "evaluate", "measure", "track", "Tracking", "postprocess", "watershed", "edt",
            "read_tiff", "write_tiff", "Metrics", "version"]
 
 _LIB = None
@@ -280,6 +280,101 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None, voxel_size=(1.0
         return out
     finally:
         _lib().qca_measurements_free(h)
+
+
+def _record(row) -> dict:
+    """A C row as a dict of Python values (arrays as tuples)."""
+    out = {}
+    for name, _ in row._fields_:
+        v = getattr(row, name)
+        out[name] = tuple(v) if isinstance(v, C.Array) else v
+    return out
+
+
+class Tracking:
+    """Tracks, divisions and criteria of a time lapse (from :func:`track`). Every table is a
+    list of dicts, ready for ``pandas.DataFrame``: ``tracks`` (id, parent, start, end: the
+    CTC ``L B E P``), ``divisions`` (frame, parent, daughters), ``points`` (one row per
+    nucleus per frame: track, label, frame, parent, centroid_um, volume_um3, surface_um2,
+    mean_intensity), ``criteria`` (one row per frame: nuclei, volume and surface sum/mean/SD,
+    sphericity_mean, mean_intensity, nearest_neighbour_um_mean, divisions, time) and
+    ``rounds`` (one row per round of divisions: first/last frame, spread, mean, SD)."""
+
+    def __init__(self, handle):
+        self._h = handle
+        lib = _lib()
+        for name, (table, row_type) in N.TRACKING_TABLES.items():
+            rows = []
+            row = row_type()
+            for i in range(lib.qca_tracking_count(handle, table)):
+                _check(lib.qca_tracking_get(handle, table, i, C.byref(row), C.sizeof(row)))
+                rows.append(_record(row))
+            setattr(self, name, rows)
+
+    def relabel(self, labels: np.ndarray, frame: int) -> np.ndarray:
+        """Frame ``frame``'s segmentation labels as track ids (a new array): its CTC label volume."""
+        out = np.array(labels, dtype=np.uint32, order="C", copy=True)
+        _check(_lib().qca_tracking_relabel(self._h, frame, _ptr(out), _dims(out)))
+        return out
+
+    def res_track_txt(self) -> str:
+        """The CTC ``res_track.txt``: ``L B E P`` per track."""
+        return "".join(f"{t['id']} {t['start']} {t['end']} {t['parent']}\n" for t in self.tracks)
+
+    def close(self):
+        if getattr(self, "_h", None):
+            _lib().qca_tracking_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+
+def track(frames, voxel_size, images=None, interval=None, **params) -> Tracking:
+    """Follows nuclei through a segmented time lapse.
+
+    ``frames``: the label volumes (z, y, x), in time order: a (t, z, y, x) array or any
+    iterable (a generator reading frames from disk keeps one frame in memory).
+    ``voxel_size``: (z, y, x) micrometres (required: distances are in micrometres).
+    ``images``: the raw frames, same shapes, for mean intensities (optional).
+    ``interval``: time between frames, for the criteria's ``time`` (optional).
+    ``params``: max_displacement_um, max_gap, division_max_distance_um,
+    division_volume_min, division_volume_max, overlap_weight (defaults: the library's,
+    README "Time lapses"). Returns a :class:`Tracking`."""
+    lib = _lib()
+    p = N.QcaTrackParams()
+    _check(lib.qca_track_params_default(C.byref(p), C.sizeof(p)))
+    for k, v in params.items():
+        if k not in dict(p._fields_) or k == "struct_size":
+            raise TypeError(f"track() got an unexpected parameter {k!r}")
+        if k == "max_gap":
+            if int(v) != v or v < 0:
+                raise ValueError(f"max_gap must be a whole number >= 0, got {v}")
+            v = int(v)
+        setattr(p, k, v)
+    vs = (C.c_double * 3)(*map(float, voxel_size))
+    h = C.c_void_p()
+    _check(lib.qca_track_new(vs, C.byref(h)))
+    try:
+        imgs = iter(images) if images is not None else None
+        for lab in frames:
+            lab = np.ascontiguousarray(lab, dtype=np.uint32)
+            img = None
+            if imgs is not None:
+                img = next(imgs, None)
+                if img is None:
+                    raise ValueError("fewer images than label frames")
+                img = np.ascontiguousarray(img, dtype=np.float32)
+                if img.shape != lab.shape:
+                    raise ValueError(f"image {img.shape} and labels {lab.shape} differ in shape")
+            _check(lib.qca_track_add_frame(h, _ptr(lab), None if img is None else _ptr(img), _dims(lab)))
+        out = C.c_void_p()
+        if interval is not None and not float(interval) > 0:
+            raise ValueError(f"interval must be positive, got {interval}")
+        _check(lib.qca_track_link(h, C.byref(p), float(interval or 0.0), C.byref(out)))
+        return Tracking(out)
+    finally:
+        lib.qca_track_free(h)
 
 
 def postprocess(nsn_prob, ndn_prob, voxel_size=(1.0, 1.0, 1.0), **post) -> np.ndarray:

@@ -46,6 +46,45 @@ class QcaImageInfo(C.Structure):
                 ("voxel_size_um", C.c_double * 3)]
 
 
+class QcaTrackParams(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("max_gap", C.c_uint32), ("max_displacement_um", C.c_double),
+                ("division_max_distance_um", C.c_double), ("division_volume_min", C.c_double),
+                ("division_volume_max", C.c_double), ("overlap_weight", C.c_double)]
+
+
+class QcaTrack(C.Structure):
+    _fields_ = [("id", C.c_uint32), ("parent", C.c_uint32), ("start", C.c_uint64), ("end", C.c_uint64)]
+
+
+class QcaDivision(C.Structure):
+    _fields_ = [("frame", C.c_uint64), ("parent", C.c_uint32), ("daughters", C.c_uint32 * 2)]
+
+
+class QcaTrackPoint(C.Structure):
+    _fields_ = [("track", C.c_uint32), ("label", C.c_uint32), ("frame", C.c_uint64), ("parent", C.c_uint32),
+                ("centroid_um", C.c_double * 3), ("volume_um3", C.c_double), ("surface_um2", C.c_double),
+                ("mean_intensity", C.c_double)]
+
+
+class QcaFrameCriteria(C.Structure):
+    _fields_ = [("frame", C.c_uint64), ("nuclei", C.c_uint64), ("divisions", C.c_uint64), ("time", C.c_double),
+                ("volume_um3_sum", C.c_double), ("volume_um3_mean", C.c_double), ("volume_um3_sd", C.c_double),
+                ("surface_um2_sum", C.c_double), ("surface_um2_mean", C.c_double), ("surface_um2_sd", C.c_double),
+                ("sphericity_mean", C.c_double), ("mean_intensity", C.c_double),
+                ("nearest_neighbour_um_mean", C.c_double)]
+
+
+class QcaDivisionRound(C.Structure):
+    _fields_ = [("round", C.c_uint64), ("divisions", C.c_uint64), ("first_frame", C.c_uint64),
+                ("last_frame", C.c_uint64), ("spread_frames", C.c_uint64), ("mean_frame", C.c_double),
+                ("sd_frames", C.c_double)]
+
+
+# qca_tracking_get's tables (QCA_TABLE_*) and the row type of each
+TRACKING_TABLES = {"tracks": (1, QcaTrack), "divisions": (2, QcaDivision), "points": (3, QcaTrackPoint),
+                   "criteria": (4, QcaFrameCriteria), "rounds": (5, QcaDivisionRound)}
+
+
 def _candidates():
     env = os.environ.get("QCANET_LIBRARY")
     if env:
@@ -107,6 +146,16 @@ def _declare(lib):
         "qca_image_volume_f32": (st, [C.c_void_p, C.c_uint32, C.c_uint32, C.c_void_p]),
         "qca_image_free": (None, [C.c_void_p]),
         "qca_labels_write": (st, [C.c_char_p, C.c_void_p, sz3, C.c_uint32, P(C.c_double)]),
+        "qca_track_params_default": (st, [P(QcaTrackParams), C.c_size_t]),
+        "qca_track_new": (st, [P(C.c_double), P(C.c_void_p)]),
+        "qca_track_add_frame": (st, [C.c_void_p, C.c_void_p, C.c_void_p, sz3]),
+        "qca_track_frame_count": (C.c_size_t, [C.c_void_p]),
+        "qca_track_link": (st, [C.c_void_p, P(QcaTrackParams), C.c_double, P(C.c_void_p)]),
+        "qca_track_free": (None, [C.c_void_p]),
+        "qca_tracking_count": (C.c_size_t, [C.c_void_p, C.c_int32]),
+        "qca_tracking_get": (st, [C.c_void_p, C.c_int32, C.c_size_t, C.c_void_p, C.c_size_t]),
+        "qca_tracking_relabel": (st, [C.c_void_p, C.c_size_t, C.c_void_p, sz3]),
+        "qca_tracking_free": (None, [C.c_void_p]),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)

@@ -111,3 +111,37 @@ def test_track_refuses_a_used_folder_and_uncalibrated_labels(tmp_path):
     p = subprocess.run([str(QCANET), "-q", "track", str(bare), "-o", str(tmp_path / "R2")], capture_output=True, text=True)
     assert p.returncode != 0 and "--voxel-size" in p.stderr
     assert not (tmp_path / "R2").exists()
+
+
+def test_python_track_equals_the_cli(tmp_path):
+    import qcanet
+    raw, gt = synth_series(tmp_path, 3, frames=9)
+    files = sorted((gt / "TRA").glob("*.tif"))
+    images = tifffile.imread(raw)
+    out = tmp_path / "RES"
+    run("track", gt / "TRA", "-o", out, "--image", raw, "--interval", "2")
+    # a generator: one frame read at a time
+    t = qcanet.track((tifffile.imread(f) for f in files), voxel_size=(1.75, 0.8, 0.8), images=list(images),
+                     interval=2.0)
+    assert t.res_track_txt() == (out / "res_track.txt").read_text()
+    cli = rows(out / "criteria.csv")
+    assert len(t.criteria) == len(cli) == 9
+    for mine, theirs in zip(t.criteria, cli):
+        assert mine["nuclei"] == int(theirs["nuclei"]) and mine["divisions"] == int(theirs["divisions"])
+        assert mine["time"] == float(theirs["time"])
+        for k in ["volume_um3_sum", "surface_um2_mean", "sphericity_mean", "mean_intensity"]:
+            assert abs(mine[k] - float(theirs[k])) <= 1e-3 * max(1.0, abs(mine[k])), k
+    assert len(t.divisions) == sum(int(c["divisions"]) for c in cli)
+    assert [r["round"] for r in t.rounds] == [1, 2]
+    assert len(t.points) == len(rows(out / "tracks.csv"))
+    mask = t.relabel(tifffile.imread(files[8]), 8)
+    assert np.array_equal(mask, tifffile.imread(out / "mask008.tif"))
+    # the library's checks reach Python as exceptions, with its message
+    with pytest.raises(qcanet.QcanetError, match="max_displacement_um"):
+        qcanet.track([tifffile.imread(files[0])], voxel_size=(1.75, 0.8, 0.8), max_displacement_um=-1)
+    with pytest.raises(qcanet.QcanetError, match="dims"):
+        qcanet.track([np.zeros((4, 8, 8), np.uint32), np.zeros((4, 8, 9), np.uint32)], voxel_size=(1, 1, 1))
+    with pytest.raises(TypeError):
+        qcanet.track([], voxel_size=(1, 1, 1), max_displacment_um=3)
+    with pytest.raises(ValueError, match="fewer images"):
+        qcanet.track([np.zeros((4, 8, 8), np.uint32)], voxel_size=(1, 1, 1), images=[])
