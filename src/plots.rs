@@ -29,8 +29,11 @@ fn draw_panel(
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v.0), b.max(v.0))
         });
+    // the spacing of the points (frames, or times between them) sets the margins and bar width
+    let step = p.values.windows(2).map(|w| (w[1].0 - w[0].0).abs()).filter(|d| *d > 0.0).fold(f64::INFINITY, f64::min);
+    let step = if step.is_finite() { step } else { 1.0 };
     let (x0, x1) = if x0.is_finite() {
-        (x0 - 0.5, x1 + 0.5)
+        (x0 - 0.5 * step, x1 + 0.5 * step)
     } else {
         (0.0, 1.0)
     };
@@ -59,7 +62,7 @@ fn draw_panel(
     if p.bars {
         chart
             .draw_series(p.values.iter().map(|&(x, y, _)| {
-                Rectangle::new([(x - 0.35, 0.0), (x + 0.35, y)], colour.filled())
+                Rectangle::new([(x - 0.35 * step, 0.0), (x + 0.35 * step, y)], colour.filled())
             }))
             .map_err(|x| e(&x))?;
     } else {
