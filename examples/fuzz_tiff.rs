@@ -198,7 +198,10 @@ fn main() {
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
     loop {
-        if iterations.is_some_and(|i| n >= i) || deadline.is_some_and(|d| Instant::now() >= d) || (iterations.is_none() && deadline.is_none() && n >= 10_000) {
+        if iterations.is_some_and(|i| n >= i)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+            || (iterations.is_none() && deadline.is_none() && n >= 10_000)
+        {
             break;
         }
         let a = rng.below(seeds.len());

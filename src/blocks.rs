@@ -69,11 +69,7 @@ impl std::str::FromStr for BlockChoice {
             "whole" | "off" | "none" => Ok(BlockChoice::Whole),
             other => crate::vocab::parse_zyx::<usize>("blocks", other)
                 .map(BlockChoice::Core)
-                .map_err(|_| {
-                    Error::invalid(format!(
-                        "blocks '{s}': give auto, whole or a core size Z,Y,X"
-                    ))
-                }),
+                .map_err(|_| Error::invalid(format!("blocks '{s}': give auto, whole or a core size Z,Y,X"))),
         }
     }
 }
@@ -83,8 +79,7 @@ impl BlockChoice {
     pub fn blockwise(self, dims: [usize; 3], bytes: u64) -> bool {
         match self {
             BlockChoice::Auto => {
-                dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64)) > AUTO_BLOCKS_FROM
-                    || bytes > crate::io::tiff::MAX_STACK_BYTES
+                dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64)) > AUTO_BLOCKS_FROM || bytes > crate::io::tiff::MAX_STACK_BYTES
             }
             BlockChoice::Whole => false,
             BlockChoice::Core(_) => true,
@@ -139,9 +134,7 @@ impl BlockGrid {
     pub fn new(dims: [usize; 3], core: [usize; 3], halo: [usize; 3]) -> Result<BlockGrid> {
         crate::error::voxel_count_u64(dims)?;
         if core.contains(&0) {
-            return Err(Error::invalid(format!(
-                "block core {core:?}: every edge must be at least 1 voxel"
-            )));
+            return Err(Error::invalid(format!("block core {core:?}: every edge must be at least 1 voxel")));
         }
         let count: [usize; 3] = std::array::from_fn(|k| dims[k].div_ceil(core[k].min(dims[k])));
         let core: [usize; 3] = std::array::from_fn(|k| dims[k].div_ceil(count[k]));
@@ -154,32 +147,20 @@ impl BlockGrid {
                 count[k]
             )));
         }
-        let ext: u64 = (0..3)
-            .map(|k| (core[k] + 2 * halo[k]).min(dims[k]) as u64)
-            .product();
+        let ext: u64 = (0..3).map(|k| (core[k] + 2 * halo[k]).min(dims[k]) as u64).product();
         if ext > MAX_BLOCK_VOXELS as u64 {
             return Err(Error::invalid(format!(
                 "blocks of {core:?} with a halo of {halo:?} hold {ext} voxels, more than {MAX_BLOCK_VOXELS}: choose smaller blocks"
             )));
         }
-        Ok(BlockGrid {
-            dims,
-            core,
-            halo,
-            count,
-        })
+        Ok(BlockGrid { dims, core, halo, count })
     }
 
     /// A grid for `dims` whose blocks (core + halo) hold at most `budget` voxels, as few
     /// blocks as that allows: the longest core edge (in micrometres, so that blocks stay
     /// roughly isotropic in space) is halved until a block fits. An axis short enough to
     /// take whole in one block has no halo along it.
-    pub fn fit(
-        dims: [usize; 3],
-        halo: [usize; 3],
-        voxel_um: [f64; 3],
-        budget: usize,
-    ) -> Result<BlockGrid> {
+    pub fn fit(dims: [usize; 3], halo: [usize; 3], voxel_um: [f64; 3], budget: usize) -> Result<BlockGrid> {
         let halo: [usize; 3] = std::array::from_fn(|k| halo[k].min(dims[k]));
         let mut core = dims;
         let ext = |core: &[usize; 3]| -> u64 {
@@ -188,14 +169,8 @@ impl BlockGrid {
         while ext(&core) > budget as u64 {
             let k = (0..3)
                 .filter(|&k| core[k] > 1)
-                .max_by(|&a, &b| {
-                    (core[a] as f64 * voxel_um[a]).total_cmp(&(core[b] as f64 * voxel_um[b]))
-                })
-                .ok_or_else(|| {
-                    Error::invalid(format!(
-                        "no block of {dims:?} with a halo of {halo:?} fits in {budget} voxels"
-                    ))
-                })?;
+                .max_by(|&a, &b| (core[a] as f64 * voxel_um[a]).total_cmp(&(core[b] as f64 * voxel_um[b])))
+                .ok_or_else(|| Error::invalid(format!("no block of {dims:?} with a halo of {halo:?} fits in {budget} voxels")))?;
             core[k] = core[k].div_ceil(2);
         }
         Self::new(dims, core, halo)
@@ -215,13 +190,7 @@ impl BlockGrid {
     }
 
     pub fn block(&self, index: [usize; 3]) -> Block {
-        let mut b = Block {
-            index,
-            core_start: [0; 3],
-            core_end: [0; 3],
-            start: [0; 3],
-            end: [0; 3],
-        };
+        let mut b = Block { index, core_start: [0; 3], core_end: [0; 3], start: [0; 3], end: [0; 3] };
         for k in 0..3 {
             b.core_start[k] = Self::bound(self.dims[k], self.count[k], index[k]);
             b.core_end[k] = Self::bound(self.dims[k], self.count[k], index[k] + 1);
@@ -234,9 +203,7 @@ impl BlockGrid {
     /// Blocks in raster order (z slowest): each block's lower neighbours come first.
     pub fn blocks(&self) -> impl Iterator<Item = Block> + '_ {
         let [cz, cy, cx] = self.count;
-        (0..cz).flat_map(move |z| {
-            (0..cy).flat_map(move |y| (0..cx).map(move |x| self.block([z, y, x])))
-        })
+        (0..cz).flat_map(move |z| (0..cy).flat_map(move |y| (0..cx).map(move |x| self.block([z, y, x]))))
     }
 }
 
@@ -277,9 +244,7 @@ impl VolumeSource for MemorySource<'_> {
         Ok(out)
     }
     fn for_each_plane(&mut self, visit: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
-        self.volume
-            .chunks(self.dims[1] * self.dims[2])
-            .try_for_each(visit)
+        self.volume.chunks(self.dims[1] * self.dims[2]).try_for_each(visit)
     }
 }
 
@@ -297,9 +262,7 @@ impl LabelStore for MemoryLabels {
         for z in start[0]..end[0] {
             for y in start[1]..end[1] {
                 let at = (z * ny + y) * nx + start[2];
-                let row = rows
-                    .next()
-                    .ok_or_else(|| Error::Internal("block labels shorter than the block".into()))?;
+                let row = rows.next().ok_or_else(|| Error::Internal("block labels shorter than the block".into()))?;
                 self.labels[at..at + w].copy_from_slice(row);
             }
         }
@@ -323,13 +286,7 @@ pub struct TiffSource {
 impl TiffSource {
     pub fn new(reader: crate::io::tiff::StackReader, t: usize, c: usize) -> Result<TiffSource> {
         reader.info.page_of(t, 0, c)?;
-        Ok(TiffSource {
-            reader,
-            t,
-            c,
-            rows: (0, 0),
-            planes: BTreeMap::new(),
-        })
+        Ok(TiffSource { reader, t, c, rows: (0, 0), planes: BTreeMap::new() })
     }
 
     /// The reader back, for the next frame (its pages are not walked again).
@@ -356,10 +313,7 @@ impl VolumeSource for TiffSource {
             if !self.planes.contains_key(&z) {
                 // kept in the file's own type (half the memory of f32 for 16-bit stacks)
                 let plane = self.reader.read_plane(self.t, z, self.c)?;
-                self.planes.insert(
-                    z,
-                    plane.slice_range(start[1] * nx, (end[1] - start[1]) * nx),
-                );
+                self.planes.insert(z, plane.slice_range(start[1] * nx, (end[1] - start[1]) * nx));
             }
             for y in 0..end[1] - start[1] {
                 let (a, b) = (y * nx + start[2], y * nx + end[2]);
@@ -394,9 +348,7 @@ impl ScratchLabels {
     pub fn new(dir: &std::path::Path, dims: [usize; 3]) -> Result<ScratchLabels> {
         let file = crate::io::atomic::scratch_file(dir)?;
         let bytes = crate::error::voxel_count_u64(dims)? * 4;
-        file.as_file()
-            .set_len(bytes)
-            .map_err(|e| Error::io(file.path(), e))?;
+        file.as_file().set_len(bytes).map_err(|e| Error::io(file.path(), e))?;
         Ok(ScratchLabels { file, dims })
     }
 
@@ -405,14 +357,8 @@ impl ScratchLabels {
         use std::os::unix::fs::FileExt;
         let n = self.dims[1] * self.dims[2];
         let mut bytes = vec![0u8; n * 4];
-        self.file
-            .as_file()
-            .read_exact_at(&mut bytes, (z * n * 4) as u64)
-            .map_err(|e| Error::io(self.file.path(), e))?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        self.file.as_file().read_exact_at(&mut bytes, (z * n * 4) as u64).map_err(|e| Error::io(self.file.path(), e))?;
+        Ok(bytes.chunks_exact(4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 }
 
@@ -427,15 +373,8 @@ impl ScratchLabels {
         for z in start[0]..end[0] {
             for y in start[1]..end[1] {
                 let at = (((z * ny + y) * nx + start[2]) * 4) as u64;
-                self.file
-                    .as_file()
-                    .read_exact_at(&mut bytes, at)
-                    .map_err(|e| Error::io(self.file.path(), e))?;
-                out.extend(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-                );
+                self.file.as_file().read_exact_at(&mut bytes, at).map_err(|e| Error::io(self.file.path(), e))?;
+                out.extend(bytes.chunks_exact(4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])));
             }
         }
         Ok(out)
@@ -451,16 +390,11 @@ impl LabelStore for ScratchLabels {
         let mut bytes = Vec::with_capacity(w * 4);
         for z in start[0]..end[0] {
             for y in start[1]..end[1] {
-                let row = rows
-                    .next()
-                    .ok_or_else(|| Error::Internal("block labels shorter than the block".into()))?;
+                let row = rows.next().ok_or_else(|| Error::Internal("block labels shorter than the block".into()))?;
                 bytes.clear();
                 bytes.extend(row.iter().flat_map(|l| l.to_ne_bytes()));
                 let at = (((z * ny + y) * nx + start[2]) * 4) as u64;
-                self.file
-                    .as_file()
-                    .write_all_at(&bytes, at)
-                    .map_err(|e| Error::io(self.file.path(), e))?;
+                self.file.as_file().write_all_at(&bytes, at).map_err(|e| Error::io(self.file.path(), e))?;
             }
         }
         Ok(())
@@ -480,12 +414,7 @@ struct FaceView {
 fn agreeing_pieces(a: &FaceView, b: &FaceView) -> Vec<(u32, u32)> {
     let mut together: HashMap<(u32, u32), u64> = HashMap::new();
     let (mut in_a, mut in_b): (HashMap<u32, u64>, HashMap<u32, u64>) = Default::default();
-    for (va, vb) in a
-        .lower
-        .iter()
-        .zip(&b.lower)
-        .chain(a.upper.iter().zip(&b.upper))
-    {
+    for (va, vb) in a.lower.iter().zip(&b.lower).chain(a.upper.iter().zip(&b.upper)) {
         if *va != 0 {
             *in_a.entry(*va).or_default() += 1;
         }
@@ -496,11 +425,7 @@ fn agreeing_pieces(a: &FaceView, b: &FaceView) -> Vec<(u32, u32)> {
             *together.entry((*va, *vb)).or_default() += 1;
         }
     }
-    let mut pairs: Vec<(u32, u32)> = together
-        .into_iter()
-        .filter(|&((x, y), n)| 2 * n >= in_a[&x].min(in_b[&y]))
-        .map(|(p, _)| p)
-        .collect();
+    let mut pairs: Vec<(u32, u32)> = together.into_iter().filter(|&((x, y), n)| 2 * n >= in_a[&x].min(in_b[&y])).map(|(p, _)| p).collect();
     pairs.sort_unstable();
     pairs
 }
@@ -591,12 +516,7 @@ impl BlockRun {
 
 /// The halo (input voxels) for a model on an input of `input_um` voxels whose model grid
 /// has `model_um` voxels: the networks' context plus the radius of the largest nucleus.
-pub fn halo_for(
-    context: [usize; 3],
-    input_um: [f64; 3],
-    model_um: [f64; 3],
-    max_nucleus_um: f64,
-) -> [usize; 3] {
+pub fn halo_for(context: [usize; 3], input_um: [f64; 3], model_um: [f64; 3], max_nucleus_um: f64) -> [usize; 3] {
     std::array::from_fn(|k| {
         let context_um = context[k] as f64 * model_um[k];
         ((context_um + max_nucleus_um / 2.0) / input_um[k]).ceil() as usize
@@ -604,38 +524,24 @@ pub fn halo_for(
 }
 
 /// The grid `segment_blocks` will use for a volume of `dims` under `params`.
-pub fn grid_for(
-    model: &Model,
-    dims: [usize; 3],
-    params: &SegmentParams,
-    opts: &BlockOptions,
-) -> Result<BlockGrid> {
+pub fn grid_for(model: &Model, dims: [usize; 3], params: &SegmentParams, opts: &BlockOptions) -> Result<BlockGrid> {
     let max_nucleus = opts.max_nucleus_um.unwrap_or(DEFAULT_MAX_NUCLEUS_UM);
     if !(max_nucleus.is_finite() && (0.0..=1000.0).contains(&max_nucleus)) {
-        return Err(Error::invalid(format!(
-            "largest nucleus {max_nucleus} um: give 0..=1000"
-        )));
+        return Err(Error::invalid(format!("largest nucleus {max_nucleus} um: give 0..=1000")));
     }
     // the grids of a small piece of the volume: its voxel size and the model's
     let probe: [usize; 3] = std::array::from_fn(|k| dims[k].min(64));
     let plan = model.plan(probe, params)?;
     let halo = match opts.halo {
         Some(h) => h,
-        None => halo_for(
-            model.context()?,
-            plan.input_voxel_size(),
-            plan.model_voxel_size(),
-            max_nucleus,
-        ),
+        None => halo_for(model.context()?, plan.input_voxel_size(), plan.model_voxel_size(), max_nucleus),
     };
     match opts.core {
         Some(core) => BlockGrid::new(dims, core, halo),
         None => {
             let budget = opts.block_voxels.unwrap_or(DEFAULT_BLOCK_VOXELS);
             if budget == 0 || budget > MAX_BLOCK_VOXELS {
-                return Err(Error::invalid(format!(
-                    "block of {budget} voxels: give 1..={MAX_BLOCK_VOXELS}"
-                )));
+                return Err(Error::invalid(format!("block of {budget} voxels: give 1..={MAX_BLOCK_VOXELS}")));
             }
             BlockGrid::fit(dims, halo, plan.input_voxel_size(), budget)
         }
@@ -662,10 +568,7 @@ pub fn segment_blocks(
     times.scaling_s = t.elapsed().as_secs_f64();
     // every block's tiles of one shape: the runtime then keeps one set of buffers (and
     // OpenVINO one compiled network) for all blocks
-    let params = &SegmentParams {
-        tile: Some(common_tile(model, &grid, params)?),
-        ..params.clone()
-    };
+    let params = &SegmentParams { tile: Some(common_tile(model, &grid, params)?), ..params.clone() };
     let mut pieces = Pieces { parent: vec![0] };
     // faces waiting for their upper neighbour: (lower block's index, axis)
     let mut pending: HashMap<([usize; 3], usize), FaceView> = HashMap::new();
@@ -684,9 +587,7 @@ pub fn segment_blocks(
         let t = std::time::Instant::now();
         // provisional ids for the labels present in the core
         let ext = block.dims();
-        let at = |z: usize, y: usize, x: usize| {
-            ((z - block.start[0]) * ext[1] + (y - block.start[1])) * ext[2] + (x - block.start[2])
-        };
+        let at = |z: usize, y: usize, x: usize| ((z - block.start[0]) * ext[1] + (y - block.start[1])) * ext[2] + (x - block.start[2]);
         let mut in_core = vec![false; n_local as usize + 1];
         let mut core = Vec::with_capacity(block.core_dims().iter().product());
         for z in block.core_start[0]..block.core_end[0] {
@@ -730,10 +631,7 @@ pub fn segment_blocks(
                     }
                     v
                 };
-                FaceView {
-                    lower: plane(lower_plane),
-                    upper: plane(lower_plane + 1),
-                }
+                FaceView { lower: plane(lower_plane), upper: plane(lower_plane + 1) }
             };
             if block.core_end[k] < dims[k] && block.end[k] > block.core_end[k] {
                 pending.insert((block.index, k), face_view(block.core_end[k] - 1));
@@ -755,14 +653,7 @@ pub fn segment_blocks(
         times.stitch_s += t.elapsed().as_secs_f64();
     }
     let (relabel, n_nuclei) = pieces.numbering();
-    Ok(BlockRun {
-        grid,
-        n_nuclei,
-        joins,
-        relabel,
-        scaling: format!("{scaling:?}"),
-        timings: times,
-    })
+    Ok(BlockRun { grid, n_nuclei, joins, relabel, scaling: format!("{scaling:?}"), timings: times })
 }
 
 /// The tile shape every block of `grid` can use: the smallest of the blocks' planned tiles
@@ -823,23 +714,10 @@ pub fn segment_in_memory(
 ) -> Result<(Vec<u32>, BlockRun)> {
     let n = crate::error::voxel_count(dims)?;
     if vol.len() != n {
-        return Err(Error::invalid(format!(
-            "volume holds {} values, dims {dims:?} need {n}",
-            vol.len()
-        )));
+        return Err(Error::invalid(format!("volume holds {} values, dims {dims:?} need {n}", vol.len())));
     }
-    let mut store = MemoryLabels {
-        labels: vec![0; n],
-        dims,
-    };
-    let run = segment_blocks(
-        model,
-        &mut MemorySource { volume: vol, dims },
-        &mut store,
-        params,
-        opts,
-        progress,
-    )?;
+    let mut store = MemoryLabels { labels: vec![0; n], dims };
+    let run = segment_blocks(model, &mut MemorySource { volume: vol, dims }, &mut store, params, opts, progress)?;
     let mut labels = store.labels;
     run.apply(&mut labels);
     Ok((labels, run))
@@ -856,11 +734,7 @@ mod tests {
         let mut seen = vec![0u8; 10 * 33 * 7];
         for b in g.blocks() {
             for k in 0..3 {
-                assert!(
-                    b.start[k] <= b.core_start[k]
-                        && b.core_end[k] <= b.end[k]
-                        && b.end[k] <= g.dims[k]
-                );
+                assert!(b.start[k] <= b.core_start[k] && b.core_end[k] <= b.end[k] && b.end[k] <= g.dims[k]);
                 assert!(b.core_start[k] - b.start[k] <= g.halo[k]);
             }
             for z in b.core_start[0]..b.core_end[0] {
@@ -877,51 +751,26 @@ mod tests {
 
     #[test]
     fn fit_keeps_blocks_within_the_budget() {
-        let g =
-            BlockGrid::fit([153, 1024, 1024], [12, 30, 30], [1.75, 0.8, 0.8], 24 << 20).unwrap();
+        let g = BlockGrid::fit([153, 1024, 1024], [12, 30, 30], [1.75, 0.8, 0.8], 24 << 20).unwrap();
         let b = g.block([1, 1, 1]);
         assert!(b.dims().iter().product::<usize>() <= 24 << 20, "{g:?}");
         // small volumes stay whole
-        assert_eq!(
-            BlockGrid::fit([51, 120, 120], [12, 30, 30], [1.75, 0.8, 0.8], 24 << 20)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(BlockGrid::fit([51, 120, 120], [12, 30, 30], [1.75, 0.8, 0.8], 24 << 20).unwrap().len(), 1);
     }
 
     fn view(lower: &[u32], upper: &[u32]) -> FaceView {
-        FaceView {
-            lower: lower.to_vec(),
-            upper: upper.to_vec(),
-        }
+        FaceView { lower: lower.to_vec(), upper: upper.to_vec() }
     }
 
     #[test]
     fn pieces_join_where_both_blocks_agree_and_touching_nuclei_stay_apart() {
         // a nucleus crossing the face: A calls it 1 on both planes, B calls it 7
-        assert_eq!(
-            agreeing_pieces(
-                &view(&[1, 1, 0, 0], &[1, 1, 0, 0]),
-                &view(&[7, 7, 0, 0], &[7, 7, 0, 0])
-            ),
-            vec![(1, 7)]
-        );
+        assert_eq!(agreeing_pieces(&view(&[1, 1, 0, 0], &[1, 1, 0, 0]), &view(&[7, 7, 0, 0], &[7, 7, 0, 0])), vec![(1, 7)]);
         // two nuclei touching at the face, one on each side: each block sees both (the
         // one across the face in its halo is not its piece: 0), so nothing agrees
-        assert!(agreeing_pieces(
-            &view(&[1, 1, 0, 0], &[0, 0, 0, 0]),
-            &view(&[0, 0, 0, 0], &[9, 9, 0, 0])
-        )
-        .is_empty());
+        assert!(agreeing_pieces(&view(&[1, 1, 0, 0], &[0, 0, 0, 0]), &view(&[0, 0, 0, 0], &[9, 9, 0, 0])).is_empty());
         // a sliver B adds to A's nucleus still joins it
-        assert_eq!(
-            agreeing_pieces(
-                &view(&[2, 2, 2, 2], &[0, 0, 0, 0]),
-                &view(&[5, 5, 5, 0], &[5, 0, 0, 0])
-            ),
-            vec![(2, 5)]
-        );
+        assert_eq!(agreeing_pieces(&view(&[2, 2, 2, 2], &[0, 0, 0, 0]), &view(&[5, 5, 5, 0], &[5, 0, 0, 0])), vec![(2, 5)]);
     }
 
     #[test]

@@ -23,8 +23,7 @@ use std::path::Path;
 use crate::error::{voxel_count, Error, Result};
 use crate::io::tiff::{self, Samples};
 use crate::{
-    Connectivity, Device, Landscape, LoadOptions, MarkerMode, Matching, Metrics, Model, Nucleus,
-    PostParams, Precision, SegmentParams,
+    Connectivity, Device, Landscape, LoadOptions, MarkerMode, Matching, Metrics, Model, Nucleus, PostParams, Precision, SegmentParams,
 };
 
 /// Library major version (semantic versioning of the crate).
@@ -101,9 +100,7 @@ impl QcaStatus {
 
     fn from_i32(v: i32) -> Option<QcaStatus> {
         // SAFETY: QcaStatus is repr(i32) with the contiguous values 0..=LAST.
-        (0..=Self::LAST as i32)
-            .contains(&v)
-            .then(|| unsafe { std::mem::transmute::<i32, QcaStatus>(v) })
+        (0..=Self::LAST as i32).contains(&v).then(|| unsafe { std::mem::transmute::<i32, QcaStatus>(v) })
     }
 }
 
@@ -388,9 +385,7 @@ fn invalid(msg: String) -> (QcaStatus, String) {
 }
 
 /// Reads `dims[3]` and checks it; returns dims and voxel count.
-unsafe fn read_dims(
-    dims: *const usize,
-) -> std::result::Result<([usize; 3], usize), (QcaStatus, String)> {
+unsafe fn read_dims(dims: *const usize) -> std::result::Result<([usize; 3], usize), (QcaStatus, String)> {
     non_null(dims, "dims")?;
     let d = [*dims, *dims.add(1), *dims.add(2)];
     let n = voxel_count(d).c()?;
@@ -398,34 +393,22 @@ unsafe fn read_dims(
 }
 
 /// A `len`-element slice from a caller's pointer, or a NULL error.
-unsafe fn slice<'a, T>(
-    p: *const T,
-    len: usize,
-    what: &str,
-) -> std::result::Result<&'a [T], (QcaStatus, String)> {
+unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> std::result::Result<&'a [T], (QcaStatus, String)> {
     non_null(p, what)?;
     Ok(std::slice::from_raw_parts(p, len))
 }
 
 /// A caller's NUL-terminated, non-empty UTF-8 string.
-unsafe fn str_arg<'a>(
-    p: *const c_char,
-    what: &str,
-) -> std::result::Result<&'a str, (QcaStatus, String)> {
+unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a str, (QcaStatus, String)> {
     non_null(p, what)?;
-    let s = CStr::from_ptr(p)
-        .to_str()
-        .map_err(|_| invalid(format!("{what} is not UTF-8")))?;
+    let s = CStr::from_ptr(p).to_str().map_err(|_| invalid(format!("{what} is not UTF-8")))?;
     if s.is_empty() {
         return Err(invalid(format!("{what} is empty")));
     }
     Ok(s)
 }
 
-unsafe fn path_arg<'a>(
-    p: *const c_char,
-    what: &str,
-) -> std::result::Result<&'a Path, (QcaStatus, String)> {
+unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> std::result::Result<&'a Path, (QcaStatus, String)> {
     str_arg(p, what).map(Path::new)
 }
 
@@ -442,9 +425,7 @@ macro_rules! field_spans {
 
 /// Whether a struct that ends at byte `size` would cut one of `fields` (start, end) in two.
 fn cuts_a_field(fields: &[(usize, usize)], size: usize) -> bool {
-    fields
-        .iter()
-        .any(|&(start, end)| start < size && size < end)
+    fields.iter().any(|&(start, end)| start < size && size < end)
 }
 
 /// Copies a caller's versioned struct over defaults: only the bytes it says it has. Its
@@ -458,9 +439,7 @@ unsafe fn read_versioned<T: Copy>(
 ) -> std::result::Result<T, (QcaStatus, String)> {
     let size = *(p as *const u32) as usize;
     if size < 4 {
-        return Err(invalid(format!(
-            "{what}.struct_size is {size}: call the _default function first"
-        )));
+        return Err(invalid(format!("{what}.struct_size is {size}: call the _default function first")));
     }
     if cuts_a_field(fields, size) {
         return Err(invalid(format!(
@@ -503,15 +482,9 @@ pub extern "C" fn qca_status_str(status: i32) -> *const c_char {
     // the names are the enum's own (its Debug spelling), made once
     static NAMES: std::sync::OnceLock<Vec<CString>> = std::sync::OnceLock::new();
     let names = NAMES.get_or_init(|| {
-        (0..=QcaStatus::LAST as i32)
-            .filter_map(QcaStatus::from_i32)
-            .map(|s| CString::new(format!("{s:?}")).unwrap_or_default())
-            .collect()
+        (0..=QcaStatus::LAST as i32).filter_map(QcaStatus::from_i32).map(|s| CString::new(format!("{s:?}")).unwrap_or_default()).collect()
     });
-    usize::try_from(status)
-        .ok()
-        .and_then(|i| names.get(i))
-        .map_or(std::ptr::null(), |n| n.as_ptr())
+    usize::try_from(status).ok().and_then(|i| names.get(i)).map_or(std::ptr::null(), |n| n.as_ptr())
 }
 
 /// Loads ONNX Runtime from `onnxruntime_library_path`, or (NULL) searches for it:
@@ -523,14 +496,8 @@ pub extern "C" fn qca_status_str(status: i32) -> *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn qca_runtime_init(onnxruntime_library_path: *const c_char) -> QcaStatus {
     guard(|| {
-        let p = if onnxruntime_library_path.is_null() {
-            None
-        } else {
-            Some(path_arg(
-                onnxruntime_library_path,
-                "onnxruntime_library_path",
-            )?)
-        };
+        let p =
+            if onnxruntime_library_path.is_null() { None } else { Some(path_arg(onnxruntime_library_path, "onnxruntime_library_path")?) };
         crate::runtime::init(p).c().map(|_| ())
     })
 }
@@ -540,9 +507,7 @@ pub unsafe extern "C" fn qca_runtime_init(onnxruntime_library_path: *const c_cha
 pub extern "C" fn qca_runtime_info() -> *const c_char {
     static INFO: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
     match crate::runtime::build_info() {
-        Some(s) => INFO
-            .get_or_init(|| CString::new(s).unwrap_or_default())
-            .as_ptr(),
+        Some(s) => INFO.get_or_init(|| CString::new(s).unwrap_or_default()).as_ptr(),
         None => std::ptr::null(),
     }
 }
@@ -614,40 +579,19 @@ pub unsafe extern "C" fn qca_struct_size(name: *const c_char) -> usize {
 /// # Safety
 /// `o` is NULL or points to `struct_size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn qca_model_options_default(
-    o: *mut QcaModelOptions,
-    struct_size: usize,
-) -> QcaStatus {
-    guard(|| {
-        write_versioned(
-            o,
-            struct_size,
-            default_options(),
-            &options_fields(),
-            "QcaModelOptions",
-        )
-    })
+pub unsafe extern "C" fn qca_model_options_default(o: *mut QcaModelOptions, struct_size: usize) -> QcaStatus {
+    guard(|| write_versioned(o, struct_size, default_options(), &options_fields(), "QcaModelOptions"))
 }
 
-unsafe fn load_options(
-    o: *const QcaModelOptions,
-) -> std::result::Result<LoadOptions, (QcaStatus, String)> {
+unsafe fn load_options(o: *const QcaModelOptions) -> std::result::Result<LoadOptions, (QcaStatus, String)> {
     let d = default_options();
     let ends = options_fields();
-    let o = if o.is_null() {
-        d
-    } else {
-        read_versioned(o, d, &ends, "QcaModelOptions")?
-    };
+    let o = if o.is_null() { d } else { read_versioned(o, d, &ends, "QcaModelOptions")? };
     let device = match o.device {
         QCA_DEVICE_AUTO => Device::Auto,
         QCA_DEVICE_CPU => Device::Cpu,
         QCA_DEVICE_CUDA => Device::Cuda,
-        x => {
-            return Err(invalid(format!(
-                "device {x} is not QCA_DEVICE_AUTO/CPU/CUDA"
-            )))
-        }
+        x => return Err(invalid(format!("device {x} is not QCA_DEVICE_AUTO/CPU/CUDA"))),
     };
     if o.num_threads < 0 || o.device_id < 0 {
         return Err(invalid("num_threads and device_id must be >= 0".into()));
@@ -655,18 +599,9 @@ unsafe fn load_options(
     let precision = match o.precision {
         QCA_PRECISION_FP32 => Precision::Fp32,
         QCA_PRECISION_TF32 => Precision::Tf32,
-        x => {
-            return Err(invalid(format!(
-                "precision {x} is not QCA_PRECISION_FP32/TF32"
-            )))
-        }
+        x => return Err(invalid(format!("precision {x} is not QCA_PRECISION_FP32/TF32"))),
     };
-    Ok(LoadOptions {
-        device,
-        device_id: o.device_id,
-        num_threads: o.num_threads as usize,
-        precision,
-    })
+    Ok(LoadOptions { device, device_id: o.device_id, num_threads: o.num_threads as usize, precision })
 }
 
 /// Loads an NSN and an NDN ONNX file (`ndn_onnx` may be NULL when `nsn_onnx` is a
@@ -685,11 +620,7 @@ pub unsafe extern "C" fn qca_model_load(
     guard(|| {
         non_null(out, "out")?;
         let nsn = path_arg(nsn_onnx, "nsn_onnx")?;
-        let ndn = if ndn_onnx.is_null() {
-            None
-        } else {
-            Some(path_arg(ndn_onnx, "ndn_onnx")?)
-        };
+        let ndn = if ndn_onnx.is_null() { None } else { Some(path_arg(ndn_onnx, "ndn_onnx")?) };
         let opts = load_options(o)?;
         let m = Model::load(nsn, ndn, &opts).c()?;
         *out = Box::into_raw(Box::new(QcaModel { inner: m }));
@@ -702,10 +633,7 @@ pub unsafe extern "C" fn qca_model_load(
 /// # Safety
 /// `o` is NULL or a filled `QcaModelOptions`; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn qca_model_load_default(
-    o: *const QcaModelOptions,
-    out: *mut *mut QcaModel,
-) -> QcaStatus {
+pub unsafe extern "C" fn qca_model_load_default(o: *const QcaModelOptions, out: *mut *mut QcaModel) -> QcaStatus {
     guard(|| {
         non_null(out, "out")?;
         let opts = load_options(o)?;
@@ -732,31 +660,14 @@ pub unsafe extern "C" fn qca_model_free(m: *mut QcaModel) {
 /// # Safety
 /// `m` is a live model; `buf` has `capacity` writable bytes (or is NULL with capacity 0).
 #[no_mangle]
-pub unsafe extern "C" fn qca_model_describe(
-    m: *const QcaModel,
-    buf: *mut c_char,
-    capacity: usize,
-    needed: *mut usize,
-) -> QcaStatus {
+pub unsafe extern "C" fn qca_model_describe(m: *const QcaModel, buf: *mut c_char, capacity: usize, needed: *mut usize) -> QcaStatus {
     guard(|| {
         let m = m.as_ref().ok_or_else(|| null("model"))?;
         let i = m.inner.info();
-        let mut keys: Vec<_> = i
-            .raw
-            .iter()
-            .filter(|(k, _)| k.starts_with("qcanet.") && k.as_str() != "qcanet.architecture")
-            .collect();
+        let mut keys: Vec<_> = i.raw.iter().filter(|(k, _)| k.starts_with("qcanet.") && k.as_str() != "qcanet.architecture").collect();
         keys.sort();
-        let meta: Vec<String> = keys
-            .iter()
-            .map(|(k, v)| format!("{}={}", &k[7..], v))
-            .collect();
-        let s = format!(
-            "{} on {}; {}",
-            m.inner.name,
-            m.inner.device_used(),
-            meta.join("; ")
-        );
+        let meta: Vec<String> = keys.iter().map(|(k, v)| format!("{}={}", &k[7..], v)).collect();
+        let s = format!("{} on {}; {}", m.inner.name, m.inner.device_used(), meta.join("; "));
         write_text(&s, buf, capacity, needed)
     })
 }
@@ -764,12 +675,7 @@ pub unsafe extern "C" fn qca_model_describe(
 /// Writes `text` into a caller's buffer as the text functions do: NUL-terminated, cut to
 /// `capacity`; `*needed` (may be NULL) gets the full length + 1. Nothing is written when
 /// `buf` is NULL with a non-zero capacity.
-unsafe fn write_text(
-    text: &str,
-    buf: *mut c_char,
-    capacity: usize,
-    needed: *mut usize,
-) -> std::result::Result<(), (QcaStatus, String)> {
+unsafe fn write_text(text: &str, buf: *mut c_char, capacity: usize, needed: *mut usize) -> std::result::Result<(), (QcaStatus, String)> {
     let bytes = text.as_bytes();
     if capacity > 0 {
         non_null(buf, "buf")?;
@@ -790,19 +696,8 @@ unsafe fn write_text(
 /// # Safety
 /// `p` is NULL or points to `struct_size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn qca_segment_params_default(
-    p: *mut QcaSegmentParams,
-    struct_size: usize,
-) -> QcaStatus {
-    guard(|| {
-        write_versioned(
-            p,
-            struct_size,
-            default_params(),
-            &params_fields(),
-            "QcaSegmentParams",
-        )
-    })
+pub unsafe extern "C" fn qca_segment_params_default(p: *mut QcaSegmentParams, struct_size: usize) -> QcaStatus {
+    guard(|| write_versioned(p, struct_size, default_params(), &params_fields(), "QcaSegmentParams"))
 }
 
 fn params_fields() -> [(usize, usize); 15] {
@@ -832,22 +727,14 @@ fn default_params() -> QcaSegmentParams {
 
 /// C parameters into the library's: the sentinels ("as the model's") become `None`;
 /// the values themselves are checked once, by [`crate::plan`].
-unsafe fn segment_params(
-    p: *const QcaSegmentParams,
-) -> std::result::Result<(SegmentParams, QcaSegmentParams), (QcaStatus, String)> {
-    let c = if p.is_null() {
-        default_params()
-    } else {
-        read_versioned(p, default_params(), &params_fields(), "QcaSegmentParams")?
-    };
+unsafe fn segment_params(p: *const QcaSegmentParams) -> std::result::Result<(SegmentParams, QcaSegmentParams), (QcaStatus, String)> {
+    let c = if p.is_null() { default_params() } else { read_versioned(p, default_params(), &params_fields(), "QcaSegmentParams")? };
     // -1 means "the model's" (what qca_segment_params_default sets); any other negative is
     // refused here, NaN and the rest are the plan's to check
     let given = |v: f64, what: &str| -> std::result::Result<Option<f64>, (QcaStatus, String)> {
         match v {
             -1.0 => Ok(None),
-            v if v < 0.0 => Err(invalid(format!(
-                "{what} {v} must be >= 0 (-1 = the model's)"
-            ))),
+            v if v < 0.0 => Err(invalid(format!("{what} {v} must be >= 0 (-1 = the model's)"))),
             v => Ok(Some(v)),
         }
     };
@@ -855,9 +742,7 @@ unsafe fn segment_params(
     let voxel_size = if v.iter().all(|&a| a == 0.0) {
         None
     } else if v.iter().any(|&a| a == 0.0) {
-        return Err(invalid(format!(
-            "voxel_size {v:?}: give all three values or none (0 = the model's)"
-        )));
+        return Err(invalid(format!("voxel_size {v:?}: give all three values or none (0 = the model's)")));
     } else {
         Some(v)
     };
@@ -871,11 +756,7 @@ unsafe fn segment_params(
         QCA_LANDSCAPE_MODEL => None,
         QCA_LANDSCAPE_DISTANCE => Some(Landscape::Distance),
         QCA_LANDSCAPE_CENTRE => Some(Landscape::Centre),
-        x => {
-            return Err(invalid(format!(
-                "landscape {x} is not a QCA_LANDSCAPE_* value"
-            )))
-        }
+        x => return Err(invalid(format!("landscape {x} is not a QCA_LANDSCAPE_* value"))),
     };
     let fill_holes = match c.fill_holes {
         -1 => None,
@@ -883,35 +764,21 @@ unsafe fn segment_params(
         1 => Some(true),
         x => return Err(invalid(format!("fill_holes {x} is not -1, 0 or 1"))),
     };
-    let connectivity = if c.connectivity == 0 {
-        None
-    } else {
-        Some(Connectivity::from_rank(c.connectivity).c()?)
-    };
+    let connectivity = if c.connectivity == 0 { None } else { Some(Connectivity::from_rank(c.connectivity).c()?) };
     let tile = match c.tile {
         [0, 0, 0] => None,
-        t if t.contains(&0) => {
-            return Err(invalid(format!("tile {t:?}: give all three sizes or none")))
-        }
+        t if t.contains(&0) => return Err(invalid(format!("tile {t:?}: give all three sizes or none"))),
         t => Some(t.map(|a| a as usize)),
     };
     let overlap = match c.overlap {
         [-1, -1, -1] => None,
-        o if o.iter().any(|&a| a < 0) => {
-            return Err(invalid(format!(
-                "overlap {o:?}: three sizes >= 0, or -1, -1, -1 for the model's"
-            )))
-        }
+        o if o.iter().any(|&a| a < 0) => return Err(invalid(format!("overlap {o:?}: three sizes >= 0, or -1, -1, -1 for the model's"))),
         o => Some(o.map(|a| a as usize)),
     };
     let voxel_size_source = match c.voxel_size_source {
         QCA_VOXEL_SIZE_CALLER => crate::VoxelSource::Caller,
         QCA_VOXEL_SIZE_FILE => crate::VoxelSource::File,
-        x => {
-            return Err(invalid(format!(
-                "voxel_size_source {x} is not QCA_VOXEL_SIZE_CALLER/FILE"
-            )))
-        }
+        x => return Err(invalid(format!("voxel_size_source {x} is not QCA_VOXEL_SIZE_CALLER/FILE"))),
     };
     let s = SegmentParams {
         voxel_size,
@@ -1070,11 +937,7 @@ pub unsafe extern "C" fn qca_plan_json(
 /// # Safety
 /// `option` and `name` are NUL-terminated; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn qca_option_value(
-    option: *const c_char,
-    name: *const c_char,
-    out: *mut i32,
-) -> QcaStatus {
+pub unsafe extern "C" fn qca_option_value(option: *const c_char, name: *const c_char, out: *mut i32) -> QcaStatus {
     guard(|| {
         let (option, name) = (str_arg(option, "option")?, str_arg(name, "name")?);
         non_null(out, "out")?;
@@ -1097,9 +960,7 @@ pub unsafe extern "C" fn qca_option_value(
                 Landscape::Centre => QCA_LANDSCAPE_CENTRE,
             },
             "connectivity" => name.parse::<Connectivity>().c()?.neighbours(),
-            _ => return Err(invalid(format!(
-                "option '{option}' is not device, precision, markers, landscape or connectivity"
-            ))),
+            _ => return Err(invalid(format!("option '{option}' is not device, precision, markers, landscape or connectivity"))),
         };
         *out = v;
         Ok(())
@@ -1175,12 +1036,7 @@ pub unsafe extern "C" fn qca_watershed_f64(
 /// # Safety
 /// `mask` and `out` hold `dims[0]*dims[1]*dims[2]` elements; `spacing` has 3.
 #[no_mangle]
-pub unsafe extern "C" fn qca_edt_f64(
-    mask: *const u8,
-    dims: *const usize,
-    spacing: *const f64,
-    out: *mut f64,
-) -> QcaStatus {
+pub unsafe extern "C" fn qca_edt_f64(mask: *const u8, dims: *const usize, spacing: *const f64, out: *mut f64) -> QcaStatus {
     guard(|| {
         let (d, n) = read_dims(dims)?;
         let ms: Vec<bool> = slice(mask, n, "mask")?.iter().map(|&v| v != 0).collect();
@@ -1198,12 +1054,7 @@ pub unsafe extern "C" fn qca_edt_f64(
 /// # Safety
 /// `pred` and `gt` hold `dims[0]*dims[1]*dims[2]` elements; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn qca_evaluate(
-    pred: *const u32,
-    gt: *const u32,
-    dims: *const usize,
-    out: *mut QcaMetrics,
-) -> QcaStatus {
+pub unsafe extern "C" fn qca_evaluate(pred: *const u32, gt: *const u32, dims: *const usize, out: *mut QcaMetrics) -> QcaStatus {
     guard(|| {
         let (_, n) = read_dims(dims)?;
         let p = slice(pred, n, "pred")?;
@@ -1232,11 +1083,7 @@ pub unsafe extern "C" fn qca_measure(
     guard(|| {
         let (d, n) = read_dims(dims)?;
         let l = slice(labels, n, "labels")?;
-        let i = if intensity.is_null() {
-            None
-        } else {
-            Some(slice(intensity, n, "intensity")?)
-        };
+        let i = if intensity.is_null() { None } else { Some(slice(intensity, n, "intensity")?) };
         let v = if voxel_size.is_null() {
             [1.0; 3]
         } else {
@@ -1265,20 +1112,11 @@ pub unsafe extern "C" fn qca_measurements_count(m: *const QcaMeasurements) -> us
 /// # Safety
 /// `m` is a live measurement set; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn qca_measurements_get(
-    m: *const QcaMeasurements,
-    index: usize,
-    out: *mut QcaNucleus,
-) -> QcaStatus {
+pub unsafe extern "C" fn qca_measurements_get(m: *const QcaMeasurements, index: usize, out: *mut QcaNucleus) -> QcaStatus {
     guard(|| {
         let m = m.as_ref().ok_or_else(|| null("measurements"))?;
         non_null(out, "out")?;
-        let n = m.nuclei.get(index).ok_or_else(|| {
-            invalid(format!(
-                "index {index} out of range ({} nuclei)",
-                m.nuclei.len()
-            ))
-        })?;
+        let n = m.nuclei.get(index).ok_or_else(|| invalid(format!("index {index} out of range ({} nuclei)", m.nuclei.len())))?;
         *out = *n;
         Ok(())
     })
@@ -1316,18 +1154,13 @@ pub unsafe extern "C" fn qca_image_read(path: *const c_char, out: *mut *mut QcaI
 /// # Safety
 /// `img` is a live image; `info` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn qca_image_info(
-    img: *const QcaImage,
-    info: *mut QcaImageInfo,
-) -> QcaStatus {
+pub unsafe extern "C" fn qca_image_info(img: *const QcaImage, info: *mut QcaImageInfo) -> QcaStatus {
     guard(|| {
         let s = &img.as_ref().ok_or_else(|| null("image"))?.stack;
         non_null(info, "info")?;
         let size = (*info).struct_size as usize;
         if size < 4 {
-            return Err(invalid(
-                "info->struct_size must be set to sizeof(QcaImageInfo)".into(),
-            ));
+            return Err(invalid("info->struct_size must be set to sizeof(QcaImageInfo)".into()));
         }
         let vs = s.voxel_size_um();
         let full = QcaImageInfo {
@@ -1345,11 +1178,7 @@ pub unsafe extern "C" fn qca_image_info(
             voxel_size_um: vs.unwrap_or([0.0; 3]),
         };
         let n = size.min(std::mem::size_of::<QcaImageInfo>());
-        std::ptr::copy_nonoverlapping(
-            &full as *const QcaImageInfo as *const u8,
-            info as *mut u8,
-            n,
-        );
+        std::ptr::copy_nonoverlapping(&full as *const QcaImageInfo as *const u8, info as *mut u8, n);
         Ok(())
     })
 }
@@ -1360,12 +1189,7 @@ pub unsafe extern "C" fn qca_image_info(
 /// # Safety
 /// `img` is live; `out` has room for one volume.
 #[no_mangle]
-pub unsafe extern "C" fn qca_image_volume_f32(
-    img: *const QcaImage,
-    frame: u32,
-    channel: u32,
-    out: *mut f32,
-) -> QcaStatus {
+pub unsafe extern "C" fn qca_image_volume_f32(img: *const QcaImage, frame: u32, channel: u32, out: *mut f32) -> QcaStatus {
     guard(|| {
         let s = &img.as_ref().ok_or_else(|| null("image"))?.stack;
         non_null(out, "out")?;
@@ -1406,9 +1230,7 @@ pub unsafe extern "C" fn qca_labels_write(
         if frames == 0 {
             return Err(invalid("frames must be >= 1".into()));
         }
-        let total = n
-            .checked_mul(frames as usize)
-            .ok_or_else(|| invalid("size overflows".into()))?;
+        let total = n.checked_mul(frames as usize).ok_or_else(|| invalid("size overflows".into()))?;
         let l = slice(labels, total, "labels")?;
         let v = if voxel_size.is_null() {
             None
@@ -1584,7 +1406,12 @@ pub unsafe extern "C" fn qca_track_new(voxel_size: *const f64, out: *mut *mut Qc
 /// `t` is a live tracker; `labels` (and `intensity` if given) hold
 /// `dims[0]*dims[1]*dims[2]` elements.
 #[no_mangle]
-pub unsafe extern "C" fn qca_track_add_frame(t: *mut QcaTracker, labels: *const u32, intensity: *const f32, dims: *const usize) -> QcaStatus {
+pub unsafe extern "C" fn qca_track_add_frame(
+    t: *mut QcaTracker,
+    labels: *const u32,
+    intensity: *const f32,
+    dims: *const usize,
+) -> QcaStatus {
     guard(|| {
         let t = t.as_mut().ok_or_else(|| null("tracker"))?;
         let (d, n) = read_dims(dims)?;
@@ -1610,7 +1437,12 @@ pub unsafe extern "C" fn qca_track_frame_count(t: *const QcaTracker) -> usize {
 /// # Safety
 /// `t` is a live tracker; `p` is NULL or filled by `qca_track_params_default`; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn qca_track_link(t: *const QcaTracker, p: *const QcaTrackParams, interval: f64, out: *mut *mut QcaTracking) -> QcaStatus {
+pub unsafe extern "C" fn qca_track_link(
+    t: *const QcaTracker,
+    p: *const QcaTrackParams,
+    interval: f64,
+    out: *mut *mut QcaTracking,
+) -> QcaStatus {
     guard(|| {
         let t = t.as_ref().ok_or_else(|| null("tracker"))?;
         non_null(out, "out")?;
@@ -1629,8 +1461,18 @@ pub unsafe extern "C" fn qca_track_link(t: *const QcaTracker, p: *const QcaTrack
         let interval = if interval == 0.0 { None } else { Some(interval) };
         let a = t.inner.analyse(&params, interval).c()?;
         let tracking = QcaTracking {
-            tracks: a.tracking.tracks.iter().map(|x| QcaTrack { id: x.id, parent: x.parent, start: x.start as u64, end: x.end as u64 }).collect(),
-            divisions: a.tracking.divisions().iter().map(|d| QcaDivision { frame: d.frame as u64, parent: d.parent, daughters: d.daughters }).collect(),
+            tracks: a
+                .tracking
+                .tracks
+                .iter()
+                .map(|x| QcaTrack { id: x.id, parent: x.parent, start: x.start as u64, end: x.end as u64 })
+                .collect(),
+            divisions: a
+                .tracking
+                .divisions()
+                .iter()
+                .map(|d| QcaDivision { frame: d.frame as u64, parent: d.parent, daughters: d.daughters })
+                .collect(),
             points: a
                 .points
                 .iter()
@@ -1734,7 +1576,13 @@ pub unsafe extern "C" fn qca_tracking_get(r: *const QcaTracking, table: i32, ind
     guard(|| {
         let r = r.as_ref().ok_or_else(|| null("tracking"))?;
         non_null(out, "out")?;
-        unsafe fn row<T: Copy>(rows: &[T], index: usize, out: *mut c_void, out_size: usize, name: &str) -> std::result::Result<(), (QcaStatus, String)> {
+        unsafe fn row<T: Copy>(
+            rows: &[T],
+            index: usize,
+            out: *mut c_void,
+            out_size: usize,
+            name: &str,
+        ) -> std::result::Result<(), (QcaStatus, String)> {
             if out_size != std::mem::size_of::<T>() {
                 return Err(invalid(format!("out_size {out_size} is not sizeof({name}) = {}", std::mem::size_of::<T>())));
             }

@@ -70,15 +70,12 @@ fn triple<T: std::str::FromStr>(key: &str, s: &str) -> Result<[T; 3]> {
 }
 
 fn num<T: std::str::FromStr>(key: &str, s: &str) -> Result<T> {
-    s.trim()
-        .parse::<T>()
-        .map_err(|_| Error::Model(format!("metadata {key} = '{s}' is not a number")))
+    s.trim().parse::<T>().map_err(|_| Error::Model(format!("metadata {key} = '{s}' is not a number")))
 }
 
 /// A named choice from metadata, in the one vocabulary (old spellings accepted).
 fn named<T: std::str::FromStr<Err = Error>>(key: &str, s: &str) -> Result<T> {
-    s.parse::<T>()
-        .map_err(|e| Error::Model(format!("metadata {key}: {e}")))
+    s.parse::<T>().map_err(|e| Error::Model(format!("metadata {key}: {e}")))
 }
 
 impl NetInfo {
@@ -89,8 +86,7 @@ impl NetInfo {
                 "qcanet.role" => i.role = Some(named(k, v)?),
                 "qcanet.voxel_size" => {
                     let t: [f64; 3] = triple(k, v)?;
-                    crate::plan::check_voxel_size(t, "qcanet.voxel_size")
-                        .map_err(|e| Error::Model(e.to_string()))?;
+                    crate::plan::check_voxel_size(t, "qcanet.voxel_size").map_err(|e| Error::Model(e.to_string()))?;
                     i.voxel_size = Some(t);
                 }
                 "qcanet.normalization" => i.normalization = Normalization::parse(v)?,
@@ -107,9 +103,7 @@ impl NetInfo {
                 _ => {}
             }
         }
-        if i.spatial_multiple
-            .iter()
-            .any(|&m| m == 0 || m > MAX_SPATIAL_MULTIPLE)
+        if i.spatial_multiple.iter().any(|&m| m == 0 || m > MAX_SPATIAL_MULTIPLE)
             || i.tile.iter().any(|&t| t == 0 || t > MAX_TILE)
             || i.overlap.iter().any(|&o| o > MAX_TILE)
         {
@@ -126,19 +120,12 @@ impl NetInfo {
 
 /// The tensor contract of one input or output: float32, rank 5 ([N, C, D, H, W]), one
 /// input channel, one or two output channels (a dynamic size passes).
-pub(crate) fn check_5d(
-    name: &str,
-    tensor: &str,
-    t: &ort::value::ValueType,
-    input: bool,
-) -> Result<()> {
+pub(crate) fn check_5d(name: &str, tensor: &str, t: &ort::value::ValueType, input: bool) -> Result<()> {
     use ort::value::{TensorElementType, ValueType};
     match t {
         ValueType::Tensor { ty, shape, .. } => {
             if *ty != TensorElementType::Float32 {
-                return Err(Error::Model(format!(
-                    "{name}: tensor '{tensor}' is {ty:?}, float32 expected"
-                )));
+                return Err(Error::Model(format!("{name}: tensor '{tensor}' is {ty:?}, float32 expected")));
             }
             if shape.len() != 5 {
                 return Err(Error::Model(format!(
@@ -148,22 +135,14 @@ pub(crate) fn check_5d(
                 )));
             }
             if input && shape[1] != 1 && shape[1] != -1 {
-                return Err(Error::Model(format!(
-                    "{name}: input '{tensor}' has {} channels, 1 expected",
-                    shape[1]
-                )));
+                return Err(Error::Model(format!("{name}: input '{tensor}' has {} channels, 1 expected", shape[1])));
             }
             if !input && !(shape[1] == 1 || shape[1] == 2 || shape[1] == -1) {
-                return Err(Error::Model(format!(
-                    "{name}: output '{tensor}' has {} channels, 1 or 2 expected",
-                    shape[1]
-                )));
+                return Err(Error::Model(format!("{name}: output '{tensor}' has {} channels, 1 or 2 expected", shape[1])));
             }
             Ok(())
         }
-        other => Err(Error::Model(format!(
-            "{name}: '{tensor}' is not a tensor ({other:?})"
-        ))),
+        other => Err(Error::Model(format!("{name}: '{tensor}' is not a tensor ({other:?})"))),
     }
 }
 
@@ -181,21 +160,14 @@ mod tests {
         raw.insert("qcanet.markers".into(), "local_max".into());
         let i = NetInfo::from_metadata(raw.clone()).unwrap();
         assert_eq!(i.voxel_size, Some([1.75, 0.8, 0.8]));
-        assert_eq!(
-            i.tile,
-            [50, 130, 130],
-            "kept as written; crate::tiling::TileGrid clamps"
-        );
+        assert_eq!(i.tile, [50, 130, 130], "kept as written; crate::tiling::TileGrid clamps");
         assert_eq!(i.post.markers, MarkerMode::LocalMaxima);
         raw.insert("qcanet.voxel_size".into(), "1,2".into());
         assert!(NetInfo::from_metadata(raw.clone()).is_err());
         // sizes from a model file are bounded: an absurd multiple or tile is an error
         raw.insert("qcanet.voxel_size".into(), "1.75,0.8,0.8".into());
         raw.insert("qcanet.spatial_multiple".into(), "100000,8,8".into());
-        assert!(NetInfo::from_metadata(raw.clone())
-            .unwrap_err()
-            .to_string()
-            .contains("spatial_multiple"));
+        assert!(NetInfo::from_metadata(raw.clone()).unwrap_err().to_string().contains("spatial_multiple"));
         raw.insert("qcanet.spatial_multiple".into(), "4,8,8".into());
         raw.insert("qcanet.tile".into(), "64,4096,192".into());
         assert!(NetInfo::from_metadata(raw).is_err());

@@ -53,11 +53,7 @@ fn crossing_areas(voxel: [f64; 3]) -> [f64; 13] {
     let unit: Vec<[f64; 3]> = STEPS
         .iter()
         .map(|s| {
-            let v = [
-                s[0] as f64 * voxel[0],
-                s[1] as f64 * voxel[1],
-                s[2] as f64 * voxel[2],
-            ];
+            let v = [s[0] as f64 * voxel[0], s[1] as f64 * voxel[1], s[2] as f64 * voxel[2]];
             let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
             [v[0] / n, v[1] / n, v[2] / n]
         })
@@ -83,10 +79,7 @@ fn crossing_areas(voxel: [f64; 3]) -> [f64; 13] {
     let mut out = [0.0; 13];
     for i in 0..13 {
         let s = STEPS[i];
-        let len = ((s[0] as f64 * voxel[0]).powi(2)
-            + (s[1] as f64 * voxel[1]).powi(2)
-            + (s[2] as f64 * voxel[2]).powi(2))
-        .sqrt();
+        let len = ((s[0] as f64 * voxel[0]).powi(2) + (s[1] as f64 * voxel[1]).powi(2) + (s[2] as f64 * voxel[2]).powi(2)).sqrt();
         out[i] = 2.0 * (hits[i] as f64 / WEIGHT_SAMPLES as f64) * volume / len;
     }
     out
@@ -97,17 +90,12 @@ fn crossing_areas(voxel: [f64; 3]) -> [f64; 13] {
 pub fn surface_areas(labels: &[u32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Vec<f64>> {
     let n = voxel_count(dims)?;
     if labels.len() != n {
-        return Err(Error::invalid(format!(
-            "labels hold {} values, dims {dims:?} need {n}",
-            labels.len()
-        )));
+        return Err(Error::invalid(format!("labels hold {} values, dims {dims:?} need {n}", labels.len())));
     }
     crate::plan::check_voxel_size(voxel, "the voxel size")?;
     let top = labels.par_iter().copied().max().unwrap_or(0);
     if top > MAX_LABEL {
-        return Err(Error::invalid(format!(
-            "label {top} is too large to measure"
-        )));
+        return Err(Error::invalid(format!("label {top} is too large to measure")));
     }
     let area = crossing_areas(voxel);
     let [nz, ny, nx] = dims.map(|d| d as i64);
@@ -135,9 +123,7 @@ pub fn surface_areas(labels: &[u32], dims: [usize; 3], voxel: [f64; 3]) -> Resul
                                 acc[b as usize] += w;
                             }
                             let (bz, by, bx) = (z - s[0], y - s[1], x - s[2]);
-                            if a != 0
-                                && (bz < 0 || by < 0 || bx < 0 || bz >= nz || by >= ny || bx >= nx)
-                            {
+                            if a != 0 && (bz < 0 || by < 0 || bx < 0 || bz >= nz || by >= ny || bx >= nx) {
                                 acc[a as usize] += w;
                             }
                         }
@@ -177,9 +163,7 @@ pub fn nearest_neighbour_distances(points: &[[f64; 3]]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..points.len()).collect();
     order.sort_by(|&a, &b| points[a][0].total_cmp(&points[b][0]));
     let mut out = vec![f64::NAN; points.len()];
-    let d2 = |a: &[f64; 3], b: &[f64; 3]| {
-        (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)
-    };
+    let d2 = |a: &[f64; 3], b: &[f64; 3]| (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2);
     let best: Vec<(usize, f64)> = (0..order.len())
         .into_par_iter()
         .map(|k| {
@@ -231,21 +215,11 @@ pub struct FrameMeasures {
 
 impl FrameMeasures {
     /// Measures a frame's labels (and intensities, when given).
-    pub fn new(
-        frame: usize,
-        labels: &[u32],
-        dims: [usize; 3],
-        voxel: [f64; 3],
-        intensity: Option<&[f32]>,
-    ) -> Result<Self> {
+    pub fn new(frame: usize, labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Option<&[f32]>) -> Result<Self> {
         let nuclei = crate::measure::measure(labels, dims, voxel, intensity)?;
         let areas = surface_areas(labels, dims, voxel)?;
         let surface_um2 = nuclei.iter().map(|n| areas[n.label as usize]).collect();
-        Ok(FrameMeasures {
-            frame,
-            nuclei,
-            surface_um2,
-        })
+        Ok(FrameMeasures { frame, nuclei, surface_um2 })
     }
 }
 
@@ -287,11 +261,7 @@ pub struct DivisionRound {
 }
 
 /// Per-frame criteria; `tracking` (of the same frames) gives the divisions per frame.
-pub fn frame_criteria(
-    frames: &[FrameMeasures],
-    tracking: Option<&Tracking>,
-    interval: Option<f64>,
-) -> Vec<FrameCriteria> {
+pub fn frame_criteria(frames: &[FrameMeasures], tracking: Option<&Tracking>, interval: Option<f64>) -> Vec<FrameCriteria> {
     let divisions = tracking.map(|t| t.divisions()).unwrap_or_default();
     frames
         .iter()
@@ -299,22 +269,11 @@ pub fn frame_criteria(
             let vols = f.nuclei.iter().map(|n| n.volume_um3);
             let (vm, vsd) = mean_sd(vols.clone());
             let (sm, ssd) = mean_sd(f.surface_um2.iter().copied());
-            let (spm, _) = mean_sd(
-                f.nuclei
-                    .iter()
-                    .zip(&f.surface_um2)
-                    .map(|(n, &s)| sphericity(n.volume_um3, s)),
-            );
+            let (spm, _) = mean_sd(f.nuclei.iter().zip(&f.surface_um2).map(|(n, &s)| sphericity(n.volume_um3, s)));
             let voxels: u64 = f.nuclei.iter().map(|n| n.voxels).sum();
             let total: f64 = f.nuclei.iter().map(|n| n.total_intensity).sum();
-            let nn = nearest_neighbour_distances(
-                &f.nuclei.iter().map(|n| n.centroid_um).collect::<Vec<_>>(),
-            );
-            let nn_mean = if f.nuclei.len() < 2 {
-                f64::NAN
-            } else {
-                nn.iter().sum::<f64>() / nn.len() as f64
-            };
+            let nn = nearest_neighbour_distances(&f.nuclei.iter().map(|n| n.centroid_um).collect::<Vec<_>>());
+            let nn_mean = if f.nuclei.len() < 2 { f64::NAN } else { nn.iter().sum::<f64>() / nn.len() as f64 };
             FrameCriteria {
                 frame: f.frame,
                 time: interval.map(|i| f.frame as f64 * i),
@@ -326,11 +285,7 @@ pub fn frame_criteria(
                 surface_um2_mean: sm,
                 surface_um2_sd: ssd,
                 sphericity_mean: spm,
-                mean_intensity: if voxels > 0 {
-                    total / voxels as f64
-                } else {
-                    0.0
-                },
+                mean_intensity: if voxels > 0 { total / voxels as f64 } else { 0.0 },
                 nearest_neighbour_um_mean: nn_mean,
                 divisions: divisions.iter().filter(|d| d.frame == f.frame).count(),
             }
@@ -421,8 +376,7 @@ pub fn criteria_csv(rows: &[FrameCriteria]) -> String {
 
 /// The division rounds as CSV, one row per round.
 pub fn rounds_csv(rounds: &[DivisionRound]) -> String {
-    let mut s =
-        String::from("round,divisions,first_frame,last_frame,spread_frames,mean_frame,sd_frames\n");
+    let mut s = String::from("round,divisions,first_frame,last_frame,spread_frames,mean_frame,sd_frames\n");
     for r in rounds {
         s.push_str(&format!(
             "{},{},{},{},{},{},{}\n",
@@ -501,10 +455,7 @@ mod tests {
         ];
         for (a, v, tol) in cases {
             let e = relative_area_error(a, v);
-            eprintln!(
-                "semi-axes {a:?} um, voxel {v:?}: area error {:+.2} %",
-                100.0 * e
-            );
+            eprintln!("semi-axes {a:?} um, voxel {v:?}: area error {:+.2} %", 100.0 * e);
             assert!(e.abs() <= tol, "semi-axes {a:?}, voxel {v:?}: error {e}");
         }
     }
@@ -524,24 +475,14 @@ mod tests {
     #[test]
     fn nearest_neighbours_match_brute_force() {
         let mut rng = crate::synth::Rng::new(7);
-        let pts: Vec<[f64; 3]> = (0..300)
-            .map(|_| {
-                [
-                    rng.uniform() * 50.0,
-                    rng.uniform() * 90.0,
-                    rng.uniform() * 90.0,
-                ]
-            })
-            .collect();
+        let pts: Vec<[f64; 3]> = (0..300).map(|_| [rng.uniform() * 50.0, rng.uniform() * 90.0, rng.uniform() * 90.0]).collect();
         let fast = nearest_neighbour_distances(&pts);
         for (i, p) in pts.iter().enumerate() {
             let brute = pts
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
-                .map(|(_, q)| {
-                    ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt()
-                })
+                .map(|(_, q)| ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt())
                 .fold(f64::INFINITY, f64::min);
             assert!((fast[i] - brute).abs() < 1e-12);
         }
@@ -552,49 +493,15 @@ mod tests {
     fn rounds_and_generations() {
         use crate::track::Track;
         // 1 -> (2, 3) at frame 2; 2 -> (4, 5) at frame 4; 3 gap -> 6 at 5; 6 -> (7, 8) at 6
-        let t = |id, start, end, parent| Track {
-            id,
-            start,
-            end,
-            parent,
-        };
-        let tracks = vec![
-            t(1, 0, 1, 0),
-            t(2, 2, 3, 1),
-            t(3, 2, 3, 1),
-            t(4, 4, 7, 2),
-            t(5, 4, 7, 2),
-            t(6, 5, 5, 3),
-            t(7, 6, 7, 6),
-            t(8, 6, 7, 6),
-        ];
-        let tracking = Tracking {
-            first_frame: 0,
-            tracks,
-            assignment: vec![Default::default(); 8],
-        };
+        let t = |id, start, end, parent| Track { id, start, end, parent };
+        let tracks =
+            vec![t(1, 0, 1, 0), t(2, 2, 3, 1), t(3, 2, 3, 1), t(4, 4, 7, 2), t(5, 4, 7, 2), t(6, 5, 5, 3), t(7, 6, 7, 6), t(8, 6, 7, 6)];
+        let tracking = Tracking { first_frame: 0, tracks, assignment: vec![Default::default(); 8] };
         assert_eq!(generations(&tracking), vec![0, 1, 1, 2, 2, 1, 2, 2]);
         let r = division_rounds(&tracking);
         assert_eq!(r.len(), 2);
-        assert_eq!(
-            (
-                r[0].round,
-                r[0].divisions,
-                r[0].first_frame,
-                r[0].spread_frames
-            ),
-            (1, 1, 2, 0)
-        );
-        assert_eq!(
-            (
-                r[1].round,
-                r[1].divisions,
-                r[1].first_frame,
-                r[1].last_frame,
-                r[1].spread_frames
-            ),
-            (2, 2, 4, 6, 2)
-        );
+        assert_eq!((r[0].round, r[0].divisions, r[0].first_frame, r[0].spread_frames), (1, 1, 2, 0));
+        assert_eq!((r[1].round, r[1].divisions, r[1].first_frame, r[1].last_frame, r[1].spread_frames), (2, 2, 4, 6, 2));
         assert!((r[1].mean_frame - 5.0).abs() < 1e-12 && (r[1].sd_frames - 1.0).abs() < 1e-12);
     }
 
@@ -608,18 +515,11 @@ mod tests {
         assert_eq!((r.frame, r.nuclei, r.divisions), (3, 1, 0));
         assert_eq!(r.time, Some(180.0));
         assert!((r.volume_um3_sum / (4.0 / 3.0 * std::f64::consts::PI * 125.0) - 1.0).abs() < 0.03);
-        assert!(
-            (r.sphericity_mean - 1.0).abs() < 0.05,
-            "{}",
-            r.sphericity_mean
-        );
+        assert!((r.sphericity_mean - 1.0).abs() < 0.05, "{}", r.sphericity_mean);
         assert_eq!(r.mean_intensity, 2.0);
         assert!(r.nearest_neighbour_um_mean.is_nan());
         let csv = criteria_csv(&rows);
         assert!(csv.lines().nth(1).unwrap().starts_with("3,180.0000,1,"));
-        assert!(
-            csv.lines().nth(1).unwrap().contains(",,0"),
-            "NaN written as an empty cell: {csv}"
-        );
+        assert!(csv.lines().nth(1).unwrap().contains(",,0"), "NaN written as an empty cell: {csv}");
     }
 }

@@ -28,41 +28,13 @@ pub struct Needed {
 
 /// In load order (cuBLAS needs cuBLASLt already loaded).
 pub const NEEDED: [Needed; 7] = [
-    Needed {
-        soname: "libcudart.so.13",
-        what: "CUDA runtime 13",
-        pypi: "nvidia-cuda-runtime",
-    },
-    Needed {
-        soname: "libcublasLt.so.13",
-        what: "cuBLASLt 13",
-        pypi: "nvidia-cublas",
-    },
-    Needed {
-        soname: "libcublas.so.13",
-        what: "cuBLAS 13",
-        pypi: "nvidia-cublas",
-    },
-    Needed {
-        soname: "libcurand.so.10",
-        what: "cuRAND 10",
-        pypi: "nvidia-curand",
-    },
-    Needed {
-        soname: "libcufft.so.12",
-        what: "cuFFT 12",
-        pypi: "nvidia-cufft",
-    },
-    Needed {
-        soname: "libnvrtc.so.13",
-        what: "NVRTC 13",
-        pypi: "nvidia-cuda-nvrtc",
-    },
-    Needed {
-        soname: "libcudnn.so.9",
-        what: "cuDNN 9",
-        pypi: "nvidia-cudnn-cu13",
-    },
+    Needed { soname: "libcudart.so.13", what: "CUDA runtime 13", pypi: "nvidia-cuda-runtime" },
+    Needed { soname: "libcublasLt.so.13", what: "cuBLASLt 13", pypi: "nvidia-cublas" },
+    Needed { soname: "libcublas.so.13", what: "cuBLAS 13", pypi: "nvidia-cublas" },
+    Needed { soname: "libcurand.so.10", what: "cuRAND 10", pypi: "nvidia-curand" },
+    Needed { soname: "libcufft.so.12", what: "cuFFT 12", pypi: "nvidia-cufft" },
+    Needed { soname: "libnvrtc.so.13", what: "NVRTC 13", pypi: "nvidia-cuda-nvrtc" },
+    Needed { soname: "libcudnn.so.9", what: "cuDNN 9", pypi: "nvidia-cudnn-cu13" },
 ];
 
 fn dlopen_global(name: &str) -> Result<(), String> {
@@ -73,11 +45,7 @@ fn dlopen_global(name: &str) -> Result<(), String> {
     if h.is_null() {
         // SAFETY: dlerror returns a thread-local C string or NULL.
         let e = unsafe { libc::dlerror() };
-        let msg = if e.is_null() {
-            "unknown error".to_string()
-        } else {
-            unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
-        };
+        let msg = if e.is_null() { "unknown error".to_string() } else { unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned() };
         return Err(msg);
     }
     Ok(())
@@ -118,11 +86,7 @@ fn site_packages(env: &Env<'_>) -> Vec<PathBuf> {
         };
         let mut pys: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("python3"))
-            })
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3")))
             .collect();
         pys.sort();
         for py in pys {
@@ -161,10 +125,7 @@ fn search_dirs_in(env: &Env<'_>) -> Vec<PathBuf> {
         let Ok(rd) = std::fs::read_dir(sp.join("nvidia")) else {
             continue;
         };
-        let mut libs: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path().join("lib")))
-            .filter(|p| p.is_dir())
-            .collect();
+        let mut libs: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path().join("lib"))).filter(|p| p.is_dir()).collect();
         libs.sort();
         dirs.extend(libs);
     }
@@ -178,8 +139,7 @@ fn find_in(dirs: &[PathBuf], soname: &str) -> Option<PathBuf> {
 
 /// Number of CUDA devices the driver sees, or why there are none.
 pub fn device_count() -> Result<i32, String> {
-    dlopen_global("libcuda.so.1")
-        .map_err(|e| format!("no NVIDIA driver: libcuda.so.1 cannot be loaded ({e})"))?;
+    dlopen_global("libcuda.so.1").map_err(|e| format!("no NVIDIA driver: libcuda.so.1 cannot be loaded ({e})"))?;
     let lib = CString::new("libcuda.so.1").unwrap();
     // SAFETY: the library is loaded (above); RTLD_NOLOAD only returns its handle.
     let h = unsafe { libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
@@ -201,9 +161,7 @@ pub fn device_count() -> Result<i32, String> {
         unsafe { (std::mem::transmute(init), std::mem::transmute(count)) };
     let r = init(0);
     if r != 0 {
-        return Err(format!(
-            "the NVIDIA driver did not start (cuInit error {r}; 100 = no CUDA device)"
-        ));
+        return Err(format!("the NVIDIA driver did not start (cuInit error {r}; 100 = no CUDA device)"));
     }
     let mut n = 0i32;
     let r = count(&mut n);
@@ -234,10 +192,7 @@ pub fn prepare() -> Result<(), String> {
             }),
         };
         if let Err(e) = attempt {
-            missing.push(format!(
-                "{} ({}: `pip install {}`; {e})",
-                n.soname, n.what, n.pypi
-            ));
+            missing.push(format!("{} ({}: `pip install {}`; {e})", n.soname, n.what, n.pypi));
         }
     }
     if !missing.is_empty() {
@@ -260,11 +215,7 @@ mod tests {
     #[test]
     fn every_needed_library_has_a_package_and_a_soname() {
         for n in &NEEDED {
-            assert!(
-                n.soname.starts_with("lib") && n.soname.contains(".so."),
-                "{}",
-                n.soname
-            );
+            assert!(n.soname.starts_with("lib") && n.soname.contains(".so."), "{}", n.soname);
             assert!(n.pypi.starts_with("nvidia-"), "{}", n.pypi);
         }
         // cuBLASLt must come before cuBLAS (cuBLAS links to it)
@@ -275,9 +226,7 @@ mod tests {
     #[test]
     fn python_wheel_folders_are_searched() {
         let t = tempfile::tempdir().unwrap();
-        let lib = t
-            .path()
-            .join("lib/python3.12/site-packages/nvidia/cu13/lib");
+        let lib = t.path().join("lib/python3.12/site-packages/nvidia/cu13/lib");
         std::fs::create_dir_all(&lib).unwrap();
         std::fs::write(lib.join("libcurand.so.10"), b"").unwrap();
         // a fake environment on PATH, the way `python3` of a venv is found
@@ -292,13 +241,7 @@ mod tests {
             "PATH" => Some(bin.clone()),
             _ => None,
         });
-        assert_eq!(
-            &dirs[..2],
-            &[PathBuf::from("/opt/a"), PathBuf::from("/opt/b")]
-        );
-        assert_eq!(
-            find_in(&dirs, "libcurand.so.10"),
-            Some(lib.join("libcurand.so.10"))
-        );
+        assert_eq!(&dirs[..2], &[PathBuf::from("/opt/a"), PathBuf::from("/opt/b")]);
+        assert_eq!(find_in(&dirs, "libcurand.so.10"), Some(lib.join("libcurand.so.10")));
     }
 }

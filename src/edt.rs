@@ -29,10 +29,7 @@ pub fn negative_edt(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f
 pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
     let [nz, ny, nx] = dims;
     assert_eq!(mask.len(), nz * ny * nx, "mask length does not match dims");
-    let mut f: Vec<f64> = mask
-        .par_iter()
-        .map(|&m| if m { f64::INFINITY } else { 0.0 })
-        .collect();
+    let mut f: Vec<f64> = mask.par_iter().map(|&m| if m { f64::INFINITY } else { 0.0 }).collect();
     // x: contiguous rows; a row without foreground is already final
     f.par_chunks_mut(nx).for_each_init(
         || Scratch::new(nx),
@@ -62,16 +59,13 @@ pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f6
                 for z in 0..nz {
                     // SAFETY: rows (z, y) for this y are touched by this task only, and lie
                     // inside `f` (z < nz, y < ny, row length nx).
-                    let row =
-                        unsafe { std::slice::from_raw_parts(p.0.add(z * plane + y * nx), nx) };
+                    let row = unsafe { std::slice::from_raw_parts(p.0.add(z * plane + y * nx), nx) };
                     block[z * nx..(z + 1) * nx].copy_from_slice(row);
                 }
                 if s.columns(block, nz, nx, spacing[0]) {
                     for z in 0..nz {
                         // SAFETY: as above.
-                        let row = unsafe {
-                            std::slice::from_raw_parts_mut(p.0.add(z * plane + y * nx), nx)
-                        };
+                        let row = unsafe { std::slice::from_raw_parts_mut(p.0.add(z * plane + y * nx), nx) };
                         row.copy_from_slice(&block[z * nx..(z + 1) * nx]);
                     }
                 }
@@ -97,12 +91,7 @@ struct Scratch {
 
 impl Scratch {
     fn new(n: usize) -> Self {
-        Scratch {
-            buf: vec![0.0; n],
-            out: vec![0.0; n],
-            v: vec![0; n],
-            z: vec![0.0; n + 1],
-        }
+        Scratch { buf: vec![0.0; n], out: vec![0.0; n], v: vec![0; n], z: vec![0.0; n + 1] }
     }
 
     /// Transforms each of the `nx` columns (length `n`, stride `nx`) of a row-major
@@ -192,10 +181,8 @@ mod tests {
 
     fn brute(mask: &[bool], dims: [usize; 3], sp: [f64; 3]) -> Vec<f64> {
         let [nz, ny, nx] = dims;
-        let bg: Vec<(usize, usize, usize)> = (0..nz * ny * nx)
-            .filter(|&i| !mask[i])
-            .map(|i| (i / (ny * nx), (i / nx) % ny, i % nx))
-            .collect();
+        let bg: Vec<(usize, usize, usize)> =
+            (0..nz * ny * nx).filter(|&i| !mask[i]).map(|i| (i / (ny * nx), (i / nx) % ny, i % nx)).collect();
         (0..nz * ny * nx)
             .map(|i| {
                 let (z, y, x) = (i / (ny * nx), (i / nx) % ny, i % nx);
@@ -219,9 +206,7 @@ mod tests {
             let n = dims.iter().product::<usize>();
             let mask: Vec<bool> = (0..n)
                 .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     (seed >> 33) % 10 < 7
                 })
                 .collect();
@@ -229,22 +214,15 @@ mod tests {
             let a = edt(&mask, dims, sp);
             let b = brute(&mask, dims, sp);
             for (x, y) in a.iter().zip(&b) {
-                assert!(
-                    (x - y).abs() < 1e-9 || (x.is_infinite() && y.is_infinite()),
-                    "{x} vs {y}"
-                );
+                assert!((x - y).abs() < 1e-9 || (x.is_infinite() && y.is_infinite()), "{x} vs {y}");
             }
         }
     }
 
     #[test]
     fn all_foreground_is_infinite_and_background_zero() {
-        assert!(edt(&[true; 8], [2, 2, 2], [1.0; 3])
-            .iter()
-            .all(|v| v.is_infinite()));
-        assert!(edt(&[false; 8], [2, 2, 2], [1.0; 3])
-            .iter()
-            .all(|&v| v == 0.0));
+        assert!(edt(&[true; 8], [2, 2, 2], [1.0; 3]).iter().all(|v| v.is_infinite()));
+        assert!(edt(&[false; 8], [2, 2, 2], [1.0; 3]).iter().all(|&v| v == 0.0));
     }
 
     #[test]

@@ -8,10 +8,7 @@ pub enum Error {
     #[error("input contains NaN or infinite values ({0} voxels)")]
     NonFinite(usize),
     #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("cannot read TIFF {path}: {msg}")]
     Tiff { path: String, msg: String },
     #[error("cannot write {path}: {msg}")]
@@ -37,29 +34,20 @@ impl Error {
         Error::InvalidArgument(msg.into())
     }
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.as_ref().display().to_string(),
-            source,
-        }
+        Error::Io { path: path.as_ref().display().to_string(), source }
     }
 }
 
 /// Number of voxels of a (z, y, x) volume, refusing zero and overflowing sizes.
 pub fn voxel_count(dims: [usize; 3]) -> Result<usize> {
     if dims.iter().any(|&d| d == 0) {
-        return Err(Error::invalid(format!(
-            "dimensions must be non-zero, got {dims:?}"
-        )));
+        return Err(Error::invalid(format!("dimensions must be non-zero, got {dims:?}")));
     }
-    let n = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| Error::invalid(format!("dimensions {dims:?} overflow")))?;
+    let n =
+        dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::invalid(format!("dimensions {dims:?} overflow")))?;
     // labels are u32 and the flood uses u32 indices
     if n >= u32::MAX as usize / 2 {
-        return Err(Error::invalid(format!(
-            "volume {dims:?} is too large ({n} voxels)"
-        )));
+        return Err(Error::invalid(format!("volume {dims:?} is too large ({n} voxels)")));
     }
     Ok(n)
 }
@@ -72,16 +60,10 @@ pub const MAX_STREAMED_VOXELS: u64 = 1 << 40;
 /// sizes over [`MAX_STREAMED_VOXELS`].
 pub fn voxel_count_u64(dims: [usize; 3]) -> Result<u64> {
     if dims.iter().any(|&d| d == 0) {
-        return Err(Error::invalid(format!(
-            "dimensions must be non-zero, got {dims:?}"
-        )));
+        return Err(Error::invalid(format!("dimensions must be non-zero, got {dims:?}")));
     }
     dims.iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
         .filter(|&n| n <= MAX_STREAMED_VOXELS)
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "volume {dims:?} is too large (limit {MAX_STREAMED_VOXELS} voxels)"
-            ))
-        })
+        .ok_or_else(|| Error::invalid(format!("volume {dims:?} is too large (limit {MAX_STREAMED_VOXELS} voxels)")))
 }

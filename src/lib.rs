@@ -53,13 +53,7 @@ pub const ABI_VERSION: u32 = capi::QCA_ABI_VERSION;
 
 /// Post-processing alone, for hosts that run their own networks: probabilities on a grid
 /// of `voxel` micrometres in, labels and their count out. `p` is checked here.
-pub fn postprocess_probabilities(
-    fg: &[f32],
-    centre: &[f32],
-    dims: [usize; 3],
-    voxel: [f64; 3],
-    p: &PostParams,
-) -> Result<(Vec<u32>, u32)> {
+pub fn postprocess_probabilities(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
     p.validate(voxel)?;
     postprocess::postprocess(fg, centre, dims, voxel, p)
 }

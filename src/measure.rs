@@ -31,13 +31,7 @@ struct Acc {
 
 impl Acc {
     fn new() -> Self {
-        Acc {
-            n: 0,
-            sum: [0.0; 3],
-            min: [u32::MAX; 3],
-            max: [0; 3],
-            isum: 0.0,
-        }
+        Acc { n: 0, sum: [0.0; 3], min: [u32::MAX; 3], max: [0; 3], isum: 0.0 }
     }
     fn merge(&mut self, o: &Acc) {
         self.n += o.n;
@@ -52,33 +46,20 @@ impl Acc {
 
 /// Measures every label > 0. `intensity` (same length) is optional: without it the
 /// intensity fields are 0. Nuclei come back sorted by label.
-pub fn measure(
-    labels: &[u32],
-    dims: [usize; 3],
-    voxel: [f64; 3],
-    intensity: Option<&[f32]>,
-) -> Result<Vec<Nucleus>> {
+pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Option<&[f32]>) -> Result<Vec<Nucleus>> {
     let n = voxel_count(dims)?;
     if labels.len() != n {
-        return Err(Error::invalid(format!(
-            "labels hold {} values, dims {dims:?} need {n}",
-            labels.len()
-        )));
+        return Err(Error::invalid(format!("labels hold {} values, dims {dims:?} need {n}", labels.len())));
     }
     if let Some(i) = intensity {
         if i.len() != n {
-            return Err(Error::invalid(format!(
-                "intensity holds {} values, labels {n}",
-                i.len()
-            )));
+            return Err(Error::invalid(format!("intensity holds {} values, labels {n}", i.len())));
         }
     }
     crate::plan::check_voxel_size(voxel, "the voxel size")?;
     let top = labels.par_iter().copied().max().unwrap_or(0) as usize;
     if top > 50_000_000 {
-        return Err(Error::invalid(format!(
-            "label {top} is too large to measure"
-        )));
+        return Err(Error::invalid(format!("label {top} is too large to measure")));
     }
     let plane = dims[1] * dims[2];
     let accs = (0..dims[0])
@@ -91,11 +72,7 @@ pub fn measure(
                     if l == 0 {
                         continue;
                     }
-                    let c = [
-                        z as u32,
-                        ((i / dims[2]) % dims[1]) as u32,
-                        (i % dims[2]) as u32,
-                    ];
+                    let c = [z as u32, ((i / dims[2]) % dims[1]) as u32, (i % dims[2]) as u32];
                     let a = &mut acc[l];
                     a.n += 1;
                     for k in 0..3 {
@@ -126,11 +103,7 @@ pub fn measure(
         .skip(1)
         .filter(|(_, a)| a.n > 0)
         .map(|(l, a)| {
-            let c = [
-                a.sum[0] / a.n as f64,
-                a.sum[1] / a.n as f64,
-                a.sum[2] / a.n as f64,
-            ];
+            let c = [a.sum[0] / a.n as f64, a.sum[1] / a.n as f64, a.sum[2] / a.n as f64];
             Nucleus {
                 label: l as u32,
                 voxels: a.n,
@@ -203,11 +176,7 @@ mod tests {
         assert_eq!(n.centroid_um, [1.0, 0.75, 0.75]);
         assert_eq!((n.bbox_min, n.bbox_max), ([0, 1, 1], [1, 2, 2]));
         assert_eq!((n.mean_intensity, n.total_intensity), (2.0, 16.0));
-        assert!(to_csv(&m)
-            .lines()
-            .nth(1)
-            .unwrap()
-            .starts_with("3,8,4.0000,"));
+        assert!(to_csv(&m).lines().nth(1).unwrap().starts_with("3,8,4.0000,"));
         assert!(measure(&lab[..5], dims, [1.0; 3], None).is_err());
     }
 }

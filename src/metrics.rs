@@ -60,13 +60,7 @@ pub struct Matching {
 impl Matching {
     /// The record from counts: `tp` pairs matched out of `n_pred` predictions and
     /// `n_gt` ground-truth nuclei, their IoUs summing to `score_sum`.
-    pub fn from_counts(
-        threshold: f64,
-        tp: u32,
-        n_pred: u32,
-        n_gt: u32,
-        score_sum: f64,
-    ) -> Matching {
+    pub fn from_counts(threshold: f64, tp: u32, n_pred: u32, n_gt: u32, score_sum: f64) -> Matching {
         let (fp, fn_) = (n_pred - tp, n_gt - tp);
         let (t, p, n) = (tp as f64, fp as f64, fn_ as f64);
         Matching {
@@ -156,16 +150,12 @@ fn table(pred: &[u32], gt: &[u32]) -> Table {
         m
     };
     let chunk = (pred.len() / (4 * rayon::current_num_threads()).max(1)).max(1 << 14);
-    let pairs = pred
-        .par_chunks(chunk)
-        .zip(gt.par_chunks(chunk))
-        .map(part)
-        .reduce(HashMap::new, |mut a, b| {
-            for (k, v) in b {
-                *a.entry(k).or_insert(0) += v;
-            }
-            a
-        });
+    let pairs = pred.par_chunks(chunk).zip(gt.par_chunks(chunk)).map(part).reduce(HashMap::new, |mut a, b| {
+        for (k, v) in b {
+            *a.entry(k).or_insert(0) += v;
+        }
+        a
+    });
     let mut gt_size = HashMap::new();
     let mut pred_size = HashMap::new();
     let mut both_bg = 0;
@@ -180,12 +170,7 @@ fn table(pred: &[u32], gt: &[u32]) -> Table {
             *pred_size.entry(p).or_insert(0) += c;
         }
     }
-    Table {
-        pairs,
-        gt_size,
-        pred_size,
-        both_bg,
-    }
+    Table { pairs, gt_size, pred_size, both_bg }
 }
 
 /// One overlapping pair: ground-truth label, predicted label, shared voxels.
@@ -238,10 +223,7 @@ fn optimal_matching(cands: &[(u32, u32, f64)], threshold: f64) -> (u32, f64) {
     };
     let mut ends = Vec::with_capacity(edges.len());
     for e in &edges {
-        let (a, b) = (
-            node((false, e.0), &mut parent),
-            node((true, e.1), &mut parent),
-        );
+        let (a, b) = (node((false, e.0), &mut parent), node((true, e.1), &mut parent));
         let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
         parent[ra] = rb;
         ends.push(a);
@@ -273,10 +255,7 @@ fn optimal_matching(cands: &[(u32, u32, f64)], threshold: f64) -> (u32, f64) {
         let mut iou_of = HashMap::new();
         for e in group {
             let (r, c) = if swap { (e.1, e.0) } else { (e.0, e.1) };
-            let (ri, ci) = (
-                rows.binary_search(&r).unwrap_or(0),
-                cols.binary_search(&c).unwrap_or(0),
-            );
+            let (ri, ci) = (rows.binary_search(&r).unwrap_or(0), cols.binary_search(&c).unwrap_or(0));
             w[(ri, ci)] = pair_weight + (e.2 * unit as f64).round() as i64;
             iou_of.insert((ri, ci), e.2);
         }
@@ -294,21 +273,12 @@ fn optimal_matching(cands: &[(u32, u32, f64)], threshold: f64) -> (u32, f64) {
 /// Compares a predicted label volume with the ground truth (same length, C order).
 pub fn evaluate(pred: &[u32], gt: &[u32]) -> Result<Metrics> {
     if pred.len() != gt.len() {
-        return Err(Error::invalid(format!(
-            "prediction has {} voxels, ground truth {}",
-            pred.len(),
-            gt.len()
-        )));
+        return Err(Error::invalid(format!("prediction has {} voxels, ground truth {}", pred.len(), gt.len())));
     }
     let t = table(pred, gt);
     let total = pred.len() as u64;
     let fg_union = total - t.both_bg;
-    let mut pairs: Vec<Pair> = t
-        .pairs
-        .iter()
-        .filter(|((g, p), _)| *g != 0 && *p != 0)
-        .map(|(&(g, p), &c)| Pair { g, p, c })
-        .collect();
+    let mut pairs: Vec<Pair> = t.pairs.iter().filter(|((g, p), _)| *g != 0 && *p != 0).map(|(&(g, p), &c)| Pair { g, p, c }).collect();
     let fg_inter: u64 = pairs.iter().map(|e| e.c).sum();
     let iou = |e: &Pair| e.c as f64 / (t.gt_size[&e.g] + t.pred_size[&e.p] - e.c) as f64;
     let cover = |e: &Pair| e.c as f64 / t.gt_size[&e.g] as f64;
@@ -316,27 +286,13 @@ pub fn evaluate(pred: &[u32], gt: &[u32]) -> Result<Metrics> {
 
     // SEG: per ground-truth nucleus, its overlaps in ascending predicted label
     pairs.sort_unstable_by_key(|e| (e.g, e.p));
-    let seg_sum: f64 = pairs
-        .chunk_by(|a, b| a.g == b.g)
-        .map(|run| authors_term(run.iter().map(|e| (iou(e), cover(e)))))
-        .sum();
-    let seg_ctc_sum: f64 = pairs
-        .iter()
-        .filter(|e| 2 * e.c > t.gt_size[&e.g])
-        .map(iou)
-        .sum();
+    let seg_sum: f64 = pairs.chunk_by(|a, b| a.g == b.g).map(|run| authors_term(run.iter().map(|e| (iou(e), cover(e))))).sum();
+    let seg_ctc_sum: f64 = pairs.iter().filter(|e| 2 * e.c > t.gt_size[&e.g]).map(iou).sum();
     // MUCov: per predicted nucleus, its overlaps in ascending ground-truth label
     pairs.sort_unstable_by_key(|e| (e.p, e.g));
-    let mucov_sum: f64 = pairs
-        .chunk_by(|a, b| a.p == b.p)
-        .map(|run| authors_term(run.iter().map(|e| (iou(e), cover(e)))))
-        .sum();
+    let mucov_sum: f64 = pairs.chunk_by(|a, b| a.p == b.p).map(|run| authors_term(run.iter().map(|e| (iou(e), cover(e))))).sum();
 
-    let cands: Vec<(u32, u32, f64)> = pairs
-        .iter()
-        .map(|e| (e.g, e.p, iou(e)))
-        .filter(|c| c.2 >= MATCH_THRESHOLDS[0])
-        .collect();
+    let cands: Vec<(u32, u32, f64)> = pairs.iter().map(|e| (e.g, e.p, iou(e))).filter(|c| c.2 >= MATCH_THRESHOLDS[0]).collect();
     let matching = MATCH_THRESHOLDS.map(|th| {
         let (tp, sum) = optimal_matching(&cands, th);
         Matching::from_counts(th, tp, n_pred, n_gt, sum)
@@ -380,11 +336,7 @@ pub struct Agreement {
 /// ```
 pub fn agreement(a: &[u32], b: &[u32]) -> Result<Agreement> {
     if a.len() != b.len() {
-        return Err(Error::invalid(format!(
-            "{} voxels against {}",
-            a.len(),
-            b.len()
-        )));
+        return Err(Error::invalid(format!("{} voxels against {}", a.len(), b.len())));
     }
     // table(pred, gt) keys pairs as (gt, pred): here (b, a)
     let t = table(a, b);
@@ -399,20 +351,12 @@ pub fn agreement(a: &[u32], b: &[u32]) -> Result<Agreement> {
             }
         }
     }
-    let same: u64 = best
-        .values()
-        .filter(|(lb, _)| *lb != 0)
-        .map(|(_, c)| c)
-        .sum();
+    let same: u64 = best.values().filter(|(lb, _)| *lb != 0).map(|(_, c)| c).sum();
     let differing = fg - same;
     Ok(Agreement {
         fg_voxels: fg,
         differing_voxels: differing,
-        agreement: if fg == 0 {
-            1.0
-        } else {
-            1.0 - differing as f64 / fg as f64
-        },
+        agreement: if fg == 0 { 1.0 } else { 1.0 - differing as f64 / fg as f64 },
         nuclei_a: t.pred_size.len() as u32,
         nuclei_b: t.gt_size.len() as u32,
     })
@@ -439,16 +383,10 @@ mod tests {
     fn perfect_and_empty() {
         let a = [0, 1, 1, 2, 2, 0];
         let m = evaluate(&a, &a).unwrap();
-        assert_eq!(
-            (m.iou, m.seg, m.mucov, m.seg_ctc, m.f1),
-            (1.0, 1.0, 1.0, 1.0, 1.0)
-        );
+        assert_eq!((m.iou, m.seg, m.mucov, m.seg_ctc, m.f1), (1.0, 1.0, 1.0, 1.0, 1.0));
         let z = [0u32; 6];
         let m = evaluate(&z, &z).unwrap();
-        assert_eq!(
-            (m.iou, m.seg, m.mucov, m.f1, m.n_gt),
-            (0.0, 0.0, 0.0, 0.0, 0)
-        );
+        assert_eq!((m.iou, m.seg, m.mucov, m.f1, m.n_gt), (0.0, 0.0, 0.0, 0.0, 0));
         let m = evaluate(&z, &a).unwrap();
         assert_eq!((m.seg, m.recall, m.n_gt, m.n_pred), (0.0, 0.0, 2, 0));
         assert!(evaluate(&z[..5], &a).is_err());
@@ -511,14 +449,8 @@ mod tests {
                 0.0
             }
         };
-        let seg: f64 = gs
-            .iter()
-            .map(|&g| term(ps.iter().map(|&p| score(g, p)).collect()))
-            .sum();
-        let mucov: f64 = ps
-            .iter()
-            .map(|&p| term(gs.iter().map(|&g| score(g, p)).collect()))
-            .sum();
+        let seg: f64 = gs.iter().map(|&g| term(ps.iter().map(|&p| score(g, p)).collect())).sum();
+        let mucov: f64 = ps.iter().map(|&p| term(gs.iter().map(|&g| score(g, p)).collect())).sum();
         let mean = |s: f64, n: usize| {
             if n > 0 && !gs.is_empty() && !ps.is_empty() {
                 s / n as f64
@@ -534,20 +466,14 @@ mod tests {
         // random blobs: overlapping boxes of random ids, in a prediction and a ground truth
         let mut state = 12345u64;
         let mut rnd = |n: u64| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 33) % n
         };
         let dims = [6usize, 12, 12];
         let n = dims.iter().product::<usize>();
         let paint = |v: &mut Vec<u32>, id: u32, rnd: &mut dyn FnMut(u64) -> u64| {
             let (z0, y0, x0) = (rnd(5) as usize, rnd(10) as usize, rnd(10) as usize);
-            let (dz, dy, dx) = (
-                1 + rnd(3) as usize,
-                1 + rnd(5) as usize,
-                1 + rnd(5) as usize,
-            );
+            let (dz, dy, dx) = (1 + rnd(3) as usize, 1 + rnd(5) as usize, 1 + rnd(5) as usize);
             for z in z0..(z0 + dz).min(dims[0]) {
                 for y in y0..(y0 + dy).min(dims[1]) {
                     for x in x0..(x0 + dx).min(dims[2]) {
@@ -567,16 +493,8 @@ mod tests {
             }
             let m = evaluate(&pr, &gt).unwrap();
             let (seg, mucov) = authors_loops(&pr, &gt);
-            assert!(
-                (m.seg - seg).abs() < 1e-12,
-                "case {case}: seg {} vs {seg}",
-                m.seg
-            );
-            assert!(
-                (m.mucov - mucov).abs() < 1e-12,
-                "case {case}: mucov {} vs {mucov}",
-                m.mucov
-            );
+            assert!((m.seg - seg).abs() < 1e-12, "case {case}: seg {} vs {seg}", m.seg);
+            assert!((m.mucov - mucov).abs() < 1e-12, "case {case}: mucov {} vs {mucov}", m.mucov);
         }
     }
 
@@ -587,10 +505,7 @@ mod tests {
         let gt = [1, 1, 1, 1, 0, 0];
         let pr = [2, 2, 3, 3, 0, 0];
         let m = evaluate(&pr, &gt).unwrap();
-        assert_eq!(
-            (m.matching[0].tp, m.matching[0].fp, m.matching[0].fn_),
-            (1, 1, 0)
-        );
+        assert_eq!((m.matching[0].tp, m.matching[0].fp, m.matching[0].fn_), (1, 1, 0));
         assert!((m.matching[0].ap - 0.5).abs() < 1e-12);
         assert_eq!(m.matching[1].tp, 0);
         // a chain g1 ~ p5 ~ g2 ~ p6 where taking p5 for g2 would lose a pair

@@ -74,11 +74,7 @@ pub const CONTEXT_THRESHOLD: f64 = 1.0;
 fn check_len(vol: &[f32], plan: &Plan) -> Result<()> {
     let n = voxel_count(plan.input_dims)?;
     if vol.len() != n {
-        return Err(Error::invalid(format!(
-            "volume holds {} values, dims {:?} need {n}",
-            vol.len(),
-            plan.input_dims
-        )));
+        return Err(Error::invalid(format!("volume holds {} values, dims {:?} need {n}", vol.len(), plan.input_dims)));
     }
     Ok(())
 }
@@ -99,16 +95,7 @@ impl Model {
             Some(p) if p != nsn || !a.is_joint() => Some(Network::from_file(p, opts)?),
             _ => None,
         };
-        Self::assemble(
-            a,
-            b,
-            format!(
-                "{}{}",
-                nsn.display(),
-                ndn.map(|p| format!(" + {}", p.display()))
-                    .unwrap_or_default()
-            ),
-        )
+        Self::assemble(a, b, format!("{}{}", nsn.display(), ndn.map(|p| format!(" + {}", p.display())).unwrap_or_default()))
     }
 
     /// The weights compiled into the library (see `models/`).
@@ -121,39 +108,22 @@ impl Model {
             )
         })?;
         let net = Network::from_bytes(bytes, DEFAULT_MODEL_NAME, opts)?;
-        Self::assemble(
-            net,
-            None,
-            format!("embedded default ({DEFAULT_MODEL_NAME})"),
-        )
+        Self::assemble(net, None, format!("embedded default ({DEFAULT_MODEL_NAME})"))
     }
 
     fn assemble(nsn: Network, ndn: Option<Network>, name: String) -> Result<Model> {
         if ndn.is_none() && !nsn.is_joint() {
-            return Err(Error::Model(format!(
-                "{name}: an NSN model alone is not enough; give the NDN model too"
-            )));
+            return Err(Error::Model(format!("{name}: an NSN model alone is not enough; give the NDN model too")));
         }
         if let Some(d) = &ndn {
             if d.info.role == Some(Role::Nsn) {
-                return Err(Error::Model(format!(
-                    "{}: this is an NSN model, given as NDN",
-                    d.info.description
-                )));
+                return Err(Error::Model(format!("{}: this is an NSN model, given as NDN", d.info.description)));
             }
             if nsn.info.role == Some(Role::Ndn) {
-                return Err(Error::Model(format!(
-                    "{}: this is an NDN model, given as NSN",
-                    nsn.info.description
-                )));
+                return Err(Error::Model(format!("{}: this is an NDN model, given as NSN", nsn.info.description)));
             }
         }
-        Ok(Model {
-            nsn,
-            ndn,
-            name,
-            context: Default::default(),
-        })
+        Ok(Model { nsn, ndn, name, context: Default::default() })
     }
 
     /// Metadata of the (first) network.
@@ -194,12 +164,7 @@ impl Model {
     /// The first half of [`Model::segment`]: normalise, resample, run the networks.
     /// Splitting here lets a caller post-process one volume while the next one runs on
     /// the device (`qcanet segment` over a folder does).
-    pub fn infer(
-        &self,
-        vol: &[f32],
-        plan: Plan,
-        progress: Option<Progress>,
-    ) -> Result<Probabilities> {
+    pub fn infer(&self, vol: &[f32], plan: Plan, progress: Option<Progress>) -> Result<Probabilities> {
         let t0 = std::time::Instant::now();
         check_len(vol, &plan)?;
         // scaling_of checks the values are finite: not scanned a second time below
@@ -218,94 +183,45 @@ impl Model {
 
     /// The normalisation the networks want, resolved for a volume streamed plane by plane
     /// (see [`preprocess::scaling_streamed`]).
-    pub fn scaling_streamed(
-        &self,
-        planes: &mut dyn FnMut(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>,
-    ) -> Result<Scaling> {
+    pub fn scaling_streamed(&self, planes: &mut dyn FnMut(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>) -> Result<Scaling> {
         preprocess::scaling_streamed(self.nsn.info.normalization, planes)
     }
 
     /// [`Model::infer`] with the intensity scaling given: a block of a larger volume is
     /// scaled as the whole volume is ([`crate::blocks`]).
     /// `vol` is scaled in place (a block's buffer is not copied).
-    pub fn infer_scaled(
-        &self,
-        vol: Vec<f32>,
-        plan: Plan,
-        scaling: Scaling,
-        progress: Option<Progress>,
-    ) -> Result<Probabilities> {
+    pub fn infer_scaled(&self, vol: Vec<f32>, plan: Plan, scaling: Scaling, progress: Option<Progress>) -> Result<Probabilities> {
         check_len(&vol, &plan)?;
         preprocess::check_finite(&vol)?;
         self.infer_checked(vol, plan, scaling, progress)
     }
 
     /// [`Model::infer_scaled`] on a volume whose length and values are checked.
-    fn infer_checked(
-        &self,
-        mut vol: Vec<f32>,
-        plan: Plan,
-        scaling: Scaling,
-        progress: Option<Progress>,
-    ) -> Result<Probabilities> {
+    fn infer_checked(&self, mut vol: Vec<f32>, plan: Plan, scaling: Scaling, progress: Option<Progress>) -> Result<Probabilities> {
         let t0 = std::time::Instant::now();
         scaling.apply_in_place(&mut vol);
         let norm = vol;
         let normalise_s = t0.elapsed().as_secs_f64();
         let t_resample = std::time::Instant::now();
-        let work = if plan.resampled {
-            preprocess::resample_linear(&norm, plan.input_dims, plan.model_dims)
-        } else {
-            norm
-        };
+        let work = if plan.resampled { preprocess::resample_linear(&norm, plan.input_dims, plan.model_dims) } else { norm };
         let resample_s = t_resample.elapsed().as_secs_f64();
         let prepare_s = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
         let tile_n: usize = plan.tiles.tile.iter().product();
-        let batch = self.nsn.batch_size(tile_n).min(
-            self.ndn
-                .as_ref()
-                .map_or(usize::MAX, |d| d.batch_size(tile_n)),
-        );
+        let batch = self.nsn.batch_size(tile_n).min(self.ndn.as_ref().map_or(usize::MAX, |d| d.batch_size(tile_n)));
         let shape = plan.tiles.tile;
-        let (foreground, centre) = run_tiled(
-            &plan.tiles,
-            &work,
-            batch,
-            |tiles, b| self.run_networks(tiles, b, shape),
-            progress,
-        )?;
-        let timings = StageTimes {
-            prepare_s,
-            normalise_s,
-            resample_s,
-            network_s: t1.elapsed().as_secs_f64(),
-            ..StageTimes::default()
-        };
-        Ok(Probabilities {
-            foreground,
-            centre,
-            plan,
-            timings,
-        })
+        let (foreground, centre) = run_tiled(&plan.tiles, &work, batch, |tiles, b| self.run_networks(tiles, b, shape), progress)?;
+        let timings = StageTimes { prepare_s, normalise_s, resample_s, network_s: t1.elapsed().as_secs_f64(), ..StageTimes::default() };
+        Ok(Probabilities { foreground, centre, plan, timings })
     }
 
     /// Both outputs (foreground, centre) for `b` tiles of `shape`.
-    fn run_networks(
-        &self,
-        tiles: &[f32],
-        b: usize,
-        shape: [usize; 3],
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn run_networks(&self, tiles: &[f32], b: usize, shape: [usize; 3]) -> Result<(Vec<f32>, Vec<f32>)> {
         let (p, c) = self.nsn.run_batch(tiles, b, shape)?;
         let c = match (c, &self.ndn) {
             (Some(c), _) => c,
             (None, Some(d)) => d.run_batch(tiles, b, shape)?.0,
-            (None, None) => {
-                return Err(Error::Model(
-                    "an NDN model is needed (the NSN model is not a joint model)".into(),
-                ))
-            }
+            (None, None) => return Err(Error::Model("an NDN model is needed (the NSN model is not a joint model)".into())),
         };
         Ok((p, c))
     }
@@ -317,18 +233,13 @@ impl Model {
     /// Measured rather than read from metadata so that any model, however it was built,
     /// gets blocks with enough context ([`crate::blocks`]). Costs two tiles' inference.
     pub fn context(&self) -> Result<[usize; 3]> {
-        self.context
-            .get_or_init(|| self.probe_context().map_err(|e| e.to_string()))
-            .clone()
-            .map_err(Error::Model)
+        self.context.get_or_init(|| self.probe_context().map_err(|e| e.to_string())).clone().map_err(Error::Model)
     }
 
     fn probe_context(&self) -> Result<[usize; 3]> {
         let info = &self.nsn.info;
         let multiple = match &self.ndn {
-            Some(d) => {
-                std::array::from_fn(|k| info.spatial_multiple[k].max(d.info.spatial_multiple[k]))
-            }
+            Some(d) => std::array::from_fn(|k| info.spatial_multiple[k].max(d.info.spatial_multiple[k])),
             None => info.spatial_multiple,
         };
         // a tile large enough for the default model's reach (19 x 27 x 30 voxels, well
@@ -354,14 +265,8 @@ impl Model {
         let (p1, c1) = self.run_networks(&probe, 1, shape)?;
         let mut reach = [0usize; 3];
         for i in 0..n {
-            if (logit(p1[i]) - logit(p0[i])).abs() > CONTEXT_THRESHOLD
-                || (logit(c1[i]) - logit(c0[i])).abs() > CONTEXT_THRESHOLD
-            {
-                let at = [
-                    i / (shape[1] * shape[2]),
-                    (i / shape[2]) % shape[1],
-                    i % shape[2],
-                ];
+            if (logit(p1[i]) - logit(p0[i])).abs() > CONTEXT_THRESHOLD || (logit(c1[i]) - logit(c0[i])).abs() > CONTEXT_THRESHOLD {
+                let at = [i / (shape[1] * shape[2]), (i / shape[2]) % shape[1], i % shape[2]];
                 for k in 0..3 {
                     reach[k] = reach[k].max(at[k].abs_diff(mid[k]) + 1);
                 }
@@ -375,13 +280,7 @@ impl Model {
         let t0 = std::time::Instant::now();
         let plan = r.plan;
         let (wdims, dims) = (plan.model_dims, plan.input_dims);
-        let (lab, n, post) = postprocess::postprocess_timed(
-            &r.foreground,
-            &r.centre,
-            wdims,
-            plan.model_voxel_size,
-            &plan.post,
-        )?;
+        let (lab, n, post) = postprocess::postprocess_timed(&r.foreground, &r.centre, wdims, plan.model_voxel_size, &plan.post)?;
         let t1 = std::time::Instant::now();
         drop(r.foreground);
         drop(r.centre);
@@ -392,29 +291,12 @@ impl Model {
             // a nucleus thinner than one input voxel can vanish: renumber without gaps
             postprocess::remove_small_and_relabel(&mut back, [1.0; 3], 0.0)
         };
-        let timings = StageTimes {
-            post_s: t0.elapsed().as_secs_f64(),
-            post,
-            resample_back_s: t1.elapsed().as_secs_f64(),
-            ..r.timings
-        };
-        Ok(Segmentation {
-            labels,
-            dims,
-            n_nuclei: n,
-            timings,
-            plan,
-        })
+        let timings = StageTimes { post_s: t0.elapsed().as_secs_f64(), post, resample_back_s: t1.elapsed().as_secs_f64(), ..r.timings };
+        Ok(Segmentation { labels, dims, n_nuclei: n, timings, plan })
     }
 
     /// Segments one volume (z, y, x), any voxel type converted to f32.
-    pub fn segment(
-        &self,
-        vol: &[f32],
-        dims: [usize; 3],
-        p: &SegmentParams,
-        progress: Option<Progress>,
-    ) -> Result<Segmentation> {
+    pub fn segment(&self, vol: &[f32], dims: [usize; 3], p: &SegmentParams, progress: Option<Progress>) -> Result<Segmentation> {
         let plan = self.plan(dims, p)?;
         self.infer(vol, plan, progress).and_then(|r| self.finish(r))
     }

@@ -138,9 +138,7 @@ impl Plan {
 /// The one check of a voxel size: three finite, positive lengths.
 pub fn check_voxel_size(v: [f64; 3], what: &str) -> Result<()> {
     if v.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
-        return Err(Error::invalid(format!(
-            "{what} must be three positive lengths, got {v:?}"
-        )));
+        return Err(Error::invalid(format!("{what} must be three positive lengths, got {v:?}")));
     }
     Ok(())
 }
@@ -155,12 +153,7 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// Resolves and checks the plan for a volume of `dims` with a model of `nsn` (and `ndn`
 /// when the NDN is a network of its own) under the caller's `p`.
-pub fn resolve(
-    nsn: &NetInfo,
-    ndn: Option<&NetInfo>,
-    dims: [usize; 3],
-    p: &SegmentParams,
-) -> Result<Plan> {
+pub fn resolve(nsn: &NetInfo, ndn: Option<&NetInfo>, dims: [usize; 3], p: &SegmentParams) -> Result<Plan> {
     voxel_count(dims)?;
     if dims[0] < MIN_SLICES {
         return Err(Error::invalid(format!(
@@ -203,12 +196,7 @@ pub fn resolve(
             multiple[k] = a / gcd(a, b) * b;
         }
     }
-    let tiles = TileGrid::new(
-        model_dims,
-        p.tile.unwrap_or(nsn.tile),
-        p.overlap.unwrap_or(nsn.overlap),
-        multiple,
-    )?;
+    let tiles = TileGrid::new(model_dims, p.tile.unwrap_or(nsn.tile), p.overlap.unwrap_or(nsn.overlap), multiple)?;
     let mut base = nsn.post.clone();
     // a separate NDN model knows its own centre threshold
     if let Some(d) = ndn {
@@ -245,47 +233,15 @@ impl std::fmt::Display for Plan {
                 VoxelSource::Unknown => "not known: 1 um assumed",
             }
         )?;
-        let how = if self.resampled {
-            "resampled"
-        } else {
-            "no resampling"
-        };
-        writeln!(
-            f,
-            "model grid  {:?} voxels of {:?} um ({how})",
-            self.model_dims, self.model_voxel_size
-        )?;
+        let how = if self.resampled { "resampled" } else { "no resampling" };
+        writeln!(f, "model grid  {:?} voxels of {:?} um ({how})", self.model_dims, self.model_voxel_size)?;
         writeln!(f, "normalise   {}", self.normalization)?;
         let t = &self.tiles;
-        writeln!(
-            f,
-            "tiles       {} of {:?} voxels, overlap {:?} ({:?} along z, y, x)",
-            t.len(),
-            t.tile,
-            t.overlap,
-            t.count
-        )?;
-        writeln!(
-            f,
-            "foreground  NSN > {}{}",
-            p.fg_threshold,
-            if p.fill_holes { ", holes filled" } else { "" }
-        )?;
-        let sigma = if p.markers == MarkerMode::LocalMaxima {
-            format!(", smoothed {} um", p.marker_sigma_um)
-        } else {
-            String::new()
-        };
-        writeln!(
-            f,
-            "markers     {} of NDN > {}{sigma}",
-            p.markers, p.centre_threshold
-        )?;
-        writeln!(
-            f,
-            "watershed   {} landscape, {}-connected",
-            p.landscape, p.connectivity
-        )?;
+        writeln!(f, "tiles       {} of {:?} voxels, overlap {:?} ({:?} along z, y, x)", t.len(), t.tile, t.overlap, t.count)?;
+        writeln!(f, "foreground  NSN > {}{}", p.fg_threshold, if p.fill_holes { ", holes filled" } else { "" })?;
+        let sigma = if p.markers == MarkerMode::LocalMaxima { format!(", smoothed {} um", p.marker_sigma_um) } else { String::new() };
+        writeln!(f, "markers     {} of NDN > {}{sigma}", p.markers, p.centre_threshold)?;
+        writeln!(f, "watershed   {} landscape, {}-connected", p.landscape, p.connectivity)?;
         write!(f, "min volume  {} um^3", p.min_volume_um3)
     }
 }
@@ -322,21 +278,12 @@ mod tests {
         assert_eq!(plan.post.markers, PostParams::default().markers);
         // no calibration anywhere: the model's grid, said so
         let plan = resolve(&info(), None, [51, 120, 120], &SegmentParams::default()).unwrap();
-        assert_eq!(
-            (plan.voxel_size_source, plan.resampled),
-            (VoxelSource::Model, false)
-        );
+        assert_eq!((plan.voxel_size_source, plan.resampled), (VoxelSource::Model, false));
         let bare = NetInfo::default();
         let plan = resolve(&bare, None, [8, 20, 20], &SegmentParams::default()).unwrap();
-        assert_eq!(
-            (plan.voxel_size_source, plan.input_voxel_size),
-            (VoxelSource::Unknown, [1.0; 3])
-        );
+        assert_eq!((plan.voxel_size_source, plan.input_voxel_size), (VoxelSource::Unknown, [1.0; 3]));
         let text = plan.to_string();
-        assert!(
-            text.contains("1 um assumed") && text.contains("components of NDN > 0.5"),
-            "{text}"
-        );
+        assert!(text.contains("1 um assumed") && text.contains("components of NDN > 0.5"), "{text}");
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["post"]["markers"], "components");
         assert_eq!(json["voxel_size_source"], "unknown");
@@ -347,52 +294,18 @@ mod tests {
         let ok = |p: SegmentParams| resolve(&info(), None, [20, 64, 64], &p);
         assert!(ok(SegmentParams::default()).is_ok());
         for bad in [
-            SegmentParams {
-                voxel_size: Some([1.0, -1.0, 1.0]),
-                ..Default::default()
-            },
-            SegmentParams {
-                voxel_size: Some([f64::NAN, 1.0, 1.0]),
-                ..Default::default()
-            },
-            SegmentParams {
-                voxel_size: Some([1000.0, 0.8, 0.8]),
-                ..Default::default()
-            },
-            SegmentParams {
-                fg_threshold: Some(1.5),
-                ..Default::default()
-            },
-            SegmentParams {
-                centre_threshold: Some(f64::NAN),
-                ..Default::default()
-            },
-            SegmentParams {
-                fg_threshold: Some(1.00000001),
-                ..Default::default()
-            },
-            SegmentParams {
-                min_volume_um3: Some(-1.0),
-                ..Default::default()
-            },
-            SegmentParams {
-                markers: Some(MarkerMode::LocalMaxima),
-                marker_sigma_um: Some(1e6),
-                ..Default::default()
-            },
-            SegmentParams {
-                tile: Some([0, 64, 64]),
-                ..Default::default()
-            },
-            SegmentParams {
-                overlap: Some([2000, 0, 0]),
-                ..Default::default()
-            },
+            SegmentParams { voxel_size: Some([1.0, -1.0, 1.0]), ..Default::default() },
+            SegmentParams { voxel_size: Some([f64::NAN, 1.0, 1.0]), ..Default::default() },
+            SegmentParams { voxel_size: Some([1000.0, 0.8, 0.8]), ..Default::default() },
+            SegmentParams { fg_threshold: Some(1.5), ..Default::default() },
+            SegmentParams { centre_threshold: Some(f64::NAN), ..Default::default() },
+            SegmentParams { fg_threshold: Some(1.00000001), ..Default::default() },
+            SegmentParams { min_volume_um3: Some(-1.0), ..Default::default() },
+            SegmentParams { markers: Some(MarkerMode::LocalMaxima), marker_sigma_um: Some(1e6), ..Default::default() },
+            SegmentParams { tile: Some([0, 64, 64]), ..Default::default() },
+            SegmentParams { overlap: Some([2000, 0, 0]), ..Default::default() },
         ] {
-            assert!(
-                matches!(ok(bad.clone()), Err(Error::InvalidArgument(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(ok(bad.clone()), Err(Error::InvalidArgument(_))), "{bad:?}");
         }
         assert!(resolve(&info(), None, [1, 64, 64], &SegmentParams::default()).is_err());
         assert!(resolve(&info(), None, [0, 64, 64], &SegmentParams::default()).is_err());

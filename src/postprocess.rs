@@ -85,19 +85,13 @@ impl PostParams {
     /// The one check of post-processing parameters, for a grid of `voxel` micrometres.
     pub fn validate(&self, voxel: [f64; 3]) -> Result<()> {
         crate::plan::check_voxel_size(voxel, "voxel size")?;
-        for (what, t) in [
-            ("fg_threshold", self.fg_threshold),
-            ("centre_threshold", self.centre_threshold),
-        ] {
+        for (what, t) in [("fg_threshold", self.fg_threshold), ("centre_threshold", self.centre_threshold)] {
             if !(0.0..=1.0).contains(&t) {
                 return Err(Error::invalid(format!("{what} {t} must be within 0..=1")));
             }
         }
         if !(self.min_volume_um3.is_finite() && self.min_volume_um3 >= 0.0) {
-            return Err(Error::invalid(format!(
-                "min_volume_um3 {} must be >= 0",
-                self.min_volume_um3
-            )));
+            return Err(Error::invalid(format!("min_volume_um3 {} must be >= 0", self.min_volume_um3)));
         }
         let s = self.marker_sigma_um;
         if !(s.is_finite() && s >= 0.0) {
@@ -125,13 +119,7 @@ impl PostParams {
 /// Preconditions (checked here, cheaply): both volumes hold `dims` voxels, all finite;
 /// `p.validate(voxel)` passes ([`crate::plan`] checks it once per segmentation,
 /// [`crate::postprocess_probabilities`] for hosts that call this alone).
-pub(crate) fn postprocess(
-    fg: &[f32],
-    centre: &[f32],
-    dims: [usize; 3],
-    voxel: [f64; 3],
-    p: &PostParams,
-) -> Result<(Vec<u32>, u32)> {
+pub(crate) fn postprocess(fg: &[f32], centre: &[f32], dims: [usize; 3], voxel: [f64; 3], p: &PostParams) -> Result<(Vec<u32>, u32)> {
     postprocess_timed(fg, centre, dims, voxel, p).map(|(l, n, _)| (l, n))
 }
 
@@ -164,17 +152,9 @@ pub(crate) fn postprocess_timed(
     };
     let n = voxel_count(dims)?;
     if fg.len() != n || centre.len() != n {
-        return Err(Error::invalid(format!(
-            "probability volumes hold {} and {} values, dims {dims:?} need {n}",
-            fg.len(),
-            centre.len()
-        )));
+        return Err(Error::invalid(format!("probability volumes hold {} and {} values, dims {dims:?} need {n}", fg.len(), centre.len())));
     }
-    let bad = fg
-        .par_iter()
-        .chain(centre.par_iter())
-        .filter(|v| !v.is_finite())
-        .count();
+    let bad = fg.par_iter().chain(centre.par_iter()).filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(Error::NonFinite(bad));
     }
@@ -186,25 +166,14 @@ pub(crate) fn postprocess_timed(
     lap(&mut times.mask_s);
     let (markers, _) = match p.markers {
         MarkerMode::Components => {
-            let m: Vec<bool> = centre
-                .par_iter()
-                .zip(&mask)
-                .map(|(&c, &k)| k && c > centre_t)
-                .collect();
+            let m: Vec<bool> = centre.par_iter().zip(&mask).map(|(&c, &k)| k && c > centre_t).collect();
             label_components(&m, dims, Connectivity::Full26)
         }
         MarkerMode::LocalMaxima => {
             let sigma = p.sigma_voxels(voxel);
-            let sm = if p.marker_sigma_um > 0.0 {
-                gaussian(centre, dims, sigma)
-            } else {
-                centre.to_vec()
-            };
+            let sm = if p.marker_sigma_um > 0.0 { gaussian(centre, dims, sigma) } else { centre.to_vec() };
             let mx = max_filter3(&sm, dims);
-            let peaks: Vec<bool> = (0..n)
-                .into_par_iter()
-                .map(|i| mask[i] && sm[i] > centre_t && sm[i] == mx[i])
-                .collect();
+            let peaks: Vec<bool> = (0..n).into_par_iter().map(|i| mask[i] && sm[i] > centre_t && sm[i] == mx[i]).collect();
             label_components(&peaks, dims, Connectivity::Full26)
         }
     };
@@ -216,10 +185,7 @@ pub(crate) fn postprocess_timed(
     lap(&mut times.landscape_s);
     let mut lab = watershed(&land, &markers, &mask, dims, p.connectivity)?;
     // mask components the flood did not reach (no marker): nuclei of their own
-    let rest: Vec<bool> = (0..n)
-        .into_par_iter()
-        .map(|i| mask[i] && lab[i] == 0)
-        .collect();
+    let rest: Vec<bool> = (0..n).into_par_iter().map(|i| mask[i] && lab[i] == 0).collect();
     let (rl, nr) = label_components(&rest, dims, Connectivity::Full26);
     if nr > 0 {
         let top = lab.iter().copied().max().unwrap_or(0);
@@ -236,11 +202,7 @@ pub(crate) fn postprocess_timed(
 
 /// Drops labels whose volume is under `min_volume_um3` and renumbers the rest
 /// 1..N in increasing order of their old id. Returns (labels, N).
-pub fn remove_small_and_relabel(
-    lab: &mut [u32],
-    voxel: [f64; 3],
-    min_volume_um3: f64,
-) -> (Vec<u32>, u32) {
+pub fn remove_small_and_relabel(lab: &mut [u32], voxel: [f64; 3], min_volume_um3: f64) -> (Vec<u32>, u32) {
     let top = lab.iter().copied().max().unwrap_or(0) as usize;
     let mut counts = vec![0u64; top + 1];
     for &l in lab.iter() {
@@ -269,8 +231,7 @@ pub fn fill_holes(mask: &mut [bool], dims: [usize; 3]) {
     for z in 0..nz {
         for y in 0..ny {
             for x in 0..nx {
-                let border =
-                    z == 0 || y == 0 || x == 0 || z == nz - 1 || y == ny - 1 || x == nx - 1;
+                let border = z == 0 || y == 0 || x == 0 || z == nz - 1 || y == ny - 1 || x == nx - 1;
                 let i = idx(z, y, x);
                 if border && !mask[i] && !outside[i] {
                     outside[i] = true;
@@ -306,9 +267,7 @@ pub fn fill_holes(mask: &mut [bool], dims: [usize; 3]) {
             visit(i + 1)
         }
     }
-    mask.par_iter_mut()
-        .zip(outside.par_iter())
-        .for_each(|(m, &o)| *m = *m || !o);
+    mask.par_iter_mut().zip(outside.par_iter()).for_each(|(m, &o)| *m = *m || !o);
 }
 
 /// Separable Gaussian filter, per-axis sigma in voxels, kernel truncated at 2 sigma,
@@ -321,9 +280,7 @@ pub fn gaussian(v: &[f32], dims: [usize; 3], sigma: [f64; 3]) -> Vec<f32> {
             continue;
         }
         let r = (2.0 * sigma[ax] + 0.5) as isize;
-        let mut k: Vec<f64> = (-r..=r)
-            .map(|i| (-0.5 * (i * i) as f64 / (sigma[ax] * sigma[ax])).exp())
-            .collect();
+        let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i * i) as f64 / (sigma[ax] * sigma[ax])).exp()).collect();
         let s: f64 = k.iter().sum();
         k.iter_mut().for_each(|a| *a /= s);
         let (n, st) = (dims[ax] as isize, strides[ax]);
@@ -391,28 +348,16 @@ mod tests {
         let v = [1.0, 1.0, 1.0];
         let a = ball(dims, [6.0, 12.0, 13.0], 7.0, v);
         let b = ball(dims, [6.0, 12.0, 26.0], 7.0, v);
-        let fg: Vec<f32> = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| if x.max(*y) > 0.0 { 0.95 } else { 0.02 })
-            .collect();
+        let fg: Vec<f32> = a.iter().zip(&b).map(|(x, y)| if x.max(*y) > 0.0 { 0.95 } else { 0.02 }).collect();
         let cen: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect();
         for mode in [MarkerMode::LocalMaxima, MarkerMode::Components] {
-            let p = PostParams {
-                markers: mode,
-                centre_threshold: 0.6,
-                ..Default::default()
-            };
+            let p = PostParams { markers: mode, centre_threshold: 0.6, ..Default::default() };
             let (lab, n) = postprocess(&fg, &cen, dims, v, &p).unwrap();
             assert_eq!(n, 2, "{mode:?}");
             assert_ne!(lab[(6 * 24 + 12) * 40 + 13], lab[(6 * 24 + 12) * 40 + 26]);
         }
         // QCANet's rule with a low threshold merges the blobs into one marker
-        let p = PostParams {
-            markers: MarkerMode::Components,
-            centre_threshold: 0.01,
-            ..Default::default()
-        };
+        let p = PostParams { markers: MarkerMode::Components, centre_threshold: 0.01, ..Default::default() };
         assert_eq!(postprocess(&fg, &cen, dims, v, &p).unwrap().1, 1);
     }
 
@@ -431,10 +376,7 @@ mod tests {
         let cen = vec![0f32; 400];
         let p = PostParams::default();
         assert_eq!(postprocess(&fg, &cen, dims, [1.0; 3], &p).unwrap().1, 2);
-        let p = PostParams {
-            min_volume_um3: 2.0,
-            ..Default::default()
-        };
+        let p = PostParams { min_volume_um3: 2.0, ..Default::default() };
         assert_eq!(postprocess(&fg, &cen, dims, [1.0; 3], &p).unwrap().1, 1);
     }
 
@@ -452,27 +394,11 @@ mod tests {
     #[test]
     fn nan_and_size_mismatch_are_errors() {
         let p = PostParams::default();
-        assert!(matches!(
-            postprocess(&[f32::NAN; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &p),
-            Err(Error::NonFinite(8))
-        ));
+        assert!(matches!(postprocess(&[f32::NAN; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &p), Err(Error::NonFinite(8))));
         assert!(postprocess(&[0.0; 7], &[0.0; 8], [2, 2, 2], [1.0; 3], &p).is_err());
         // parameters are checked by the public entry (and by the plan), once
-        assert!(crate::postprocess_probabilities(
-            &[0.0; 8],
-            &[0.0; 8],
-            [2, 2, 2],
-            [0.0, 1.0, 1.0],
-            &p
-        )
-        .is_err());
-        let bad = PostParams {
-            fg_threshold: 2.0,
-            ..PostParams::default()
-        };
-        assert!(
-            crate::postprocess_probabilities(&[0.0; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &bad)
-                .is_err()
-        );
+        assert!(crate::postprocess_probabilities(&[0.0; 8], &[0.0; 8], [2, 2, 2], [0.0, 1.0, 1.0], &p).is_err());
+        let bad = PostParams { fg_threshold: 2.0, ..PostParams::default() };
+        assert!(crate::postprocess_probabilities(&[0.0; 8], &[0.0; 8], [2, 2, 2], [1.0; 3], &bad).is_err());
     }
 }

@@ -44,9 +44,7 @@ impl Normalization {
         match s {
             "minmax" => Ok(Normalization::MinMax),
             "none" => Ok(Normalization::None),
-            _ => Err(Error::Model(format!(
-                "unknown normalization '{s}' (percentile:LO,HI | minmax | none)"
-            ))),
+            _ => Err(Error::Model(format!("unknown normalization '{s}' (percentile:LO,HI | minmax | none)"))),
         }
     }
 }
@@ -91,8 +89,7 @@ impl Scaling {
     pub fn apply_in_place(self, v: &mut [f32]) {
         if let Scaling::Affine { lo, hi } = self {
             let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
-            v.par_iter_mut()
-                .for_each(|a| *a = (((*a as f64 - lo) * scale).clamp(0.0, 1.0)) as f32);
+            v.par_iter_mut().for_each(|a| *a = (((*a as f64 - lo) * scale).clamp(0.0, 1.0)) as f32);
         }
     }
 }
@@ -139,10 +136,7 @@ const FINE_BINS: usize = 1 << 20;
 /// Integer data in 0..=65535 (every 8- and 16-bit stack) gets numpy's percentiles exactly
 /// from a histogram of one pass; other data a second pass over a histogram of 2^20 bins
 /// between its extremes, interpolated linearly inside the bin.
-pub fn scaling_streamed(
-    how: Normalization,
-    planes: &mut dyn FnMut(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>,
-) -> Result<Scaling> {
+pub fn scaling_streamed(how: Normalization, planes: &mut dyn FnMut(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>) -> Result<Scaling> {
     let Normalization::Percentile { lo: q_lo, hi: q_hi } = how else {
         if how == Normalization::None {
             planes(&mut |p| check_finite(p))?;
@@ -155,10 +149,7 @@ pub fn scaling_streamed(
             hi = p.iter().copied().fold(hi, f32::max);
             Ok(())
         })?;
-        return Ok(Scaling::Affine {
-            lo: lo as f64,
-            hi: hi as f64,
-        });
+        return Ok(Scaling::Affine { lo: lo as f64, hi: hi as f64 });
     };
     // pass 1: extremes, count, and the exact histogram while the data stay 16-bit integers
     let (mut lo, mut hi, mut n) = (f32::INFINITY, f32::NEG_INFINITY, 0u64);
@@ -207,9 +198,7 @@ pub fn scaling_streamed(
         .collect();
     // the value of rank k (0-based) in sorted order
     let ranked = |k: u64| -> f64 {
-        let b = cumulative
-            .partition_point(|&c| c <= k)
-            .min(cumulative.len() - 1);
+        let b = cumulative.partition_point(|&c| c <= k).min(cumulative.len() - 1);
         if integral {
             return b as f64;
         }
@@ -228,10 +217,7 @@ pub fn scaling_streamed(
         }
         a + frac * (ranked(k + 1) - a)
     };
-    Ok(Scaling::Affine {
-        lo: at(q_lo),
-        hi: at(q_hi),
-    })
+    Ok(Scaling::Affine { lo: at(q_lo), hi: at(q_hi) })
 }
 
 /// Shape after resampling from voxel size `from` to `to` (rounded, at least 1).
@@ -262,30 +248,24 @@ pub fn resample_linear(v: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32>
     if dims == out {
         return v.to_vec();
     }
-    let (mz, my, mx) = (
-        axis_map(dims[0], out[0]),
-        axis_map(dims[1], out[1]),
-        axis_map(dims[2], out[2]),
-    );
+    let (mz, my, mx) = (axis_map(dims[0], out[0]), axis_map(dims[1], out[1]), axis_map(dims[2], out[2]));
     let (sy, sz) = (dims[2], dims[1] * dims[2]);
     let mut res = vec![0f32; out[0] * out[1] * out[2]];
-    res.par_chunks_mut(out[1] * out[2])
-        .enumerate()
-        .for_each(|(z, pl)| {
-            let (z0, z1, wz) = mz[z];
-            for (y, &(y0, y1, wy)) in my.iter().enumerate() {
-                for (x, &(x0, x1, wx)) in mx.iter().enumerate() {
-                    let g = |a: usize, b: usize, c: usize| v[a * sz + b * sy + c];
-                    let c00 = g(z0, y0, x0) * (1.0 - wx) + g(z0, y0, x1) * wx;
-                    let c01 = g(z0, y1, x0) * (1.0 - wx) + g(z0, y1, x1) * wx;
-                    let c10 = g(z1, y0, x0) * (1.0 - wx) + g(z1, y0, x1) * wx;
-                    let c11 = g(z1, y1, x0) * (1.0 - wx) + g(z1, y1, x1) * wx;
-                    let c0 = c00 * (1.0 - wy) + c01 * wy;
-                    let c1 = c10 * (1.0 - wy) + c11 * wy;
-                    pl[y * out[2] + x] = c0 * (1.0 - wz) + c1 * wz;
-                }
+    res.par_chunks_mut(out[1] * out[2]).enumerate().for_each(|(z, pl)| {
+        let (z0, z1, wz) = mz[z];
+        for (y, &(y0, y1, wy)) in my.iter().enumerate() {
+            for (x, &(x0, x1, wx)) in mx.iter().enumerate() {
+                let g = |a: usize, b: usize, c: usize| v[a * sz + b * sy + c];
+                let c00 = g(z0, y0, x0) * (1.0 - wx) + g(z0, y0, x1) * wx;
+                let c01 = g(z0, y1, x0) * (1.0 - wx) + g(z0, y1, x1) * wx;
+                let c10 = g(z1, y0, x0) * (1.0 - wx) + g(z1, y0, x1) * wx;
+                let c11 = g(z1, y1, x0) * (1.0 - wx) + g(z1, y1, x1) * wx;
+                let c0 = c00 * (1.0 - wy) + c01 * wy;
+                let c1 = c10 * (1.0 - wy) + c11 * wy;
+                pl[y * out[2] + x] = c0 * (1.0 - wz) + c1 * wz;
             }
-        });
+        }
+    });
     res
 }
 
@@ -296,26 +276,18 @@ pub fn resample_nearest(v: &[u32], dims: [usize; 3], out: [usize; 3]) -> Vec<u32
     }
     let near = |n_in: usize, n_out: usize| -> Vec<usize> {
         let scale = n_in as f64 / n_out as f64;
-        (0..n_out)
-            .map(|o| (((o as f64 + 0.5) * scale) as usize).min(n_in - 1))
-            .collect()
+        (0..n_out).map(|o| (((o as f64 + 0.5) * scale) as usize).min(n_in - 1)).collect()
     };
-    let (mz, my, mx) = (
-        near(dims[0], out[0]),
-        near(dims[1], out[1]),
-        near(dims[2], out[2]),
-    );
+    let (mz, my, mx) = (near(dims[0], out[0]), near(dims[1], out[1]), near(dims[2], out[2]));
     let (sy, sz) = (dims[2], dims[1] * dims[2]);
     let mut res = vec![0u32; out[0] * out[1] * out[2]];
-    res.par_chunks_mut(out[1] * out[2])
-        .enumerate()
-        .for_each(|(z, pl)| {
-            for (y, &yy) in my.iter().enumerate() {
-                for (x, &xx) in mx.iter().enumerate() {
-                    pl[y * out[2] + x] = v[mz[z] * sz + yy * sy + xx];
-                }
+    res.par_chunks_mut(out[1] * out[2]).enumerate().for_each(|(z, pl)| {
+        for (y, &yy) in my.iter().enumerate() {
+            for (x, &xx) in mx.iter().enumerate() {
+                pl[y * out[2] + x] = v[mz[z] * sz + yy * sy + xx];
             }
-        });
+        }
+    });
     res
 }
 
@@ -339,14 +311,8 @@ mod tests {
         assert_eq!(n[0], 0.0);
         assert_eq!(n[999], 1.0);
         assert!((n[500] - 0.5).abs() < 0.01);
-        assert!(matches!(
-            normalise(&[1.0, f32::NAN], Normalization::MinMax),
-            Err(Error::NonFinite(1))
-        ));
-        assert_eq!(
-            Normalization::parse("percentile:1,99.9").unwrap(),
-            Normalization::Percentile { lo: 1.0, hi: 99.9 }
-        );
+        assert!(matches!(normalise(&[1.0, f32::NAN], Normalization::MinMax), Err(Error::NonFinite(1))));
+        assert_eq!(Normalization::parse("percentile:1,99.9").unwrap(), Normalization::Percentile { lo: 1.0, hi: 99.9 });
         assert!(Normalization::parse("zscore").is_err());
     }
 
@@ -359,19 +325,9 @@ mod tests {
     fn streamed_scaling_equals_the_whole_volumes() {
         let mut rng = crate::synth::Rng::new(3);
         // 16-bit integers: exactly numpy's percentiles
-        let ints: Vec<f32> = (0..5000)
-            .map(|_| (rng.uniform() * 4000.0).floor() as f32)
-            .collect();
-        for how in [
-            Normalization::Percentile { lo: 1.0, hi: 99.9 },
-            Normalization::MinMax,
-            Normalization::None,
-        ] {
-            assert_eq!(
-                streamed(&ints, how),
-                scaling_of(&ints, how).unwrap(),
-                "{how}"
-            );
+        let ints: Vec<f32> = (0..5000).map(|_| (rng.uniform() * 4000.0).floor() as f32).collect();
+        for how in [Normalization::Percentile { lo: 1.0, hi: 99.9 }, Normalization::MinMax, Normalization::None] {
+            assert_eq!(streamed(&ints, how), scaling_of(&ints, how).unwrap(), "{how}");
         }
         // floats: within (max - min) / 2^20
         let floats: Vec<f32> = (0..5000).map(|_| (rng.normal() * 3.0) as f32).collect();
@@ -382,10 +338,7 @@ mod tests {
             panic!("percentiles give an affine map")
         };
         let tol = 30.0 / (1 << 20) as f64;
-        assert!(
-            (a - c).abs() < tol && (b - d).abs() < tol,
-            "{a} {b} vs {c} {d}"
-        );
+        assert!((a - c).abs() < tol && (b - d).abs() < tol, "{a} {b} vs {c} {d}");
         assert!(scaling_streamed(how, &mut |visit| visit(&[1.0, f32::NAN])).is_err());
     }
 
@@ -396,12 +349,7 @@ mod tests {
         let up = resample_nearest(&lab, dims, [8, 6, 6]);
         assert_eq!(resample_nearest(&up, [8, 6, 6], dims), lab);
         let v: Vec<f32> = vec![2.5; 144];
-        assert!(resample_linear(&v, dims, [9, 3, 5])
-            .iter()
-            .all(|&a| (a - 2.5).abs() < 1e-6));
-        assert_eq!(
-            resampled_dims([51, 120, 120], [1.75, 0.8, 0.8], [0.8, 0.8, 0.8]),
-            [112, 120, 120]
-        );
+        assert!(resample_linear(&v, dims, [9, 3, 5]).iter().all(|&a| (a - 2.5).abs() < 1e-6));
+        assert_eq!(resampled_dims([51, 120, 120], [1.75, 0.8, 0.8], [0.8, 0.8, 0.8]), [112, 120, 120]);
     }
 }

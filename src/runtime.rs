@@ -57,9 +57,7 @@ fn own_dir() -> Option<PathBuf> {
         return None;
     }
     // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
-    let p = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
-        .to_string_lossy()
-        .into_owned();
+    let p = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned();
     let p = std::fs::canonicalize(&p).unwrap_or_else(|_| PathBuf::from(p));
     p.parent().map(Path::to_path_buf)
 }
@@ -79,10 +77,7 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
     if let Some(d) = own_dir() {
         dirs.push(("beside the qcanet library".to_string(), d));
     }
-    if let Some(d) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
+    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         // an installed program (PREFIX/bin) finds the runtime in PREFIX/lib
         let lib = d.parent().map(|p| p.join("lib"));
         dirs.push(("beside the program".to_string(), d));
@@ -92,10 +87,7 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
     }
     for (what, d) in dirs {
         // the OpenVINO build first: on the CPU it runs the networks faster, same labels
-        c.push((
-            format!("{what}, OpenVINO build"),
-            d.join(OPENVINO_DIR_NAME).join(LIB_NAMES[0]),
-        ));
+        c.push((format!("{what}, OpenVINO build"), d.join(OPENVINO_DIR_NAME).join(LIB_NAMES[0])));
         for n in LIB_NAMES {
             c.push((what.clone(), d.join(n)));
         }
@@ -108,16 +100,13 @@ fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
 
 /// True if `dir` holds a GPU build of ONNX Runtime (the CUDA provider beside the runtime).
 fn is_gpu_runtime_dir(dir: &Path) -> bool {
-    dir.join("libonnxruntime_providers_cuda.so").is_file()
-        && dir.join("libonnxruntime_providers_shared.so").is_file()
+    dir.join("libonnxruntime_providers_cuda.so").is_file() && dir.join("libonnxruntime_providers_shared.so").is_file()
 }
 
 /// True when `ORT_DYLIB_PATH` names a CPU build and no GPU build is asked for by name.
 fn pinned_cpu_build() -> bool {
     let named_gpu = std::env::var_os("QCANET_ORT_GPU").is_some_and(|v| !v.is_empty());
-    let pinned = std::env::var_os("ORT_DYLIB_PATH")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
+    let pinned = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from);
     !named_gpu && pinned.is_some_and(|p| !p.parent().is_some_and(is_gpu_runtime_dir))
 }
 
@@ -127,28 +116,18 @@ fn gpu_candidates() -> Vec<(String, PathBuf)> {
     if let Some(v) = std::env::var_os("QCANET_ORT_GPU").filter(|v| !v.is_empty()) {
         c.push(("QCANET_ORT_GPU".to_string(), PathBuf::from(v)));
     }
-    if let Some(d) = std::env::var_os("ORT_DYLIB_PATH")
-        .filter(|v| !v.is_empty())
-        .and_then(|p| PathBuf::from(p).parent().map(Path::to_path_buf))
+    if let Some(d) =
+        std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).and_then(|p| PathBuf::from(p).parent().map(Path::to_path_buf))
     {
         c.push(("the folder of ORT_DYLIB_PATH".to_string(), d));
     }
     if let Some(d) = own_dir() {
-        c.push((
-            "beside the qcanet library".to_string(),
-            d.join(GPU_DIR_NAME),
-        ));
+        c.push(("beside the qcanet library".to_string(), d.join(GPU_DIR_NAME)));
     }
-    if let Some(d) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
+    if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         c.push(("beside the program".to_string(), d.join(GPU_DIR_NAME)));
         if let Some(p) = d.parent() {
-            c.push((
-                "the program's ../lib".to_string(),
-                p.join("lib").join(GPU_DIR_NAME),
-            ));
+            c.push(("the program's ../lib".to_string(), p.join("lib").join(GPU_DIR_NAME)));
         }
     }
     c
@@ -273,42 +252,25 @@ pub fn init_for(device: Device, explicit: Option<&Path>) -> Result<String> {
         // Once one library is loaded (init_from succeeded) it stays the process's ONNX
         // Runtime: a failure after that ends the search instead of naming another path.
         let mut loaded = false;
-        let r = crate::quiet_panic::catch(
-            || -> std::result::Result<ort::environment::Environment, String> {
-                let b = ort::init_from(&path).map_err(|e| e.to_string())?;
-                loaded = true;
-                b.with_name("qcanet").build().map_err(|e| e.to_string())
-            },
-        );
+        let r = crate::quiet_panic::catch(|| -> std::result::Result<ort::environment::Environment, String> {
+            let b = ort::init_from(&path).map_err(|e| e.to_string())?;
+            loaded = true;
+            b.with_name("qcanet").build().map_err(|e| e.to_string())
+        });
         match r {
             Ok(Ok(env)) => {
                 let shown = path.display().to_string();
                 // a GPU build counts only once its CUDA libraries are in place
-                let cuda = device != Device::Cpu
-                    && prepared
-                    && path.parent().is_some_and(is_gpu_runtime_dir);
+                let cuda = device != Device::Cpu && prepared && path.parent().is_some_and(is_gpu_runtime_dir);
                 let note = if device == Device::Cpu { None } else { note };
                 // a bare name came from the system path: no folder to look in
                 let real = std::fs::canonicalize(&path).ok();
-                let openvino = !cuda
-                    && real
-                        .as_deref()
-                        .and_then(Path::parent)
-                        .is_some_and(|d| d.join(OPENVINO_PROVIDER).is_file());
-                let _ = RUNTIME.set(Started {
-                    env,
-                    path: shown.clone(),
-                    cuda,
-                    openvino,
-                    note,
-                });
+                let openvino = !cuda && real.as_deref().and_then(Path::parent).is_some_and(|d| d.join(OPENVINO_PROVIDER).is_file());
+                let _ = RUNTIME.set(Started { env, path: shown.clone(), cuda, openvino, note });
                 return Ok(shown);
             }
             Ok(Err(e)) => tried.push(format!("{} ({what}: {e})", path.display())),
-            Err(_) => tried.push(format!(
-                "{} ({what}: incompatible ONNX Runtime, need 1.22 or newer)",
-                path.display()
-            )),
+            Err(_) => tried.push(format!("{} ({what}: incompatible ONNX Runtime, need 1.22 or newer)", path.display())),
         }
         if explicit_only || loaded {
             break;
@@ -327,18 +289,10 @@ pub fn init(explicit: Option<&Path>) -> Result<String> {
 }
 
 /// The started environment for `device` (starting it if needed), and whether it can run CUDA.
-pub fn environment_for(
-    device: Device,
-) -> Result<(&'static ort::environment::Environment, Providers)> {
+pub fn environment_for(device: Device) -> Result<(&'static ort::environment::Environment, Providers)> {
     init_for(device, None)?;
     let s = RUNTIME.get().expect("runtime initialised above");
-    Ok((
-        &s.env,
-        Providers {
-            cuda: s.cuda,
-            openvino: s.openvino,
-        },
-    ))
+    Ok((&s.env, Providers { cuda: s.cuda, openvino: s.openvino }))
 }
 
 /// What the loaded ONNX Runtime can run besides its default CPU provider.

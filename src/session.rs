@@ -60,12 +60,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions {
-            device: Device::Auto,
-            device_id: 0,
-            num_threads: 0,
-            precision: Precision::Fp32,
-        }
+        LoadOptions { device: Device::Auto, device_id: 0, num_threads: 0, precision: Precision::Fp32 }
     }
 }
 
@@ -115,21 +110,12 @@ impl Network {
         }
         let (env, providers) = crate::runtime::environment_for(opts.device)?;
         if opts.num_threads > MAX_THREADS {
-            return Err(Error::invalid(format!(
-                "{} inference threads asked for; at most {MAX_THREADS} (0 = all cores)",
-                opts.num_threads
-            )));
+            return Err(Error::invalid(format!("{} inference threads asked for; at most {MAX_THREADS} (0 = all cores)", opts.num_threads)));
         }
-        let threads = if opts.num_threads == 0 {
-            num_cpus()
-        } else {
-            opts.num_threads
-        };
+        let threads = if opts.num_threads == 0 { num_cpus() } else { opts.num_threads };
         let build = |ep: Provider| -> Result<Session> {
             let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;
-            b = b
-                .with_intra_threads(threads)
-                .map_err(|e| model_err(name, e))?;
+            b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
             if ep == Provider::OpenVino {
                 // OpenVINO's CPU plugin compiles the network for this CPU (AVX-512, VNNI, ...);
                 // fp32 precision keeps its outputs those of the default provider
@@ -139,9 +125,7 @@ impl Network {
                     .with_num_threads(threads)
                     .build()
                     .error_on_failure();
-                b = b
-                    .with_execution_providers([ov])
-                    .map_err(|e| Error::Model(format!("OpenVINO could not start: {e}")))?;
+                b = b.with_execution_providers([ov]).map_err(|e| Error::Model(format!("OpenVINO could not start: {e}")))?;
             }
             if ep == Provider::Cuda {
                 // EXHAUSTIVE: cuDNN times every convolution algorithm once per input shape and
@@ -154,12 +138,9 @@ impl Network {
                     .with_tf32(opts.precision == Precision::Tf32)
                     .build()
                     .error_on_failure();
-                b = b
-                    .with_execution_providers([ep])
-                    .map_err(|e| Error::Model(format!("CUDA could not start: {e}")))?;
+                b = b.with_execution_providers([ep]).map_err(|e| Error::Model(format!("CUDA could not start: {e}")))?;
             }
-            b.commit_from_memory(bytes)
-                .map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))
+            b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))
         };
         let mut fallback = None;
         let mut openvino_note = None;
@@ -170,11 +151,7 @@ impl Network {
             if providers.openvino && wanted {
                 match build(Provider::OpenVino) {
                     Ok(s) => return Ok((s, Provider::OpenVino)),
-                    Err(e) => {
-                        openvino_note = Some(format!(
-                            "OpenVINO not used (it could not compile this network): {e}"
-                        ))
-                    }
+                    Err(e) => openvino_note = Some(format!("OpenVINO not used (it could not compile this network): {e}")),
                 }
             }
             Ok((build(Provider::Default)?, Provider::Default))
@@ -194,11 +171,7 @@ impl Network {
                 cpu()?
             }
         };
-        let device_used = if provider == Provider::Cuda {
-            Device::Cuda
-        } else {
-            Device::Cpu
-        };
+        let device_used = if provider == Provider::Cuda { Device::Cuda } else { Device::Cpu };
         let fallback = match (fallback, openvino_note) {
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.or(b),
@@ -218,49 +191,29 @@ impl Network {
         // tensor contract
         let ins = session.inputs();
         if ins.len() != 1 {
-            return Err(Error::Model(format!(
-                "{name}: expected one input tensor, found {}",
-                ins.len()
-            )));
+            return Err(Error::Model(format!("{name}: expected one input tensor, found {}", ins.len())));
         }
         crate::contract::check_5d(name, ins[0].name(), ins[0].dtype(), true)?;
         let outs = session.outputs();
         let pick = |want: &str| outs.iter().find(|o| o.name() == want);
-        let prob = pick("prob")
-            .or_else(|| outs.first())
-            .ok_or_else(|| Error::Model(format!("{name}: no output")))?;
+        let prob = pick("prob").or_else(|| outs.first()).ok_or_else(|| Error::Model(format!("{name}: no output")))?;
         crate::contract::check_5d(name, prob.name(), prob.dtype(), false)?;
         let centre = match pick("centre") {
             Some(c) => {
                 crate::contract::check_5d(name, c.name(), c.dtype(), false)?;
-                Some(Output {
-                    name: c.name().to_string(),
-                })
+                Some(Output { name: c.name().to_string() })
             }
             None => None,
         };
         if info.role == Some(Role::Joint) && centre.is_none() {
-            return Err(Error::Model(format!(
-                "{name}: a joint model needs a 'centre' output"
-            )));
+            return Err(Error::Model(format!("{name}: a joint model needs a 'centre' output")));
         }
         if info.role.is_none() && centre.is_some() {
             info.role = Some(Role::Joint);
         }
         let input = ins[0].name().to_string();
-        let prob = Output {
-            name: prob.name().to_string(),
-        };
-        Ok(Network {
-            session: Mutex::new(session),
-            info,
-            input,
-            prob,
-            centre,
-            device_used,
-            provider,
-            fallback,
-        })
+        let prob = Output { name: prob.name().to_string() };
+        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used, provider, fallback })
     }
 
     /// Tiles of `tile_voxels` each to run at once: several on a GPU, one on the CPU
@@ -278,33 +231,18 @@ impl Network {
 
     /// Runs `b` tiles of [d, h, w] stored one after the other in `tiles` as one batch;
     /// returns (prob, centre?) as foreground probabilities, tile after tile.
-    pub(crate) fn run_batch(
-        &self,
-        tiles: &[f32],
-        b: usize,
-        shape: [usize; 3],
-    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    pub(crate) fn run_batch(&self, tiles: &[f32], b: usize, shape: [usize; 3]) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let [d, h, w] = shape;
         let n = d * h * w;
         if tiles.len() != b * n {
-            return Err(Error::Internal(format!(
-                "batch of {b} tiles of {shape:?} given {} values",
-                tiles.len()
-            )));
+            return Err(Error::Internal(format!("batch of {b} tiles of {shape:?} given {} values", tiles.len())));
         }
-        let t = TensorRef::from_array_view(([b, 1, d, h, w], tiles))
-            .map_err(|e| Error::Inference(e.to_string()))?;
+        let t = TensorRef::from_array_view(([b, 1, d, h, w], tiles)).map_err(|e| Error::Inference(e.to_string()))?;
         let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let out = s
-            .run(ort::inputs![self.input.as_str() => t])
-            .map_err(|e| Error::Inference(format!("{}: {e}", self.info.description)))?;
+        let out = s.run(ort::inputs![self.input.as_str() => t]).map_err(|e| Error::Inference(format!("{}: {e}", self.info.description)))?;
         let read = |o: &Output| -> Result<Vec<f32>> {
-            let v = out
-                .get(o.name.as_str())
-                .ok_or_else(|| Error::Inference(format!("output {} missing", o.name)))?;
-            let (sh, data) = v
-                .try_extract_tensor::<f32>()
-                .map_err(|e| Error::Inference(e.to_string()))?;
+            let v = out.get(o.name.as_str()).ok_or_else(|| Error::Inference(format!("output {} missing", o.name)))?;
+            let (sh, data) = v.try_extract_tensor::<f32>().map_err(|e| Error::Inference(e.to_string()))?;
             let sh: Vec<i64> = sh.iter().copied().collect();
             if sh.len() != 5 || sh[0] != b as i64 || sh[2..] != [d as i64, h as i64, w as i64] {
                 return Err(Error::Model(format!(
@@ -316,12 +254,7 @@ impl Network {
             let (c, skip) = match sh[1] {
                 1 => (1, 0),
                 2 => (2, n),
-                c => {
-                    return Err(Error::Model(format!(
-                        "{}: output {} has {c} channels (1 or 2 expected)",
-                        self.info.description, o.name
-                    )))
-                }
+                c => return Err(Error::Model(format!("{}: output {} has {c} channels (1 or 2 expected)", self.info.description, o.name))),
             };
             let mut v = Vec::with_capacity(b * n);
             for i in 0..b {
@@ -340,7 +273,5 @@ impl Network {
 }
 
 pub fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }

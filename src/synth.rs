@@ -98,97 +98,65 @@ pub fn generate(p: &SynthParams) -> SynthVolume {
     // BBBC050 nuclei, as annotated: lateral radius ~8 um at 4 cells, ~6 um at 64 cells,
     // and about 1.8x longer along z (the axial point-spread function elongates them)
     const Z_STRETCH: f64 = 1.8;
-    let base_r = (8.0 * (4.0 / p.n_nuclei.max(1) as f64).powf(1.0 / 9.0)).clamp(5.0, 9.0)
-        * (1.0 - 0.05 * p.time);
+    let base_r = (8.0 * (4.0 / p.n_nuclei.max(1) as f64).powf(1.0 / 9.0)).clamp(5.0, 9.0) * (1.0 - 0.05 * p.time);
     let mut nuclei: Vec<Nucleus> = Vec::new();
     let mut tries = 0;
     while nuclei.len() < p.n_nuclei && tries < 50_000 {
         tries += 1;
         let s = base_r * rng.range(0.85, 1.15);
-        let r = [
-            Z_STRETCH * s * rng.range(0.9, 1.1),
-            s * rng.range(0.9, 1.1),
-            s * rng.range(0.9, 1.1),
-        ];
+        let r = [Z_STRETCH * s * rng.range(0.9, 1.1), s * rng.range(0.9, 1.1), s * rng.range(0.9, 1.1)];
         // every third nucleus is placed against the previous one: a touching pair
         let c = if nuclei.len() % 3 == 2 && tries < 20_000 {
             let prev = &nuclei[nuclei.len() - 1];
             let th = rng.range(0.0, 2.0 * std::f64::consts::PI);
             let d = (prev.r[1] + r[1]) * 0.95;
-            [
-                prev.c[0] + rng.range(-2.0, 2.0),
-                prev.c[1] + d * th.sin(),
-                prev.c[2] + d * th.cos(),
-            ]
+            [prev.c[0] + rng.range(-2.0, 2.0), prev.c[1] + d * th.sin(), prev.c[2] + d * th.cos()]
         } else {
             let mut q;
             loop {
-                q = [
-                    rng.range(-1.0, 1.0),
-                    rng.range(-1.0, 1.0),
-                    rng.range(-1.0, 1.0),
-                ];
+                q = [rng.range(-1.0, 1.0), rng.range(-1.0, 1.0), rng.range(-1.0, 1.0)];
                 if q.iter().map(|a| a * a).sum::<f64>() <= 1.0 {
                     break;
                 }
             }
-            [
-                centre[0] + q[0] * (ext[0] / 2.0 - r[0]).max(0.0),
-                centre[1] + q[1] * (embryo_r - s),
-                centre[2] + q[2] * (embryo_r - s),
-            ]
+            [centre[0] + q[0] * (ext[0] / 2.0 - r[0]).max(0.0), centre[1] + q[1] * (embryo_r - s), centre[2] + q[2] * (embryo_r - s)]
         };
         // inside the volume, and no deep overlap with any other nucleus (z distances
         // are compared after undoing the axial stretch)
-        let inside =
-            (0..3).all(|k| c[k] - r[k] >= 0.5 * v[k] && c[k] + r[k] <= ext[k] - 0.5 * v[k]);
+        let inside = (0..3).all(|k| c[k] - r[k] >= 0.5 * v[k] && c[k] + r[k] <= ext[k] - 0.5 * v[k]);
         let clear = nuclei.iter().all(|o| {
-            let d = (((c[0] - o.c[0]) / Z_STRETCH).powi(2)
-                + (c[1] - o.c[1]).powi(2)
-                + (c[2] - o.c[2]).powi(2))
-            .sqrt();
+            let d = (((c[0] - o.c[0]) / Z_STRETCH).powi(2) + (c[1] - o.c[1]).powi(2) + (c[2] - o.c[2]).powi(2)).sqrt();
             d >= 0.92 * ((r[1] + r[2]) / 2.0 + (o.r[1] + o.r[2]) / 2.0)
         });
         if inside && clear {
-            nuclei.push(Nucleus {
-                c,
-                r,
-                brightness: rng.range(0.7, 1.3),
-            });
+            nuclei.push(Nucleus { c, r, brightness: rng.range(0.7, 1.3) });
         }
     }
     let n = nz * ny * nx;
     let mut labels = vec![0u32; n];
     let mut signal = vec![0f32; n];
     // each voxel takes the nucleus with the smallest normalised radius (< 1)
-    labels
-        .par_chunks_mut(ny * nx)
-        .zip(signal.par_chunks_mut(ny * nx))
-        .enumerate()
-        .for_each(|(z, (lp, sp))| {
-            let pz = (z as f64 + 0.5) * v[0];
-            for y in 0..ny {
-                let py = (y as f64 + 0.5) * v[1];
-                for x in 0..nx {
-                    let px = (x as f64 + 0.5) * v[2];
-                    let mut best = (1.0, 0usize);
-                    for (i, nu) in nuclei.iter().enumerate() {
-                        let d = ((pz - nu.c[0]) / nu.r[0]).powi(2)
-                            + ((py - nu.c[1]) / nu.r[1]).powi(2)
-                            + ((px - nu.c[2]) / nu.r[2]).powi(2);
-                        if d < best.0 {
-                            best = (d, i + 1);
-                        }
-                    }
-                    if best.1 > 0 {
-                        lp[y * nx + x] = best.1 as u32;
-                        // chromatin texture: brighter towards the rim of the nucleus
-                        sp[y * nx + x] =
-                            (nuclei[best.1 - 1].brightness * (0.85 + 0.15 * best.0)) as f32;
+    labels.par_chunks_mut(ny * nx).zip(signal.par_chunks_mut(ny * nx)).enumerate().for_each(|(z, (lp, sp))| {
+        let pz = (z as f64 + 0.5) * v[0];
+        for y in 0..ny {
+            let py = (y as f64 + 0.5) * v[1];
+            for x in 0..nx {
+                let px = (x as f64 + 0.5) * v[2];
+                let mut best = (1.0, 0usize);
+                for (i, nu) in nuclei.iter().enumerate() {
+                    let d = ((pz - nu.c[0]) / nu.r[0]).powi(2) + ((py - nu.c[1]) / nu.r[1]).powi(2) + ((px - nu.c[2]) / nu.r[2]).powi(2);
+                    if d < best.0 {
+                        best = (d, i + 1);
                     }
                 }
+                if best.1 > 0 {
+                    lp[y * nx + x] = best.1 as u32;
+                    // chromatin texture: brighter towards the rim of the nucleus
+                    sp[y * nx + x] = (nuclei[best.1 - 1].brightness * (0.85 + 0.15 * best.0)) as f32;
+                }
             }
-        });
+        }
+    });
     // point-spread function, mild: BBBC050-style annotations follow the visible edge
     let blurred = gaussian(&signal, p.dims, [0.5 / v[0], 0.3 / v[1], 0.3 / v[2]]);
     let bleach = 1.0 - 0.5 * p.time;
@@ -206,13 +174,7 @@ pub fn generate(p: &SynthParams) -> SynthVolume {
             val.round().clamp(0.0, 65535.0) as u16
         })
         .collect();
-    SynthVolume {
-        image,
-        labels,
-        dims: p.dims,
-        voxel_size: p.voxel_size,
-        n_nuclei: nuclei.len() as u32,
-    }
+    SynthVolume { image, labels, dims: p.dims, voxel_size: p.voxel_size, n_nuclei: nuclei.len() as u32 }
 }
 
 #[cfg(test)]
@@ -221,10 +183,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_labelled() {
-        let p = SynthParams {
-            n_nuclei: 6,
-            ..Default::default()
-        };
+        let p = SynthParams { n_nuclei: 6, ..Default::default() };
         let a = generate(&p);
         let b = generate(&p);
         assert_eq!(a.image, b.image);

@@ -123,9 +123,7 @@ fn semi_axes(radius: f64) -> [f64; 3] {
 /// Surface-to-surface gap of two nuclei, after undoing the z stretch (exact for two
 /// ellipsoids of the same shape: they become spheres).
 fn gap(c1: [f64; 3], r1: f64, c2: [f64; 3], r2: f64) -> f64 {
-    let d =
-        (((c1[0] - c2[0]) / Z_STRETCH).powi(2) + (c1[1] - c2[1]).powi(2) + (c1[2] - c2[2]).powi(2))
-            .sqrt();
+    let d = (((c1[0] - c2[0]) / Z_STRETCH).powi(2) + (c1[1] - c2[1]).powi(2) + (c1[2] - c2[2]).powi(2)).sqrt();
     d - r1 - r2
 }
 
@@ -158,13 +156,9 @@ impl SeriesParams {
                 self.frames, self.dims, MAX_VOXEL_FRAMES
             )));
         }
-        let rounds = (self.frames - 1)
-            .checked_div(self.division_every)
-            .unwrap_or(0);
-        let final_count = u32::try_from(rounds)
-            .ok()
-            .and_then(|r| self.start_nuclei.checked_shl(r))
-            .filter(|&c| c >> rounds == self.start_nuclei);
+        let rounds = (self.frames - 1).checked_div(self.division_every).unwrap_or(0);
+        let final_count =
+            u32::try_from(rounds).ok().and_then(|r| self.start_nuclei.checked_shl(r)).filter(|&c| c >> rounds == self.start_nuclei);
         if self.start_nuclei == 0 || final_count.is_none_or(|c| c > MAX_NUCLEI) {
             return Err(Error::invalid(format!(
                 "{} nuclei dividing {rounds} times: need 1 to {MAX_NUCLEI} nuclei at the end",
@@ -183,9 +177,7 @@ impl SeriesParams {
         }
         let d = self.drift_um_per_frame;
         if !(d.is_finite() && (0.0..=5.0).contains(&d)) {
-            return Err(Error::invalid(format!(
-                "drift_um_per_frame must be in [0, 5], got {d}"
-            )));
+            return Err(Error::invalid(format!("drift_um_per_frame must be in [0, 5], got {d}")));
         }
         Ok(())
     }
@@ -201,27 +193,15 @@ pub fn generate_series(p: &SeriesParams) -> Result<Series> {
     // giving up on a volume that usually has room.
     for _ in 0..SIMULATION_ATTEMPTS {
         if let Some((tracks, states)) = simulate(p, &mut rng)? {
-            let frames = states
-                .par_iter()
-                .enumerate()
-                .map(|(t, cells)| render(cells, t, p))
-                .collect();
-            return Ok(Series {
-                frames,
-                tracks,
-                dims: p.dims,
-                voxel_size: p.voxel_size,
-            });
+            let frames = states.par_iter().enumerate().map(|(t, cells)| render(cells, t, p)).collect();
+            return Ok(Series { frames, tracks, dims: p.dims, voxel_size: p.voxel_size });
         }
     }
     Err(crowded(p, "dividing"))
 }
 
 fn crowded(p: &SeriesParams, what: &str) -> Error {
-    Error::invalid(format!(
-        "{what}: the nuclei do not fit in {:?} voxels; use fewer or a larger volume",
-        p.dims
-    ))
+    Error::invalid(format!("{what}: the nuclei do not fit in {:?} voxels; use fewer or a larger volume", p.dims))
 }
 
 /// The ground-truth tracks and, per frame, the nuclei alive.
@@ -231,11 +211,7 @@ type Run = (Vec<Track>, Vec<Vec<Cell>>);
 /// when even the first nuclei do not fit.
 fn simulate(p: &SeriesParams, rng: &mut Rng) -> Result<Option<Run>> {
     let v = p.voxel_size;
-    let extent = [
-        p.dims[0] as f64 * v[0],
-        p.dims[1] as f64 * v[1],
-        p.dims[2] as f64 * v[2],
-    ];
+    let extent = [p.dims[0] as f64 * v[0], p.dims[1] as f64 * v[1], p.dims[2] as f64 * v[2]];
     let mut tracks: Vec<Track> = Vec::new();
     let mut cells: Vec<Cell> = Vec::new();
     let mut tries = 0;
@@ -246,32 +222,11 @@ fn simulate(p: &SeriesParams, rng: &mut Rng) -> Result<Option<Run>> {
         }
         let radius = rng.range(START_RADIUS_UM.0, START_RADIUS_UM.1);
         let a = semi_axes(radius);
-        let centre = [
-            rng.range(a[0], extent[0] - a[0]),
-            rng.range(a[1], extent[1] - a[1]),
-            rng.range(a[2], extent[2] - a[2]),
-        ];
-        if inside(centre, radius, extent, v)
-            && cells
-                .iter()
-                .all(|o| gap(centre, radius, o.centre, o.radius) >= MIN_GAP_UM)
-        {
+        let centre = [rng.range(a[0], extent[0] - a[0]), rng.range(a[1], extent[1] - a[1]), rng.range(a[2], extent[2] - a[2])];
+        if inside(centre, radius, extent, v) && cells.iter().all(|o| gap(centre, radius, o.centre, o.radius) >= MIN_GAP_UM) {
             let id = tracks.len() as u32 + 1;
-            tracks.push(Track {
-                id,
-                start: 0,
-                end: 0,
-                parent: 0,
-            });
-            cells.push(Cell {
-                track: id,
-                centre,
-                radius,
-                brightness: rng.range(0.7, 1.3),
-                sister: 0,
-                push: [0.0; 3],
-                push_frames: 0,
-            });
+            tracks.push(Track { id, start: 0, end: 0, parent: 0 });
+            cells.push(Cell { track: id, centre, radius, brightness: rng.range(0.7, 1.3), sister: 0, push: [0.0; 3], push_frames: 0 });
         }
     }
 
@@ -285,22 +240,14 @@ fn simulate(p: &SeriesParams, rng: &mut Rng) -> Result<Option<Run>> {
                 let mut placed = None;
                 for _ in 0..AXIS_TRIES {
                     let axis = unit(rng);
-                    let step = [
-                        Z_STRETCH * offset * axis[0],
-                        offset * axis[1],
-                        offset * axis[2],
-                    ];
+                    let step = [Z_STRETCH * offset * axis[0], offset * axis[1], offset * axis[2]];
                     let pair = [0, 1, 2].map(|i| m.centre[i] + step[i]);
                     let other = [0, 1, 2].map(|i| m.centre[i] - step[i]);
                     // clear of the daughters placed so far and of the mothers still to divide
                     let fits = [pair, other].iter().all(|&c| {
                         inside(c, radius, extent, v)
-                            && cells
-                                .iter()
-                                .all(|o| gap(c, radius, o.centre, o.radius) >= MIN_GAP_UM)
-                            && mothers[k + 1..]
-                                .iter()
-                                .all(|o| gap(c, radius, o.centre, o.radius) >= MIN_GAP_UM)
+                            && cells.iter().all(|o| gap(c, radius, o.centre, o.radius) >= MIN_GAP_UM)
+                            && mothers[k + 1..].iter().all(|o| gap(c, radius, o.centre, o.radius) >= MIN_GAP_UM)
                     });
                     if fits {
                         placed = Some((axis, pair, other));
@@ -311,16 +258,9 @@ fn simulate(p: &SeriesParams, rng: &mut Rng) -> Result<Option<Run>> {
                     return Ok(None);
                 };
                 let (id1, id2) = (tracks.len() as u32 + 1, tracks.len() as u32 + 2);
-                let away =
-                    [Z_STRETCH * axis[0], axis[1], axis[2]].map(|a| a * SEPARATION_UM_PER_FRAME);
-                for (id, sister, centre, sign) in [(id1, id2, first, 1.0), (id2, id1, second, -1.0)]
-                {
-                    tracks.push(Track {
-                        id,
-                        start: t,
-                        end: t,
-                        parent: m.track,
-                    });
+                let away = [Z_STRETCH * axis[0], axis[1], axis[2]].map(|a| a * SEPARATION_UM_PER_FRAME);
+                for (id, sister, centre, sign) in [(id1, id2, first, 1.0), (id2, id1, second, -1.0)] {
+                    tracks.push(Track { id, start: t, end: t, parent: m.track });
                     cells.push(Cell {
                         track: id,
                         centre,
@@ -335,20 +275,12 @@ fn simulate(p: &SeriesParams, rng: &mut Rng) -> Result<Option<Run>> {
         } else {
             for i in 0..cells.len() {
                 let me = cells[i].clone();
-                let push = if me.push_frames > 0 {
-                    me.push
-                } else {
-                    [0.0; 3]
-                };
+                let push = if me.push_frames > 0 { me.push } else { [0.0; 3] };
                 for _ in 0..MOVE_TRIES {
                     let u = unit(rng);
                     let c = [0, 1, 2].map(|k| me.centre[k] + u[k] * p.drift_um_per_frame + push[k]);
                     let clear = cells.iter().enumerate().all(|(j, o)| {
-                        let least = if o.track == me.sister {
-                            0.0
-                        } else {
-                            MIN_GAP_UM
-                        };
+                        let least = if o.track == me.sister { 0.0 } else { MIN_GAP_UM };
                         j == i || gap(c, me.radius, o.centre, o.radius) >= least
                     });
                     if inside(c, me.radius, extent, v) && clear {
@@ -412,8 +344,7 @@ fn render(cells: &[Cell], t: usize, p: &SeriesParams) -> SeriesFrame {
     const PHOTONS: f64 = 1000.0;
     const OFFSET: f64 = 100.0;
     const READ_NOISE: f64 = 4.0;
-    let frame_seed =
-        p.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let frame_seed = p.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let image = blurred
         .par_iter()
         .enumerate()
@@ -423,9 +354,7 @@ fn render(cells: &[Cell], t: usize, p: &SeriesParams) -> SeriesFrame {
             let lambda = (s as f64 * depth * bleach + 0.03) * PHOTONS;
             let mut r = Rng::new(frame_seed ^ i as u64);
             let shot = lambda + lambda.sqrt() * r.normal();
-            (OFFSET + shot.max(0.0) + READ_NOISE * r.normal())
-                .round()
-                .clamp(0.0, 65535.0) as u16
+            (OFFSET + shot.max(0.0) + READ_NOISE * r.normal()).round().clamp(0.0, 65535.0) as u16
         })
         .collect();
     SeriesFrame { image, labels }
@@ -443,54 +372,29 @@ mod tests {
         let p = SeriesParams::default();
         let s = generate_series(&p).unwrap();
         assert_eq!(s, generate_series(&p).unwrap());
-        assert_ne!(
-            s.frames[0].image,
-            generate_series(&SeriesParams {
-                seed: 2,
-                ..p.clone()
-            })
-            .unwrap()
-            .frames[0]
-                .image
-        );
+        assert_ne!(s.frames[0].image, generate_series(&SeriesParams { seed: 2, ..p.clone() }).unwrap().frames[0].image);
         assert_eq!(s.frames.len(), 12);
         // 4 -> 8 at frame 4 -> 16 at frame 8
         assert_eq!(s.tracks.len(), 4 + 8 + 16);
         for (t, f) in s.frames.iter().enumerate() {
             let present: BTreeSet<u32> = f.labels.iter().copied().filter(|&l| l > 0).collect();
-            let alive: BTreeSet<u32> = s
-                .tracks
-                .iter()
-                .filter(|tr| tr.start <= t && t <= tr.end)
-                .map(|tr| tr.id)
-                .collect();
+            let alive: BTreeSet<u32> = s.tracks.iter().filter(|tr| tr.start <= t && t <= tr.end).map(|tr| tr.id).collect();
             assert_eq!(present, alive, "frame {t}");
             assert_eq!(alive.len(), [4, 8, 16][t / 4]);
         }
         let txt = s.res_track_txt();
-        assert!(
-            txt.starts_with("1 0 3 0\n2 0 3 0\n3 0 3 0\n4 0 3 0\n5 4 7 1\n6 4 7 1\n"),
-            "{txt}"
-        );
+        assert!(txt.starts_with("1 0 3 0\n2 0 3 0\n3 0 3 0\n4 0 3 0\n5 4 7 1\n6 4 7 1\n"), "{txt}");
         assert_eq!(txt.lines().count(), 28);
         assert_eq!(track::divisions(&s.tracks).len(), 4 + 8);
         // nuclei brighter than background, and dimmer at the end than at the start
         let fg_mean = |f: &SeriesFrame| {
-            let (sum, n) = f
-                .labels
-                .iter()
-                .zip(&f.image)
-                .filter(|(l, _)| **l > 0)
-                .fold((0.0, 0.0), |(s, n), (_, &v)| (s + v as f64, n + 1.0));
+            let (sum, n) =
+                f.labels.iter().zip(&f.image).filter(|(l, _)| **l > 0).fold((0.0, 0.0), |(s, n), (_, &v)| (s + v as f64, n + 1.0));
             sum / n
         };
         let bg_mean = |f: &SeriesFrame| {
-            let (sum, n) = f
-                .labels
-                .iter()
-                .zip(&f.image)
-                .filter(|(l, _)| **l == 0)
-                .fold((0.0, 0.0), |(s, n), (_, &v)| (s + v as f64, n + 1.0));
+            let (sum, n) =
+                f.labels.iter().zip(&f.image).filter(|(l, _)| **l == 0).fold((0.0, 0.0), |(s, n), (_, &v)| (s + v as f64, n + 1.0));
             sum / n
         };
         assert!(fg_mean(&s.frames[0]) > 2.0 * bg_mean(&s.frames[0]));
@@ -502,25 +406,16 @@ mod tests {
         let s = generate_series(&SeriesParams::default()).unwrap();
         let m = |t: usize| measure(&s.frames[t].labels, s.dims, s.voxel_size, None).unwrap();
         let (before, at, after) = (m(3), m(4), m(6));
-        let find =
-            |ns: &[crate::Nucleus], id: u32| ns.iter().find(|n| n.label == id).cloned().unwrap();
+        let find = |ns: &[crate::Nucleus], id: u32| ns.iter().find(|n| n.label == id).cloned().unwrap();
         for d in track::divisions(&s.tracks).iter().filter(|d| d.frame == 4) {
             let mother = find(&before, d.parent);
             let [a, b] = d.daughters.map(|id| find(&at, id));
             let ratio = (a.volume_um3 + b.volume_um3) / mother.volume_um3;
             assert!((0.8..1.2).contains(&ratio), "volume ratio {ratio}");
-            let dist = |x: &crate::Nucleus, y: &crate::Nucleus| {
-                (0..3)
-                    .map(|k| (x.centroid_um[k] - y.centroid_um[k]).powi(2))
-                    .sum::<f64>()
-                    .sqrt()
-            };
+            let dist =
+                |x: &crate::Nucleus, y: &crate::Nucleus| (0..3).map(|k| (x.centroid_um[k] - y.centroid_um[k]).powi(2)).sum::<f64>().sqrt();
             let [a2, b2] = d.daughters.map(|id| find(&after, id));
-            assert!(
-                dist(&a2, &b2) > dist(&a, &b) + 1.0,
-                "daughters of {} do not separate",
-                d.parent
-            );
+            assert!(dist(&a2, &b2) > dist(&a, &b) + 1.0, "daughters of {} do not separate", d.parent);
         }
     }
 
@@ -528,71 +423,24 @@ mod tests {
     fn crowded_or_absurd_parameters_are_errors() {
         let d = SeriesParams::default();
         for p in [
-            SeriesParams {
-                start_nuclei: 200,
-                ..d.clone()
-            },
-            SeriesParams {
-                start_nuclei: 0,
-                ..d.clone()
-            },
-            SeriesParams {
-                frames: 0,
-                ..d.clone()
-            },
-            SeriesParams {
-                frames: 40,
-                ..d.clone()
-            },
-            SeriesParams {
-                division_every: 1,
-                frames: 40,
-                ..d.clone()
-            },
-            SeriesParams {
-                dims: [0, 96, 96],
-                ..d.clone()
-            },
-            SeriesParams {
-                dims: [8, 16, 16],
-                ..d.clone()
-            },
-            SeriesParams {
-                voxel_size: [f64::NAN, 0.8, 0.8],
-                ..d.clone()
-            },
-            SeriesParams {
-                drift_um_per_frame: -1.0,
-                ..d.clone()
-            },
+            SeriesParams { start_nuclei: 200, ..d.clone() },
+            SeriesParams { start_nuclei: 0, ..d.clone() },
+            SeriesParams { frames: 0, ..d.clone() },
+            SeriesParams { frames: 40, ..d.clone() },
+            SeriesParams { division_every: 1, frames: 40, ..d.clone() },
+            SeriesParams { dims: [0, 96, 96], ..d.clone() },
+            SeriesParams { dims: [8, 16, 16], ..d.clone() },
+            SeriesParams { voxel_size: [f64::NAN, 0.8, 0.8], ..d.clone() },
+            SeriesParams { drift_um_per_frame: -1.0, ..d.clone() },
         ] {
-            assert!(
-                matches!(generate_series(&p), Err(Error::InvalidArgument(_))),
-                "{p:?}"
-            );
+            assert!(matches!(generate_series(&p), Err(Error::InvalidArgument(_))), "{p:?}");
         }
         // one nucleus fits, its daughters never do: the replays give up with an error
-        let boxed = SeriesParams {
-            dims: [12, 24, 24],
-            start_nuclei: 1,
-            frames: 5,
-            ..d.clone()
-        };
-        assert!(generate_series(&SeriesParams {
-            frames: 4,
-            ..boxed.clone()
-        })
-        .is_ok());
-        assert!(
-            matches!(generate_series(&boxed), Err(Error::InvalidArgument(m)) if m.contains("dividing"))
-        );
+        let boxed = SeriesParams { dims: [12, 24, 24], start_nuclei: 1, frames: 5, ..d.clone() };
+        assert!(generate_series(&SeriesParams { frames: 4, ..boxed.clone() }).is_ok());
+        assert!(matches!(generate_series(&boxed), Err(Error::InvalidArgument(m)) if m.contains("dividing")));
         // no division at all is fine
-        let s = generate_series(&SeriesParams {
-            division_every: 0,
-            frames: 3,
-            ..d
-        })
-        .unwrap();
+        let s = generate_series(&SeriesParams { division_every: 0, frames: 3, ..d }).unwrap();
         assert_eq!(s.res_track_txt(), "1 0 2 0\n2 0 2 0\n3 0 2 0\n4 0 2 0\n");
     }
 
@@ -602,34 +450,16 @@ mod tests {
             .frames
             .iter()
             .enumerate()
-            .map(|(t, f)| {
-                FrameNuclei::from_measured(
-                    t,
-                    &measure(&f.labels, s.dims, s.voxel_size, None).unwrap(),
-                )
-            })
+            .map(|(t, f)| FrameNuclei::from_measured(t, &measure(&f.labels, s.dims, s.voxel_size, None).unwrap()))
             .collect();
-        let tables: Vec<HashMap<(u32, u32), u64>> = s
-            .frames
-            .windows(2)
-            .map(|w| overlaps(&w[0].labels, &w[1].labels).unwrap())
-            .collect();
-        link(
-            &frames,
-            with_overlaps.then_some(&tables[..]),
-            &TrackParams::default(),
-        )
-        .unwrap()
+        let tables: Vec<HashMap<(u32, u32), u64>> = s.frames.windows(2).map(|w| overlaps(&w[0].labels, &w[1].labels).unwrap()).collect();
+        link(&frames, with_overlaps.then_some(&tables[..]), &TrackParams::default()).unwrap()
     }
 
     #[test]
     fn linking_the_ground_truth_labels_reproduces_the_tracks() {
         for seed in [1, 2, 3] {
-            let s = generate_series(&SeriesParams {
-                seed,
-                ..Default::default()
-            })
-            .unwrap();
+            let s = generate_series(&SeriesParams { seed, ..Default::default() }).unwrap();
             for with_overlaps in [false, true] {
                 let r = track_ground_truth(&s, with_overlaps);
                 let case = format!("seed {seed}, overlaps {with_overlaps}");
@@ -638,35 +468,18 @@ mod tests {
                 let mut map: HashMap<u32, u32> = HashMap::new();
                 for (t, table) in r.assignment.iter().enumerate() {
                     for (&gt, &res) in table {
-                        assert_eq!(
-                            *map.entry(gt).or_insert(res),
-                            res,
-                            "{case}: track {gt} split at frame {t}"
-                        );
+                        assert_eq!(*map.entry(gt).or_insert(res), res, "{case}: track {gt} split at frame {t}");
                     }
                 }
                 let images: BTreeSet<u32> = map.values().copied().collect();
-                assert_eq!(
-                    (map.len(), images.len()),
-                    (s.tracks.len(), s.tracks.len()),
-                    "{case}"
-                );
+                assert_eq!((map.len(), images.len()), (s.tracks.len(), s.tracks.len()), "{case}");
                 // same spans and same lineage
                 for g in &s.tracks {
                     let res = r.tracks[map[&g.id] as usize - 1];
                     let parent = if g.parent == 0 { 0 } else { map[&g.parent] };
-                    assert_eq!(
-                        (res.start, res.end, res.parent),
-                        (g.start, g.end, parent),
-                        "{case}: track {}",
-                        g.id
-                    );
+                    assert_eq!((res.start, res.end, res.parent), (g.start, g.end, parent), "{case}: track {}", g.id);
                 }
-                assert_eq!(
-                    r.divisions().len(),
-                    track::divisions(&s.tracks).len(),
-                    "{case}"
-                );
+                assert_eq!(r.divisions().len(), track::divisions(&s.tracks).len(), "{case}");
                 // ids follow (first frame, label) and the labels are the ground-truth ids,
                 // so the CTC file itself comes out identical
                 assert_eq!(r.res_track_txt(), s.res_track_txt(), "{case}");

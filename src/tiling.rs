@@ -32,27 +32,16 @@ pub struct TileGrid {
 impl TileGrid {
     /// Tiles for `dims` of at most `tile` voxels overlapping by `overlap`, each edge a
     /// multiple of `multiple`.
-    pub fn new(
-        dims: [usize; 3],
-        tile: [usize; 3],
-        overlap: [usize; 3],
-        multiple: [usize; 3],
-    ) -> Result<TileGrid> {
+    pub fn new(dims: [usize; 3], tile: [usize; 3], overlap: [usize; 3], multiple: [usize; 3]) -> Result<TileGrid> {
         if tile.iter().any(|&t| t == 0 || t > MAX_TILE) || overlap.iter().any(|&o| o > MAX_TILE) {
-            return Err(Error::invalid(format!("tile {tile:?} / overlap {overlap:?}: each must be 1..={MAX_TILE} voxels (overlap 0..={MAX_TILE})")));
-        }
-        if multiple.iter().any(|&m| m == 0 || m > MAX_TILE) {
-            return Err(Error::Model(format!(
-                "the networks need tiles in multiples of {multiple:?} voxels (limit {MAX_TILE})"
+            return Err(Error::invalid(format!(
+                "tile {tile:?} / overlap {overlap:?}: each must be 1..={MAX_TILE} voxels (overlap 0..={MAX_TILE})"
             )));
         }
-        let mut g = TileGrid {
-            dims,
-            tile: [0; 3],
-            overlap: [0; 3],
-            count: [0; 3],
-            starts: Default::default(),
-        };
+        if multiple.iter().any(|&m| m == 0 || m > MAX_TILE) {
+            return Err(Error::Model(format!("the networks need tiles in multiples of {multiple:?} voxels (limit {MAX_TILE})")));
+        }
+        let mut g = TileGrid { dims, tile: [0; 3], overlap: [0; 3], count: [0; 3], starts: Default::default() };
         for k in 0..3 {
             let m = multiple[k];
             let t = (tile[k].max(m) / m) * m;
@@ -130,9 +119,7 @@ fn axis_tiles(n: usize, tile: usize, overlap: usize, multiple: usize) -> (usize,
     let stride = (tile - overlap).max(1);
     let k = (n - tile).div_ceil(stride) + 1;
     let last = (n - tile) as f64;
-    let starts = (0..k)
-        .map(|i| (last * i as f64 / (k - 1) as f64).round() as isize)
-        .collect();
+    let starts = (0..k).map(|i| (last * i as f64 / (k - 1) as f64).round() as isize).collect();
     (tile, starts)
 }
 
@@ -160,27 +147,16 @@ fn ramp(size: usize, overlap: usize) -> Vec<f32> {
 ///
 /// `net(tiles, b)` receives `b` tiles of `grid.tile` voxels one after the other and must
 /// return two outputs of the same length.
-pub fn run_tiled<F>(
-    grid: &TileGrid,
-    vol: &[f32],
-    batch: usize,
-    mut net: F,
-    progress: Option<Progress>,
-) -> Result<(Vec<f32>, Vec<f32>)>
+pub fn run_tiled<F>(grid: &TileGrid, vol: &[f32], batch: usize, mut net: F, progress: Option<Progress>) -> Result<(Vec<f32>, Vec<f32>)>
 where
     F: FnMut(&[f32], usize) -> Result<(Vec<f32>, Vec<f32>)>,
 {
     let dims = grid.dims;
     let n = dims[0] * dims[1] * dims[2];
     if vol.len() != n {
-        return Err(Error::Internal(format!(
-            "tiling a volume of {} values with dims {dims:?}",
-            vol.len()
-        )));
+        return Err(Error::Internal(format!("tiling a volume of {} values with dims {dims:?}", vol.len())));
     }
-    let weights: Vec<Vec<f32>> = (0..3)
-        .map(|k| ramp(grid.tile[k], grid.overlap[k]))
-        .collect();
+    let weights: Vec<Vec<f32>> = (0..3).map(|k| ramp(grid.tile[k], grid.overlap[k])).collect();
     let mut acc_p = vec![0f32; n];
     let mut acc_c = vec![0f32; n];
     let mut acc_w = vec![0f32; n];
@@ -194,48 +170,28 @@ where
     for group in starts.chunks(batch) {
         let b = group.len();
         // gather with mirror padding, tiles and their planes in parallel
-        buf[..b * tile_n]
-            .par_chunks_mut(th * tw)
-            .enumerate()
-            .for_each(|(k, plane)| {
-                let (t, z) = (k / td, k % td);
-                let [sz, sy, sx] = group[t];
-                let iz = mirror(sz + z as isize, dims[0]);
-                for y in 0..th {
-                    let iy = mirror(sy + y as isize, dims[1]);
-                    gather_row(
-                        &vol[(iz * dims[1] + iy) * dims[2]..][..dims[2]],
-                        sx,
-                        &mut plane[y * tw..(y + 1) * tw],
-                    );
-                }
-            });
+        buf[..b * tile_n].par_chunks_mut(th * tw).enumerate().for_each(|(k, plane)| {
+            let (t, z) = (k / td, k % td);
+            let [sz, sy, sx] = group[t];
+            let iz = mirror(sz + z as isize, dims[0]);
+            for y in 0..th {
+                let iy = mirror(sy + y as isize, dims[1]);
+                gather_row(&vol[(iz * dims[1] + iy) * dims[2]..][..dims[2]], sx, &mut plane[y * tw..(y + 1) * tw]);
+            }
+        });
         let (p, c) = net(&buf[..b * tile_n], b)?;
         if p.len() != b * tile_n || c.len() != b * tile_n {
-            return Err(Error::Internal(format!(
-                "{b} tiles of {tile_n} voxels gave outputs of {} and {} values",
-                p.len(),
-                c.len()
-            )));
+            return Err(Error::Internal(format!("{b} tiles of {tile_n} voxels gave outputs of {} and {} values", p.len(), c.len())));
         }
         // scatter the part inside the volume, weighted: tiles one after the other (they
         // overlap), the planes of one tile in parallel (they do not)
         let plane_n = dims[1] * dims[2];
         for (k, &[sz, sy, sx]) in group.iter().enumerate() {
-            let (p, c) = (
-                &p[k * tile_n..(k + 1) * tile_n],
-                &c[k * tile_n..(k + 1) * tile_n],
-            );
+            let (p, c) = (&p[k * tile_n..(k + 1) * tile_n], &c[k * tile_n..(k + 1) * tile_n]);
             let z0 = sz.max(0) as usize;
             let z1 = ((sz + td as isize).min(dims[0] as isize)) as usize;
-            let (y0, y1) = (
-                sy.max(0) as usize,
-                ((sy + th as isize).min(dims[1] as isize)) as usize,
-            );
-            let (x0, x1) = (
-                sx.max(0) as usize,
-                ((sx + tw as isize).min(dims[2] as isize)) as usize,
-            );
+            let (y0, y1) = (sy.max(0) as usize, ((sy + th as isize).min(dims[1] as isize)) as usize);
+            let (x0, x1) = (sx.max(0) as usize, ((sx + tw as isize).min(dims[2] as isize)) as usize);
             let (tx0, tx1) = ((x0 as isize - sx) as usize, (x1 as isize - sx) as usize);
             let wx = &weights[2][tx0..tx1];
             acc_p[z0 * plane_n..z1 * plane_n]
@@ -252,11 +208,7 @@ where
                         let ti = (tz as usize * th + ty) * tw;
                         let (tp, tc) = (&p[ti + tx0..ti + tx1], &c[ti + tx0..ti + tx1]);
                         let g = gy * dims[2];
-                        let (ap, ac, aw) = (
-                            &mut ap[g + x0..g + x1],
-                            &mut ac[g + x0..g + x1],
-                            &mut aw[g + x0..g + x1],
-                        );
+                        let (ap, ac, aw) = (&mut ap[g + x0..g + x1], &mut ac[g + x0..g + x1], &mut aw[g + x0..g + x1]);
                         for x in 0..wx.len() {
                             let w = wzy * wx[x];
                             ap[x] += w * tp[x];
@@ -273,23 +225,13 @@ where
             }
         }
     }
-    acc_p
-        .par_iter_mut()
-        .zip(acc_c.par_iter_mut())
-        .zip(acc_w.par_iter())
-        .for_each(|((p, c), &w)| {
-            *p /= w;
-            *c /= w;
-        });
-    let bad = acc_p
-        .par_iter()
-        .chain(acc_c.par_iter())
-        .filter(|v| !v.is_finite())
-        .count();
+    acc_p.par_iter_mut().zip(acc_c.par_iter_mut()).zip(acc_w.par_iter()).for_each(|((p, c), &w)| {
+        *p /= w;
+        *c /= w;
+    });
+    let bad = acc_p.par_iter().chain(acc_c.par_iter()).filter(|v| !v.is_finite()).count();
     if bad > 0 {
-        return Err(Error::Inference(format!(
-            "the network produced {bad} non-finite values"
-        )));
+        return Err(Error::Inference(format!("the network produced {bad} non-finite values")));
     }
     Ok((acc_p, acc_c))
 }
@@ -312,9 +254,7 @@ mod tests {
             for w in [1usize, 3, 7, 16, 30] {
                 let mut got = vec![-1f32; w];
                 gather_row(&row, sx, &mut got);
-                let want: Vec<f32> = (0..w)
-                    .map(|i| row[mirror(sx + i as isize, row.len())])
-                    .collect();
+                let want: Vec<f32> = (0..w).map(|i| row[mirror(sx + i as isize, row.len())]).collect();
                 assert_eq!(got, want, "sx {sx} w {w}");
             }
         }
@@ -359,14 +299,8 @@ mod tests {
     fn an_identity_network_gives_the_volume_back_through_any_tiling() {
         // blending must be a partition of unity: identity in, the same volume out
         let dims = [9usize, 37, 23];
-        let vol: Vec<f32> = (0..dims.iter().product::<usize>())
-            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
-            .collect();
-        for (tile, overlap, batch) in [
-            ([8, 16, 16], [2, 4, 4], 1),
-            ([4, 8, 8], [2, 4, 0], 3),
-            ([16, 64, 64], [0; 3], 2),
-        ] {
+        let vol: Vec<f32> = (0..dims.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        for (tile, overlap, batch) in [([8, 16, 16], [2, 4, 4], 1), ([4, 8, 8], [2, 4, 0], 3), ([16, 64, 64], [0; 3], 2)] {
             let g = TileGrid::new(dims, tile, overlap, [4, 8, 8]).unwrap();
             let mut calls = 0;
             let (p, c) = run_tiled(
@@ -382,10 +316,7 @@ mod tests {
             .unwrap();
             assert_eq!(calls, g.len().div_ceil(batch));
             for i in 0..vol.len() {
-                assert!(
-                    (p[i] - vol[i]).abs() < 1e-5 && (c[i] - (1.0 - vol[i])).abs() < 1e-5,
-                    "{tile:?} voxel {i}"
-                );
+                assert!((p[i] - vol[i]).abs() < 1e-5 && (c[i] - (1.0 - vol[i])).abs() < 1e-5, "{tile:?} voxel {i}");
             }
         }
     }
@@ -396,21 +327,9 @@ mod tests {
         let vol = vec![0.5f32; 8 * 32 * 32];
         let g = TileGrid::new(dims, [8, 16, 16], [0; 3], [1; 3]).unwrap();
         let stop = |f: f32| f < 0.5;
-        let r = run_tiled(
-            &g,
-            &vol,
-            1,
-            |t, _| Ok((t.to_vec(), t.to_vec())),
-            Some(&stop),
-        );
+        let r = run_tiled(&g, &vol, 1, |t, _| Ok((t.to_vec(), t.to_vec())), Some(&stop));
         assert!(matches!(r, Err(Error::Cancelled)));
-        let r = run_tiled(
-            &g,
-            &vol,
-            1,
-            |t, _| Ok((t.to_vec(), vec![f32::NAN; t.len()])),
-            None,
-        );
+        let r = run_tiled(&g, &vol, 1, |t, _| Ok((t.to_vec(), vec![f32::NAN; t.len()])), None);
         assert!(matches!(r, Err(Error::Inference(_))));
         let r = run_tiled(&g, &vol, 1, |t, _| Ok((t[1..].to_vec(), t.to_vec())), None);
         assert!(matches!(r, Err(Error::Internal(_))));

@@ -12,9 +12,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::criteria::{
-    csv_number, division_rounds, frame_criteria, DivisionRound, FrameCriteria, FrameMeasures,
-};
+use crate::criteria::{csv_number, division_rounds, frame_criteria, DivisionRound, FrameCriteria, FrameMeasures};
 use crate::error::{Error, Result};
 use crate::track::{link, overlaps, FrameNuclei, TrackParams, Tracking};
 
@@ -58,14 +56,7 @@ impl TimeLapse {
     /// numbered `first_frame`.
     pub fn new(voxel: [f64; 3], first_frame: usize) -> Result<Self> {
         crate::plan::check_voxel_size(voxel, "the voxel size")?;
-        Ok(TimeLapse {
-            voxel,
-            dims: None,
-            first_frame,
-            frames: Vec::new(),
-            overlaps: Vec::new(),
-            previous: None,
-        })
+        Ok(TimeLapse { voxel, dims: None, first_frame, frames: Vec::new(), overlaps: Vec::new(), previous: None })
     }
 
     pub fn voxel_size(&self) -> [f64; 3] {
@@ -87,25 +78,14 @@ impl TimeLapse {
 
     /// Adds the next frame: its labels (0 = background) and, optionally, its intensities
     /// (same length) for the mean intensity. Every frame must have the first one's dims.
-    pub fn add_frame(
-        &mut self,
-        labels: &[u32],
-        dims: [usize; 3],
-        intensity: Option<&[f32]>,
-    ) -> Result<()> {
+    pub fn add_frame(&mut self, labels: &[u32], dims: [usize; 3], intensity: Option<&[f32]>) -> Result<()> {
         if let Some(d) = self.dims {
             if d != dims {
-                return Err(Error::invalid(format!(
-                    "frame {} has dims {dims:?}, the series {d:?}",
-                    self.first_frame + self.frames.len()
-                )));
+                return Err(Error::invalid(format!("frame {} has dims {dims:?}, the series {d:?}", self.first_frame + self.frames.len())));
             }
         }
         if self.frames.len() >= crate::track::MAX_FRAMES {
-            return Err(Error::invalid(format!(
-                "at most {} frames are tracked",
-                crate::track::MAX_FRAMES
-            )));
+            return Err(Error::invalid(format!("at most {} frames are tracked", crate::track::MAX_FRAMES)));
         }
         let frame = self.first_frame + self.frames.len();
         let measured = FrameMeasures::new(frame, labels, dims, self.voxel, intensity)?;
@@ -133,16 +113,10 @@ impl TimeLapse {
     pub fn analyse(&self, params: &TrackParams, interval: Option<f64>) -> Result<Analysis> {
         if let Some(i) = interval {
             if !(i.is_finite() && i > 0.0) {
-                return Err(Error::invalid(format!(
-                    "the frame interval must be positive, got {i}"
-                )));
+                return Err(Error::invalid(format!("the frame interval must be positive, got {i}")));
             }
         }
-        let tables: Vec<FrameNuclei> = self
-            .frames
-            .iter()
-            .map(|f| FrameNuclei::from_measured(f.frame, &f.nuclei))
-            .collect();
+        let tables: Vec<FrameNuclei> = self.frames.iter().map(|f| FrameNuclei::from_measured(f.frame, &f.nuclei)).collect();
         let tracking = link(&tables, Some(&self.overlaps), params)?;
         let criteria = frame_criteria(&self.frames, Some(&tracking), interval);
         let rounds = division_rounds(&tracking);
@@ -150,10 +124,7 @@ impl TimeLapse {
         for (t, f) in self.frames.iter().enumerate() {
             for (n, s) in f.nuclei.iter().zip(&f.surface_um2) {
                 let track = tracking.assignment[t].get(&n.label).copied().unwrap_or(0);
-                let parent = tracking
-                    .tracks
-                    .get((track as usize).wrapping_sub(1))
-                    .map_or(0, |tr| tr.parent);
+                let parent = tracking.tracks.get((track as usize).wrapping_sub(1)).map_or(0, |tr| tr.parent);
                 points.push(TrackPoint {
                     track,
                     frame: f.frame,
@@ -167,19 +138,15 @@ impl TimeLapse {
             }
         }
         points.sort_by_key(|p| (p.track, p.frame));
-        Ok(Analysis {
-            tracking,
-            criteria,
-            rounds,
-            points,
-        })
+        Ok(Analysis { tracking, criteria, rounds, points })
     }
 }
 
 impl Analysis {
     /// The tracks table as CSV: one row per nucleus per frame, by track then frame.
     pub fn tracks_csv(&self) -> String {
-        let mut s = String::from("track,frame,label,centroid_z_um,centroid_y_um,centroid_x_um,volume_um3,surface_um2,mean_intensity,parent\n");
+        let mut s =
+            String::from("track,frame,label,centroid_z_um,centroid_y_um,centroid_x_um,volume_um3,surface_um2,mean_intensity,parent\n");
         for p in &self.points {
             s.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{}\n",
@@ -202,10 +169,7 @@ impl Analysis {
     pub fn divisions_csv(&self) -> String {
         let mut s = String::from("frame,parent,daughter_1,daughter_2\n");
         for d in self.tracking.divisions() {
-            s.push_str(&format!(
-                "{},{},{},{}\n",
-                d.frame, d.parent, d.daughters[0], d.daughters[1]
-            ));
+            s.push_str(&format!("{},{},{},{}\n", d.frame, d.parent, d.daughters[0], d.daughters[1]));
         }
         s
     }
@@ -218,10 +182,7 @@ mod tests {
 
     #[test]
     fn a_generated_series_is_tracked_with_its_true_divisions_and_rounds() {
-        let p = SeriesParams {
-            frames: 10,
-            ..SeriesParams::default()
-        };
+        let p = SeriesParams { frames: 10, ..SeriesParams::default() };
         let series = generate_series(&p).unwrap();
         let mut tl = TimeLapse::new(series.voxel_size, 0).unwrap();
         for f in &series.frames {
@@ -239,10 +200,7 @@ mod tests {
         }
         assert_eq!(by_frame.iter().sum::<usize>(), truth.len());
         assert_eq!(a.rounds.len(), 2, "4 -> 8 -> 16 nuclei: {:?}", a.rounds);
-        assert!(
-            a.rounds.iter().all(|r| r.spread_frames == 0),
-            "synchronous rounds"
-        );
+        assert!(a.rounds.iter().all(|r| r.spread_frames == 0), "synchronous rounds");
         assert_eq!(a.criteria[0].nuclei, 4);
         assert_eq!(a.criteria[9].nuclei, 16);
         assert_eq!(a.criteria[3].time, Some(6.0));
@@ -250,10 +208,7 @@ mod tests {
         let v0 = a.criteria[0].volume_um3_mean;
         let v9 = a.criteria[9].volume_um3_mean;
         assert!((v9 / v0 - 0.25).abs() < 0.05, "{v0} -> {v9}");
-        assert_eq!(
-            a.points.len(),
-            a.criteria.iter().map(|c| c.nuclei).sum::<usize>()
-        );
+        assert_eq!(a.points.len(), a.criteria.iter().map(|c| c.nuclei).sum::<usize>());
         assert!(a.tracks_csv().lines().count() == a.points.len() + 1);
         assert_eq!(a.divisions_csv().lines().count(), truth.len() + 1);
     }
@@ -267,10 +222,7 @@ mod tests {
         tl.add_frame(&[0, 2, 2, 0], [1, 2, 2], None).unwrap();
         let a = tl.analyse(&TrackParams::default(), None).unwrap();
         assert_eq!(a.tracking.tracks.len(), 1);
-        assert_eq!(
-            (a.tracking.tracks[0].start, a.tracking.tracks[0].end),
-            (5, 6)
-        );
+        assert_eq!((a.tracking.tracks[0].start, a.tracking.tracks[0].end), (5, 6));
         assert!(tl.analyse(&TrackParams::default(), Some(0.0)).is_err());
         assert!(TimeLapse::new([0.0, 1.0, 1.0], 0).is_err());
     }

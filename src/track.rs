@@ -116,33 +116,22 @@ impl TrackParams {
     pub fn validate(&self) -> Result<()> {
         let d = self.max_displacement_um;
         if !(d.is_finite() && (0.001..=1000.0).contains(&d)) {
-            return Err(Error::invalid(format!(
-                "max_displacement_um must be in [0.001, 1000] micrometres, got {d}"
-            )));
+            return Err(Error::invalid(format!("max_displacement_um must be in [0.001, 1000] micrometres, got {d}")));
         }
         if self.max_gap > 10 {
-            return Err(Error::invalid(format!(
-                "max_gap must be at most 10 frames, got {}",
-                self.max_gap
-            )));
+            return Err(Error::invalid(format!("max_gap must be at most 10 frames, got {}", self.max_gap)));
         }
         let dd = self.division_max_distance_um;
         if !(dd.is_finite() && (0.0..=1000.0).contains(&dd)) {
-            return Err(Error::invalid(format!(
-                "division_max_distance_um must be in [0, 1000] micrometres, got {dd}"
-            )));
+            return Err(Error::invalid(format!("division_max_distance_um must be in [0, 1000] micrometres, got {dd}")));
         }
         let (lo, hi) = self.division_volume_ratio;
         if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi && hi <= 10.0) {
-            return Err(Error::invalid(format!(
-                "division_volume_ratio must satisfy 0 < low <= high <= 10, got ({lo}, {hi})"
-            )));
+            return Err(Error::invalid(format!("division_volume_ratio must satisfy 0 < low <= high <= 10, got ({lo}, {hi})")));
         }
         let w = self.overlap_weight;
         if !(w.is_finite() && (0.0..=1.0).contains(&w)) {
-            return Err(Error::invalid(format!(
-                "overlap_weight must be in [0, 1], got {w}"
-            )));
+            return Err(Error::invalid(format!("overlap_weight must be in [0, 1], got {w}")));
         }
         Ok(())
     }
@@ -162,12 +151,7 @@ pub struct Detection {
 
 impl From<&Nucleus> for Detection {
     fn from(n: &Nucleus) -> Self {
-        Detection {
-            label: n.label,
-            centroid_um: n.centroid_um,
-            volume_um3: n.volume_um3,
-            voxels: n.voxels,
-        }
+        Detection { label: n.label, centroid_um: n.centroid_um, volume_um3: n.volume_um3, voxels: n.voxels }
     }
 }
 
@@ -187,10 +171,7 @@ pub struct FrameNuclei {
 impl FrameNuclei {
     /// From the output of [`crate::measure()`].
     pub fn from_measured(frame: usize, nuclei: &[Nucleus]) -> Self {
-        FrameNuclei {
-            frame,
-            nuclei: nuclei.iter().map(Detection::from).collect(),
-        }
+        FrameNuclei { frame, nuclei: nuclei.iter().map(Detection::from).collect() }
     }
 }
 
@@ -198,11 +179,7 @@ impl FrameNuclei {
 /// nonzero, for two label volumes of the same grid.
 pub fn overlaps(prev_labels: &[u32], next_labels: &[u32]) -> Result<HashMap<(u32, u32), u64>> {
     if prev_labels.len() != next_labels.len() {
-        return Err(Error::invalid(format!(
-            "label volumes differ in size: {} and {} voxels",
-            prev_labels.len(),
-            next_labels.len()
-        )));
+        return Err(Error::invalid(format!("label volumes differ in size: {} and {} voxels", prev_labels.len(), next_labels.len())));
     }
     const CHUNK: usize = 1 << 16;
     Ok(prev_labels
@@ -271,9 +248,7 @@ impl Tracking {
         let table = frame
             .checked_sub(self.first_frame)
             .and_then(|i| self.assignment.get(i))
-            .ok_or_else(|| {
-                Error::invalid(format!("frame {frame} is not among the tracked frames"))
-            })?;
+            .ok_or_else(|| Error::invalid(format!("frame {frame} is not among the tracked frames")))?;
         for l in labels.iter_mut() {
             *l = table.get(l).copied().unwrap_or(0);
         }
@@ -285,10 +260,7 @@ impl Tracking {
 pub fn res_track_txt(tracks: &[Track]) -> String {
     let mut sorted: Vec<&Track> = tracks.iter().collect();
     sorted.sort_by_key(|t| t.id);
-    sorted
-        .iter()
-        .map(|t| format!("{} {} {} {}\n", t.id, t.start, t.end, t.parent))
-        .collect()
+    sorted.iter().map(|t| format!("{} {} {} {}\n", t.id, t.start, t.end, t.parent)).collect()
 }
 
 /// Divisions of a track list: every parent with exactly two daughter tracks, by frame
@@ -304,11 +276,7 @@ pub fn divisions(tracks: &[Track]) -> Vec<Division> {
         .filter(|(_, c)| c.len() == 2)
         .map(|(parent, c)| {
             let (a, b) = (c[0].id.min(c[1].id), c[0].id.max(c[1].id));
-            Division {
-                frame: c[0].start.min(c[1].start),
-                parent,
-                daughters: [a, b],
-            }
+            Division { frame: c[0].start.min(c[1].start), parent, daughters: [a, b] }
         })
         .collect();
     out.sort_by_key(|d| (d.frame, d.parent));
@@ -317,11 +285,7 @@ pub fn divisions(tracks: &[Track]) -> Vec<Division> {
 
 /// Links the nuclei of consecutive frames into tracks; see the module documentation.
 /// `overlaps[i]`, when given, holds the overlaps of frames i and i+1 (see [`overlaps`]).
-pub fn link(
-    frames: &[FrameNuclei],
-    overlaps: Option<&[HashMap<(u32, u32), u64>]>,
-    p: &TrackParams,
-) -> Result<Tracking> {
+pub fn link(frames: &[FrameNuclei], overlaps: Option<&[HashMap<(u32, u32), u64>]>, p: &TrackParams) -> Result<Tracking> {
     p.validate()?;
     check_frames(frames)?;
     if let Some(ov) = overlaps {
@@ -334,25 +298,14 @@ pub fn link(
         }
     }
     let Some(first) = frames.first() else {
-        return Ok(Tracking {
-            first_frame: 0,
-            tracks: Vec::new(),
-            assignment: Vec::new(),
-        });
+        return Ok(Tracking { first_frame: 0, tracks: Vec::new(), assignment: Vec::new() });
     };
     let nodes = Nodes::new(frames);
 
     // 1. frame to frame
     let links: Vec<Vec<Option<usize>>> = (0..frames.len().saturating_sub(1))
         .into_par_iter()
-        .map(|t| {
-            link_pair(
-                &frames[t].nuclei,
-                &frames[t + 1].nuclei,
-                overlaps.map(|o| &o[t]),
-                p,
-            )
-        })
+        .map(|t| link_pair(&frames[t].nuclei, &frames[t + 1].nuclei, overlaps.map(|o| &o[t]), p))
         .collect::<Result<_>>()?;
     let mut successor: Vec<Option<usize>> = vec![None; nodes.len()];
     let mut predecessor: Vec<Option<usize>> = vec![None; nodes.len()];
@@ -384,9 +337,7 @@ pub fn link(
     }
 
     // 3. tracks: one per chain of frame-to-frame links, in (first frame, label) order
-    let mut heads: Vec<usize> = (0..nodes.len())
-        .filter(|&n| predecessor[n].is_none())
-        .collect();
+    let mut heads: Vec<usize> = (0..nodes.len()).filter(|&n| predecessor[n].is_none()).collect();
     heads.sort_by_key(|&n| (nodes.frame_index(n), nodes.detection(frames, n).label));
     let mut track_of: Vec<u32> = vec![0; nodes.len()];
     let mut tracks: Vec<Track> = Vec::with_capacity(heads.len());
@@ -402,12 +353,7 @@ pub fn link(
         }
         let start = first.frame + nodes.frame_index(head);
         let end = first.frame + nodes.frame_index(node);
-        tracks.push(Track {
-            id,
-            start,
-            end,
-            parent: 0,
-        });
+        tracks.push(Track { id, start, end, parent: 0 });
     }
     for (k, &head) in heads.iter().enumerate() {
         if let Some(before) = parent_node[head] {
@@ -415,29 +361,15 @@ pub fn link(
         }
     }
     let assignment = (0..frames.len())
-        .map(|t| {
-            frames[t]
-                .nuclei
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (d.label, track_of[nodes.id(t, i)]))
-                .collect()
-        })
+        .map(|t| frames[t].nuclei.iter().enumerate().map(|(i, d)| (d.label, track_of[nodes.id(t, i)])).collect())
         .collect();
-    Ok(Tracking {
-        first_frame: first.frame,
-        tracks,
-        assignment,
-    })
+    Ok(Tracking { first_frame: first.frame, tracks, assignment })
 }
 
 /// Sizes, frame numbering, labels and coordinates of the input.
 fn check_frames(frames: &[FrameNuclei]) -> Result<()> {
     if frames.len() > MAX_FRAMES {
-        return Err(Error::invalid(format!(
-            "{} frames given, at most {MAX_FRAMES} are linked at once",
-            frames.len()
-        )));
+        return Err(Error::invalid(format!("{} frames given, at most {MAX_FRAMES} are linked at once", frames.len())));
     }
     let mut total = 0usize;
     let first = frames.first().map_or(0, |f| f.frame);
@@ -458,32 +390,18 @@ fn check_frames(frames: &[FrameNuclei]) -> Result<()> {
         }
         total += f.nuclei.len();
         if total > MAX_DETECTIONS {
-            return Err(Error::invalid(format!(
-                "more than {MAX_DETECTIONS} nuclei over all frames"
-            )));
+            return Err(Error::invalid(format!("more than {MAX_DETECTIONS} nuclei over all frames")));
         }
         let mut seen = std::collections::HashSet::with_capacity(f.nuclei.len());
         for d in &f.nuclei {
             if d.label == 0 || !seen.insert(d.label) {
-                return Err(Error::invalid(format!(
-                    "frame {}: label {} is zero or repeated",
-                    f.frame, d.label
-                )));
+                return Err(Error::invalid(format!("frame {}: label {} is zero or repeated", f.frame, d.label)));
             }
-            if d.centroid_um
-                .iter()
-                .any(|c| !(c.is_finite() && c.abs() <= MAX_COORDINATE_UM))
-            {
-                return Err(Error::invalid(format!(
-                    "frame {}: label {} has centroid {:?}",
-                    f.frame, d.label, d.centroid_um
-                )));
+            if d.centroid_um.iter().any(|c| !(c.is_finite() && c.abs() <= MAX_COORDINATE_UM)) {
+                return Err(Error::invalid(format!("frame {}: label {} has centroid {:?}", f.frame, d.label, d.centroid_um)));
             }
             if !(d.volume_um3.is_finite() && d.volume_um3 >= 0.0) {
-                return Err(Error::invalid(format!(
-                    "frame {}: label {} has volume {}",
-                    f.frame, d.label, d.volume_um3
-                )));
+                return Err(Error::invalid(format!("frame {}: label {} has volume {}", f.frame, d.label, d.volume_um3)));
             }
         }
     }
@@ -543,11 +461,7 @@ impl Grid {
         Grid { cell, cells }
     }
     fn key(p: [f64; 3], cell: f64) -> [i64; 3] {
-        [
-            (p[0] / cell).floor() as i64,
-            (p[1] / cell).floor() as i64,
-            (p[2] / cell).floor() as i64,
-        ]
+        [(p[0] / cell).floor() as i64, (p[1] / cell).floor() as i64, (p[2] / cell).floor() as i64]
     }
     /// Calls `visit` with every point index whose cell may hold points within `radius` of
     /// `p` (a superset: the caller checks the distance).
@@ -599,10 +513,7 @@ fn assign(n_rows: usize, n_cols: usize, pairs: &[Pair]) -> Result<Vec<Option<usi
         x
     }
     for pr in pairs {
-        let (a, b) = (
-            root(&mut parent, pr.row),
-            root(&mut parent, n_rows + pr.col),
-        );
+        let (a, b) = (root(&mut parent, pr.row), root(&mut parent, n_rows + pr.col));
         if a != b {
             parent[a] = b;
         }
@@ -642,8 +553,7 @@ fn assign(n_rows: usize, n_cols: usize, pairs: &[Pair]) -> Result<Vec<Option<usi
             let cell = &mut costs[r * width + c];
             *cell = (*cell).min(cost);
         }
-        let matrix = Matrix::from_vec(rows.len(), width, costs)
-            .map_err(|e| Error::Internal(format!("cost matrix: {e:?}")))?;
+        let matrix = Matrix::from_vec(rows.len(), width, costs).map_err(|e| Error::Internal(format!("cost matrix: {e:?}")))?;
         let (_, chosen) = kuhn_munkres_min(&matrix);
         for (r, &c) in chosen.iter().enumerate() {
             if c < cols.len() && matrix[(r, c)] < FORBIDDEN {
@@ -671,21 +581,10 @@ fn link_pair(
             if d > radius {
                 return;
             }
-            let shared = overlap
-                .and_then(|o| o.get(&(a.label, b.label)))
-                .copied()
-                .unwrap_or(0);
+            let shared = overlap.and_then(|o| o.get(&(a.label, b.label))).copied().unwrap_or(0);
             let smaller = a.voxels.min(b.voxels);
-            let fraction = if smaller == 0 {
-                0.0
-            } else {
-                (shared as f64 / smaller as f64).min(1.0)
-            };
-            pairs.push(Pair {
-                row: i,
-                col: j,
-                cost: d / radius * (1.0 - p.overlap_weight * fraction),
-            });
+            let fraction = if smaller == 0 { 0.0 } else { (shared as f64 / smaller as f64).min(1.0) };
+            pairs.push(Pair { row: i, col: j, cost: d / radius * (1.0 - p.overlap_weight * fraction) });
         });
     }
     assign(prev.len(), next.len(), &pairs)
@@ -747,16 +646,8 @@ fn close_gaps_and_find_divisions(
         return Ok(Vec::new());
     }
     let cell = p.max_displacement_um.max(p.division_max_distance_um);
-    let grids: Vec<Grid> = starts_by_frame
-        .iter()
-        .map(|s| {
-            Grid::new(
-                s.iter()
-                    .map(|&n| (n, nodes.detection(frames, n).centroid_um)),
-                cell,
-            )
-        })
-        .collect();
+    let grids: Vec<Grid> =
+        starts_by_frame.iter().map(|s| Grid::new(s.iter().map(|&n| (n, nodes.detection(frames, n).centroid_um)), cell)).collect();
 
     let mut rows: Vec<Candidate> = Vec::new();
     let mut pairs: Vec<Pair> = Vec::new();
@@ -778,8 +669,7 @@ fn close_gaps_and_find_divisions(
                             let found = nodes.detection(frames, s);
                             let dist = distance(d.centroid_um, found.centroid_um);
                             if let (true, Some(&col)) = (dist <= reach, column_of.get(&s)) {
-                                let cost =
-                                    dist / reach * volume_mismatch(d.volume_um3, found.volume_um3);
+                                let cost = dist / reach * volume_mismatch(d.volume_um3, found.volume_um3);
                                 pairs.push(Pair { row, col, cost });
                                 any = true;
                             }
@@ -803,15 +693,8 @@ fn close_gaps_and_find_divisions(
                         let dist = distance(d.centroid_um, d2.centroid_um);
                         let ratio = (d1.volume_um3 + d2.volume_um3) / d.volume_um3;
                         let (lo, hi) = p.division_volume_ratio;
-                        if let (true, Some(&col)) = (
-                            dist <= reach && ratio >= lo && ratio <= hi,
-                            column_of.get(&s),
-                        ) {
-                            pairs.push(Pair {
-                                row,
-                                col,
-                                cost: dist / reach,
-                            });
+                        if let (true, Some(&col)) = (dist <= reach && ratio >= lo && ratio <= hi, column_of.get(&s)) {
+                            pairs.push(Pair { row, col, cost: dist / reach });
                             any = true;
                         }
                     });
@@ -831,10 +714,7 @@ fn close_gaps_and_find_divisions(
             let start = columns[c?];
             Some(match row {
                 Candidate::ChainEnd(end) => Join::Gap { end, start },
-                Candidate::Mother(mother) => Join::Division {
-                    mother,
-                    daughter: start,
-                },
+                Candidate::Mother(mother) => Join::Division { mother, daughter: start },
             })
         })
         .collect())
@@ -845,19 +725,11 @@ mod tests {
     use super::*;
 
     fn det(label: u32, zyx: [f64; 3], volume: f64) -> Detection {
-        Detection {
-            label,
-            centroid_um: zyx,
-            volume_um3: volume,
-            voxels: 0,
-        }
+        Detection { label, centroid_um: zyx, volume_um3: volume, voxels: 0 }
     }
 
     fn frames_of(list: Vec<Vec<Detection>>) -> Vec<FrameNuclei> {
-        list.into_iter()
-            .enumerate()
-            .map(|(frame, nuclei)| FrameNuclei { frame, nuclei })
-            .collect()
+        list.into_iter().enumerate().map(|(frame, nuclei)| FrameNuclei { frame, nuclei }).collect()
     }
 
     /// What the CTC validator (py-ctcmetrics `valid`) requires: ids 1..=n in order, every
@@ -873,12 +745,7 @@ mod tests {
             for (i, table) in r.assignment.iter().enumerate() {
                 let frame = r.first_frame + i;
                 let present = table.values().any(|&id| id == t.id);
-                assert_eq!(
-                    present,
-                    (t.start..=t.end).contains(&frame),
-                    "track {} at frame {frame}",
-                    t.id
-                );
+                assert_eq!(present, (t.start..=t.end).contains(&frame), "track {} at frame {frame}", t.id);
             }
         }
     }
@@ -895,19 +762,13 @@ mod tests {
                 .map(|t| {
                     let s = 2.0 * t as f64;
                     // labels change every frame: the linker must not rely on them
-                    vec![
-                        det(10 + t as u32, [5.0, 10.0 + s, 10.0], 300.0),
-                        det(50 - t as u32, [5.0, 40.0, 40.0 - s], 300.0),
-                    ]
+                    vec![det(10 + t as u32, [5.0, 10.0 + s, 10.0], 300.0), det(50 - t as u32, [5.0, 40.0, 40.0 - s], 300.0)]
                 })
                 .collect(),
         );
         let r = link(&frames, None, &TrackParams::default()).unwrap();
         assert_eq!(r.tracks.len(), 2);
-        assert!(r
-            .tracks
-            .iter()
-            .all(|t| t.start == 0 && t.end == 4 && t.parent == 0));
+        assert!(r.tracks.iter().all(|t| t.start == 0 && t.end == 4 && t.parent == 0));
         for t in 0..5 {
             assert_eq!(tid(&r, t, 10 + t as u32), 1);
             assert_eq!(tid(&r, t, 50 - t as u32), 2);
@@ -922,18 +783,9 @@ mod tests {
         // taking it first (greedy) forces A(t=1) -> B(t=2), 7 um, total 8 um, against the
         // true 3 + 3 = 6 um.
         let frames = frames_of(vec![
-            vec![
-                det(1, [0.0, 0.0, -3.0], 300.0),
-                det(2, [0.0, 0.0, 1.0], 300.0),
-            ],
-            vec![
-                det(1, [0.0, 0.0, 0.0], 300.0),
-                det(2, [0.0, 0.0, 4.0], 300.0),
-            ],
-            vec![
-                det(1, [0.0, 0.0, 3.0], 300.0),
-                det(2, [0.0, 0.0, 7.0], 300.0),
-            ],
+            vec![det(1, [0.0, 0.0, -3.0], 300.0), det(2, [0.0, 0.0, 1.0], 300.0)],
+            vec![det(1, [0.0, 0.0, 0.0], 300.0), det(2, [0.0, 0.0, 4.0], 300.0)],
+            vec![det(1, [0.0, 0.0, 3.0], 300.0), det(2, [0.0, 0.0, 7.0], 300.0)],
         ]);
         let r = link(&frames, None, &TrackParams::default()).unwrap();
         assert_eq!(r.tracks.len(), 2);
@@ -947,22 +799,13 @@ mod tests {
         // two successors at equal distance: the one overlapping the nucleus wins
         let mut a = det(1, [0.0, 0.0, 0.0], 300.0);
         a.voxels = 100;
-        let (mut b, mut c) = (
-            det(1, [0.0, 0.0, -3.0], 300.0),
-            det(2, [0.0, 0.0, 3.0], 300.0),
-        );
+        let (mut b, mut c) = (det(1, [0.0, 0.0, -3.0], 300.0), det(2, [0.0, 0.0, 3.0], 300.0));
         b.voxels = 100;
         c.voxels = 100;
         let frames = frames_of(vec![vec![a], vec![b, c]]);
-        let p = TrackParams {
-            division_max_distance_um: 0.0,
-            ..Default::default()
-        };
+        let p = TrackParams { division_max_distance_um: 0.0, ..Default::default() };
         for (overlapping, other) in [(2u32, 1u32), (1, 2)] {
-            let table = [HashMap::from([
-                ((1u32, overlapping), 60u64),
-                ((1, other), 5),
-            ])];
+            let table = [HashMap::from([((1u32, overlapping), 60u64), ((1, other), 5)])];
             let r = link(&frames, Some(&table[..]), &p).unwrap();
             assert_eq!(tid(&r, 1, overlapping), tid(&r, 0, 1));
             assert_ne!(tid(&r, 1, other), tid(&r, 0, 1));
@@ -982,25 +825,11 @@ mod tests {
     #[test]
     fn division_ends_the_mother_and_starts_two_daughters() {
         let frames = frames_of(vec![
-            vec![
-                det(1, [10.0, 20.0, 20.0], 1000.0),
-                det(2, [10.0, 60.0, 60.0], 1000.0),
-            ],
-            vec![
-                det(1, [10.0, 20.5, 20.0], 1000.0),
-                det(2, [10.0, 60.0, 60.0], 1000.0),
-            ],
+            vec![det(1, [10.0, 20.0, 20.0], 1000.0), det(2, [10.0, 60.0, 60.0], 1000.0)],
+            vec![det(1, [10.0, 20.5, 20.0], 1000.0), det(2, [10.0, 60.0, 60.0], 1000.0)],
             // nucleus 1 divides along x: daughters 4 um either side
-            vec![
-                det(7, [10.0, 20.5, 16.0], 520.0),
-                det(8, [10.0, 20.5, 24.0], 480.0),
-                det(2, [10.0, 60.0, 61.0], 1000.0),
-            ],
-            vec![
-                det(7, [10.0, 20.5, 14.0], 520.0),
-                det(8, [10.0, 20.5, 26.0], 480.0),
-                det(2, [10.0, 60.0, 62.0], 1000.0),
-            ],
+            vec![det(7, [10.0, 20.5, 16.0], 520.0), det(8, [10.0, 20.5, 24.0], 480.0), det(2, [10.0, 60.0, 61.0], 1000.0)],
+            vec![det(7, [10.0, 20.5, 14.0], 520.0), det(8, [10.0, 20.5, 26.0], 480.0), det(2, [10.0, 60.0, 62.0], 1000.0)],
         ]);
         let r = link(&frames, None, &TrackParams::default()).unwrap();
         assert_eq!(r.tracks.len(), 4);
@@ -1009,14 +838,7 @@ mod tests {
         let (d7, d8) = (tid(&r, 2, 7), tid(&r, 2, 8));
         assert_eq!((tid(&r, 3, 7), tid(&r, 3, 8)), (d7, d8));
         assert!(d7 != d8 && d7 != mother && d8 != mother);
-        assert_eq!(
-            r.divisions(),
-            vec![Division {
-                frame: 2,
-                parent: mother,
-                daughters: [d7.min(d8), d7.max(d8)]
-            }]
-        );
+        assert_eq!(r.divisions(), vec![Division { frame: 2, parent: mother, daughters: [d7.min(d8), d7.max(d8)] }]);
         // ids by first frame, then label: mother 1, other 2, daughters 3 (label 7) and 4
         assert_eq!(r.res_track_txt(), "1 0 1 0\n2 0 3 0\n3 2 3 1\n4 2 3 1\n");
         assert_ctc_valid(&r);
@@ -1032,10 +854,7 @@ mod tests {
         // a full-size newcomer beside a nucleus that kept its size is not a daughter
         let frames = frames_of(vec![
             vec![det(1, [10.0, 20.0, 20.0], 1000.0)],
-            vec![
-                det(1, [10.0, 20.0, 21.0], 1000.0),
-                det(2, [10.0, 20.0, 27.0], 900.0),
-            ],
+            vec![det(1, [10.0, 20.0, 21.0], 1000.0), det(2, [10.0, 20.0, 27.0], 900.0)],
         ]);
         let r = link(&frames, None, &TrackParams::default()).unwrap();
         assert_eq!(r.res_track_txt(), "1 0 1 0\n2 1 1 0\n");
@@ -1045,20 +864,11 @@ mod tests {
     #[test]
     fn one_frame_gap_is_bridged_as_a_single_child() {
         let frames = frames_of(vec![
-            vec![
-                det(1, [5.0, 10.0, 10.0], 300.0),
-                det(2, [5.0, 50.0, 50.0], 300.0),
-            ],
-            vec![
-                det(1, [5.0, 10.0, 12.0], 300.0),
-                det(2, [5.0, 50.0, 50.0], 300.0),
-            ],
+            vec![det(1, [5.0, 10.0, 10.0], 300.0), det(2, [5.0, 50.0, 50.0], 300.0)],
+            vec![det(1, [5.0, 10.0, 12.0], 300.0), det(2, [5.0, 50.0, 50.0], 300.0)],
             // nucleus 1 missed in this frame
             vec![det(2, [5.0, 50.0, 50.0], 300.0)],
-            vec![
-                det(4, [5.0, 10.0, 16.0], 300.0),
-                det(2, [5.0, 50.0, 50.0], 300.0),
-            ],
+            vec![det(4, [5.0, 10.0, 16.0], 300.0), det(2, [5.0, 50.0, 50.0], 300.0)],
         ]);
         // CTC: the nucleus after the gap is track 3, child of track 1, and no division
         let r = link(&frames, None, &TrackParams::default()).unwrap();
@@ -1067,46 +877,16 @@ mod tests {
         assert_ctc_valid(&r);
         assert!(r.divisions().is_empty());
         // without gap closing the reappearance is an unrelated new track
-        let r = link(
-            &frames,
-            None,
-            &TrackParams {
-                max_gap: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let r = link(&frames, None, &TrackParams { max_gap: 0, ..Default::default() }).unwrap();
         assert_eq!(r.res_track_txt(), "1 0 1 0\n2 0 3 0\n3 3 3 0\n");
         // a two-frame gap is beyond the default
         let mut longer = frames.clone();
-        longer.insert(
-            2,
-            FrameNuclei {
-                frame: 2,
-                nuclei: vec![det(2, [5.0, 50.0, 50.0], 300.0)],
-            },
-        );
+        longer.insert(2, FrameNuclei { frame: 2, nuclei: vec![det(2, [5.0, 50.0, 50.0], 300.0)] });
         for (i, f) in longer.iter_mut().enumerate() {
             f.frame = i;
         }
-        assert_eq!(
-            link(&longer, None, &TrackParams::default()).unwrap().tracks[2].parent,
-            0
-        );
-        assert_eq!(
-            link(
-                &longer,
-                None,
-                &TrackParams {
-                    max_gap: 2,
-                    ..Default::default()
-                }
-            )
-            .unwrap()
-            .tracks[2]
-                .parent,
-            1
-        );
+        assert_eq!(link(&longer, None, &TrackParams::default()).unwrap().tracks[2].parent, 0);
+        assert_eq!(link(&longer, None, &TrackParams { max_gap: 2, ..Default::default() }).unwrap().tracks[2].parent, 1);
     }
 
     #[test]
@@ -1115,19 +895,10 @@ mod tests {
         // lands 4.5 um from both M and X. By distance alone the gap (4.5 um over two
         // frames) is the cheaper explanation; the halved volume says division.
         let frames = frames_of(vec![
-            vec![
-                det(1, [10.0, 20.0, 20.0], 1000.0),
-                det(2, [10.0, 20.0, 29.0], 1000.0),
-            ],
-            vec![
-                det(1, [10.0, 20.0, 20.0], 1000.0),
-                det(2, [10.0, 20.0, 29.0], 1000.0),
-            ],
+            vec![det(1, [10.0, 20.0, 20.0], 1000.0), det(2, [10.0, 20.0, 29.0], 1000.0)],
+            vec![det(1, [10.0, 20.0, 20.0], 1000.0), det(2, [10.0, 20.0, 29.0], 1000.0)],
             vec![det(1, [10.0, 20.0, 20.0], 1000.0)],
-            vec![
-                det(5, [10.0, 20.0, 16.0], 500.0),
-                det(6, [10.0, 20.0, 24.5], 500.0),
-            ],
+            vec![det(5, [10.0, 20.0, 16.0], 500.0), det(6, [10.0, 20.0, 24.5], 500.0)],
         ]);
         let r = link(&frames, None, &TrackParams::default()).unwrap();
         assert_eq!(r.res_track_txt(), "1 0 2 0\n2 0 1 0\n3 3 3 1\n4 3 3 1\n");
@@ -1143,22 +914,10 @@ mod tests {
     fn appearance_and_disappearance_at_the_border() {
         // a nucleus leaves through x = 0 after frame 1; another enters at x = 60 in frame 2
         let frames = frames_of(vec![
-            vec![
-                det(1, [5.0, 30.0, 3.0], 300.0),
-                det(2, [5.0, 30.0, 30.0], 300.0),
-            ],
-            vec![
-                det(1, [5.0, 30.0, 1.0], 300.0),
-                det(2, [5.0, 30.0, 30.0], 300.0),
-            ],
-            vec![
-                det(2, [5.0, 30.0, 30.0], 300.0),
-                det(3, [5.0, 30.0, 59.0], 80.0),
-            ],
-            vec![
-                det(2, [5.0, 30.0, 30.0], 300.0),
-                det(3, [5.0, 30.0, 57.0], 200.0),
-            ],
+            vec![det(1, [5.0, 30.0, 3.0], 300.0), det(2, [5.0, 30.0, 30.0], 300.0)],
+            vec![det(1, [5.0, 30.0, 1.0], 300.0), det(2, [5.0, 30.0, 30.0], 300.0)],
+            vec![det(2, [5.0, 30.0, 30.0], 300.0), det(3, [5.0, 30.0, 59.0], 80.0)],
+            vec![det(2, [5.0, 30.0, 30.0], 300.0), det(3, [5.0, 30.0, 57.0], 200.0)],
         ]);
         let r = link(&frames, None, &TrackParams::default()).unwrap();
         assert_eq!(r.res_track_txt(), "1 0 1 0\n2 0 3 0\n3 2 3 0\n");
@@ -1170,10 +929,7 @@ mod tests {
         // two mothers 12 um apart divide at once; each keeps a daughter by frame linking,
         // the two newcomers go one to each, the nearer pairing
         let frames = frames_of(vec![
-            vec![
-                det(1, [10.0, 20.0, 20.0], 1000.0),
-                det(2, [10.0, 20.0, 32.0], 1000.0),
-            ],
+            vec![det(1, [10.0, 20.0, 20.0], 1000.0), det(2, [10.0, 20.0, 32.0], 1000.0)],
             vec![
                 det(1, [10.0, 20.0, 16.0], 500.0),
                 det(2, [10.0, 20.0, 36.0], 500.0),
@@ -1194,48 +950,18 @@ mod tests {
     fn params_are_validated() {
         assert!(TrackParams::default().validate().is_ok());
         let bad = [
-            TrackParams {
-                max_displacement_um: 0.0,
-                ..Default::default()
-            },
-            TrackParams {
-                max_displacement_um: f64::NAN,
-                ..Default::default()
-            },
-            TrackParams {
-                max_displacement_um: 1e6,
-                ..Default::default()
-            },
-            TrackParams {
-                max_gap: 11,
-                ..Default::default()
-            },
-            TrackParams {
-                division_max_distance_um: -1.0,
-                ..Default::default()
-            },
-            TrackParams {
-                division_volume_ratio: (1.5, 1.0),
-                ..Default::default()
-            },
-            TrackParams {
-                division_volume_ratio: (0.0, 1.0),
-                ..Default::default()
-            },
-            TrackParams {
-                division_volume_ratio: (0.5, f64::INFINITY),
-                ..Default::default()
-            },
-            TrackParams {
-                overlap_weight: 1.5,
-                ..Default::default()
-            },
+            TrackParams { max_displacement_um: 0.0, ..Default::default() },
+            TrackParams { max_displacement_um: f64::NAN, ..Default::default() },
+            TrackParams { max_displacement_um: 1e6, ..Default::default() },
+            TrackParams { max_gap: 11, ..Default::default() },
+            TrackParams { division_max_distance_um: -1.0, ..Default::default() },
+            TrackParams { division_volume_ratio: (1.5, 1.0), ..Default::default() },
+            TrackParams { division_volume_ratio: (0.0, 1.0), ..Default::default() },
+            TrackParams { division_volume_ratio: (0.5, f64::INFINITY), ..Default::default() },
+            TrackParams { overlap_weight: 1.5, ..Default::default() },
         ];
         for p in bad {
-            assert!(
-                matches!(p.validate(), Err(Error::InvalidArgument(_))),
-                "{p:?}"
-            );
+            assert!(matches!(p.validate(), Err(Error::InvalidArgument(_))), "{p:?}");
             assert!(link(&[], None, &p).is_err());
         }
     }
@@ -1244,16 +970,7 @@ mod tests {
     fn bad_frames_are_refused() {
         let p = TrackParams::default();
         let ok = det(1, [0.0; 3], 1.0);
-        let not_consecutive = vec![
-            FrameNuclei {
-                frame: 0,
-                nuclei: vec![],
-            },
-            FrameNuclei {
-                frame: 2,
-                nuclei: vec![],
-            },
-        ];
+        let not_consecutive = vec![FrameNuclei { frame: 0, nuclei: vec![] }, FrameNuclei { frame: 2, nuclei: vec![] }];
         assert!(link(&not_consecutive, None, &p).is_err());
         let repeated = frames_of(vec![vec![ok.clone(), ok.clone()]]);
         assert!(link(&repeated, None, &p).is_err());
@@ -1265,33 +982,17 @@ mod tests {
         assert!(link(&far, None, &p).is_err());
         let negative = frames_of(vec![vec![det(1, [0.0; 3], -1.0)]]);
         assert!(link(&negative, None, &p).is_err());
-        let crowded = frames_of(vec![(1..=MAX_NUCLEI_PER_FRAME as u32 + 1)
-            .map(|l| det(l, [0.0; 3], 1.0))
-            .collect()]);
+        let crowded = frames_of(vec![(1..=MAX_NUCLEI_PER_FRAME as u32 + 1).map(|l| det(l, [0.0; 3], 1.0)).collect()]);
         assert!(link(&crowded, None, &p).is_err());
     }
 
     #[test]
     fn too_many_competitors_is_an_error_not_a_hang() {
         // 1,600 nuclei packed within the search radius in two frames
-        let cloud: Vec<Detection> = (0..1600u32)
-            .map(|l| {
-                det(
-                    l + 1,
-                    [
-                        (l % 10) as f64 * 0.1,
-                        (l / 10 % 10) as f64 * 0.1,
-                        (l / 100) as f64 * 0.1,
-                    ],
-                    1.0,
-                )
-            })
-            .collect();
+        let cloud: Vec<Detection> =
+            (0..1600u32).map(|l| det(l + 1, [(l % 10) as f64 * 0.1, (l / 10 % 10) as f64 * 0.1, (l / 100) as f64 * 0.1], 1.0)).collect();
         let frames = frames_of(vec![cloud.clone(), cloud]);
-        assert!(matches!(
-            link(&frames, None, &TrackParams::default()),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(link(&frames, None, &TrackParams::default()), Err(Error::InvalidArgument(_))));
     }
 
     #[test]
@@ -1300,22 +1001,10 @@ mod tests {
         let r = link(&[], None, &p).unwrap();
         assert!(r.tracks.is_empty() && r.assignment.is_empty() && r.res_track_txt().is_empty());
         let frames = vec![
-            FrameNuclei {
-                frame: 5,
-                nuclei: vec![],
-            },
-            FrameNuclei {
-                frame: 6,
-                nuclei: vec![det(3, [1.0; 3], 10.0)],
-            },
-            FrameNuclei {
-                frame: 7,
-                nuclei: vec![],
-            },
-            FrameNuclei {
-                frame: 8,
-                nuclei: vec![],
-            },
+            FrameNuclei { frame: 5, nuclei: vec![] },
+            FrameNuclei { frame: 6, nuclei: vec![det(3, [1.0; 3], 10.0)] },
+            FrameNuclei { frame: 7, nuclei: vec![] },
+            FrameNuclei { frame: 8, nuclei: vec![] },
         ];
         let r = link(&frames, None, &p).unwrap();
         assert_eq!(r.first_frame, 5);

@@ -44,11 +44,7 @@ macro_rules! vocabulary {
 /// in the error.
 pub fn parse_zyx<T: std::str::FromStr>(what: &str, s: &str) -> Result<[T; 3]> {
     let bad = || Error::invalid(format!("{what} '{s}' is not three numbers Z,Y,X"));
-    let v: Vec<T> = s
-        .split(',')
-        .map(|a| a.trim().parse::<T>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| bad())?;
+    let v: Vec<T> = s.split(',').map(|a| a.trim().parse::<T>()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
     v.try_into().map_err(|_| bad())
 }
 
@@ -57,11 +53,7 @@ mod tests {
     use super::*;
     use crate::{Connectivity, Device, Landscape, MarkerMode, Precision};
 
-    fn round_trip<
-        T: std::str::FromStr<Err = Error> + std::fmt::Display + PartialEq + std::fmt::Debug,
-    >(
-        names: &[&str],
-    ) {
+    fn round_trip<T: std::str::FromStr<Err = Error> + std::fmt::Display + PartialEq + std::fmt::Debug>(names: &[&str]) {
         for n in names {
             let v: T = n.parse().unwrap();
             assert_eq!(v.to_string(), *n);
@@ -78,29 +70,17 @@ mod tests {
         round_trip::<MarkerMode>(MarkerMode::NAMES);
         round_trip::<Landscape>(Landscape::NAMES);
         round_trip::<Connectivity>(Connectivity::NAMES);
-        assert_eq!(
-            "local_max".parse::<MarkerMode>().unwrap(),
-            MarkerMode::LocalMaxima
-        );
+        assert_eq!("local_max".parse::<MarkerMode>().unwrap(), MarkerMode::LocalMaxima);
         assert_eq!("cc".parse::<MarkerMode>().unwrap(), MarkerMode::Components);
         assert_eq!("edt".parse::<Landscape>().unwrap(), Landscape::Distance);
         assert_eq!("center".parse::<Landscape>().unwrap(), Landscape::Centre);
-        assert_eq!(
-            serde_json::to_string(&MarkerMode::LocalMaxima).unwrap(),
-            "\"local-max\""
-        );
+        assert_eq!(serde_json::to_string(&MarkerMode::LocalMaxima).unwrap(), "\"local-max\"");
     }
 
     #[test]
     fn zyx_triples() {
-        assert_eq!(
-            parse_zyx::<f64>("voxel size", "1.75, 0.8,0.8").unwrap(),
-            [1.75, 0.8, 0.8]
-        );
-        assert!(parse_zyx::<usize>("tile", "1,2")
-            .unwrap_err()
-            .to_string()
-            .contains("tile '1,2'"));
+        assert_eq!(parse_zyx::<f64>("voxel size", "1.75, 0.8,0.8").unwrap(), [1.75, 0.8, 0.8]);
+        assert!(parse_zyx::<usize>("tile", "1,2").unwrap_err().to_string().contains("tile '1,2'"));
         assert!(parse_zyx::<usize>("tile", "1,2,x").is_err());
     }
 }

@@ -33,9 +33,7 @@ impl Connectivity {
             1 | 6 => Ok(Self::Faces6),
             2 | 18 => Ok(Self::Edges18),
             3 | 26 => Ok(Self::Full26),
-            _ => Err(Error::invalid(format!(
-                "connectivity must be 6, 18 or 26 (or 1, 2, 3), got {rank}"
-            ))),
+            _ => Err(Error::invalid(format!("connectivity must be 6, 18 or 26 (or 1, 2, 3), got {rank}"))),
         }
     }
     /// The neighbour count: 6, 18 or 26.
@@ -69,10 +67,7 @@ fn neighbour_steps(conn: Connectivity) -> Vec<(isize, isize, isize)> {
 #[cfg(test)]
 fn neighbour_offsets(shape: [usize; 3], conn: Connectivity) -> Vec<isize> {
     let (sz, sy) = ((shape[1] * shape[2]) as isize, shape[2] as isize);
-    neighbour_steps(conn)
-        .into_iter()
-        .map(|(a, b, c)| a * sz + b * sy + c)
-        .collect()
+    neighbour_steps(conn).into_iter().map(|(a, b, c)| a * sz + b * sy + c).collect()
 }
 
 /// A queue entry: (landscape value, age) is the priority. The value is stored as
@@ -161,13 +156,7 @@ impl Heap {
 
 /// Floods `landscape` from `markers` (0 = unlabelled) inside `mask`.
 /// Markers outside the mask are ignored; voxels not reachable from a marker stay 0.
-pub fn watershed(
-    landscape: &[f64],
-    markers: &[u32],
-    mask: &[bool],
-    dims: [usize; 3],
-    conn: Connectivity,
-) -> Result<Vec<u32>> {
+pub fn watershed(landscape: &[f64], markers: &[u32], mask: &[bool], dims: [usize; 3], conn: Connectivity) -> Result<Vec<u32>> {
     let n = voxel_count(dims)?;
     if landscape.len() != n || markers.len() != n || mask.len() != n {
         return Err(Error::invalid(format!(
@@ -178,14 +167,8 @@ pub fn watershed(
         )));
     }
     // only voxels inside the mask are ever read
-    if let Some(i) = landscape
-        .iter()
-        .zip(mask)
-        .position(|(v, &m)| m && v.is_nan())
-    {
-        return Err(Error::invalid(format!(
-            "watershed: landscape is NaN at voxel {i}"
-        )));
+    if let Some(i) = landscape.iter().zip(mask).position(|(v, &m)| m && v.is_nan()) {
+        return Err(Error::invalid(format!("watershed: landscape is NaN at voxel {i}")));
     }
     Ok(watershed_kernel(landscape, markers, mask, dims, conn))
 }
@@ -194,58 +177,30 @@ pub fn watershed(
 /// inside the mask. Works on the caller's arrays plus one byte of flags per voxel
 /// (inside the mask; on the volume's border): only border voxels pay for a bounds
 /// check, which stands for scikit-image's one-voxel zero-mask padding.
-fn watershed_kernel(
-    landscape: &[f64],
-    markers: &[u32],
-    mask: &[bool],
-    dims: [usize; 3],
-    conn: Connectivity,
-) -> Vec<u32> {
+fn watershed_kernel(landscape: &[f64], markers: &[u32], mask: &[bool], dims: [usize; 3], conn: Connectivity) -> Vec<u32> {
     let [nz, ny, nx] = dims;
     let (sz, sy) = (ny * nx, nx);
     let flags = flags_of(mask, dims);
     let mut out = vec![0u32; markers.len()];
-    let mut heap = Heap {
-        a: Vec::with_capacity(n_hint(mask)),
-    };
+    let mut heap = Heap { a: Vec::with_capacity(n_hint(mask)) };
     for (i, (&m, &k)) in markers.iter().zip(mask).enumerate() {
         if m != 0 && k {
             out[i] = m;
-            heap.push(Item {
-                key: ordered_bits(landscape[i]),
-                age: 0,
-                index: i as u32,
-            });
+            heap.push(Item { key: ordered_bits(landscape[i]), age: 0, index: i as u32 });
         }
     }
-    let steps: Vec<(isize, isize, isize, isize)> = neighbour_steps(conn)
-        .into_iter()
-        .map(|(a, b, c)| (a, b, c, a * sz as isize + b * sy as isize + c))
-        .collect();
+    let steps: Vec<(isize, isize, isize, isize)> =
+        neighbour_steps(conn).into_iter().map(|(a, b, c)| (a, b, c, a * sz as isize + b * sy as isize + c)).collect();
     let mut age: u32 = 1;
     while let Some(e) = heap.pop() {
         let idx = e.index as usize;
         let label = out[idx];
         let on_border = flags[idx] & BORDER != 0;
-        let (z, y, x) = if on_border {
-            (
-                (idx / sz) as isize,
-                ((idx / sy) % ny) as isize,
-                (idx % nx) as isize,
-            )
-        } else {
-            (0, 0, 0)
-        };
+        let (z, y, x) = if on_border { ((idx / sz) as isize, ((idx / sy) % ny) as isize, (idx % nx) as isize) } else { (0, 0, 0) };
         for &(dz, dy, dx, off) in &steps {
             if on_border {
                 let (a, b, c) = (z + dz, y + dy, x + dx);
-                if a < 0
-                    || b < 0
-                    || c < 0
-                    || a >= nz as isize
-                    || b >= ny as isize
-                    || c >= nx as isize
-                {
+                if a < 0 || b < 0 || c < 0 || a >= nz as isize || b >= ny as isize || c >= nx as isize {
                     continue;
                 }
             }
@@ -257,11 +212,7 @@ fn watershed_kernel(
             out[nb] = label;
             // priority: max(own value, value of the voxel that reached it)
             let k = ordered_bits(landscape[nb]).max(e.key);
-            heap.push(Item {
-                key: k,
-                age,
-                index: nb as u32,
-            });
+            heap.push(Item { key: k, age, index: nb as u32 });
         }
     }
     out
@@ -310,20 +261,10 @@ pub fn label_components(mask: &[bool], dims: [usize; 3], conn: Connectivity) -> 
         lab[start] = next;
         stack.push(start);
         while let Some(i) = stack.pop() {
-            let (z, y, x) = (
-                (i / (ny * nx)) as isize,
-                ((i / nx) % ny) as isize,
-                (i % nx) as isize,
-            );
+            let (z, y, x) = ((i / (ny * nx)) as isize, ((i / nx) % ny) as isize, (i % nx) as isize);
             for &(dz, dy, dx) in &nbs {
                 let (a, b, c) = (z + dz, y + dy, x + dx);
-                if a < 0
-                    || b < 0
-                    || c < 0
-                    || a >= nz as isize
-                    || b >= ny as isize
-                    || c >= nx as isize
-                {
+                if a < 0 || b < 0 || c < 0 || a >= nz as isize || b >= ny as isize || c >= nx as isize {
                     continue;
                 }
                 let j = (a as usize * ny + b as usize) * nx + c as usize;
@@ -344,15 +285,10 @@ mod tests {
     #[test]
     fn offsets_follow_scikit_image_order() {
         // skimage.morphology._util._offsets_to_raveled_neighbors((10,10,10), ones((3,3,3)), (1,1,1))
-        let want: Vec<isize> = vec![
-            -100, -10, -1, 1, 10, 100, -110, -101, -99, -90, -11, -9, 9, 11, 90, 99, 101, 110,
-            -111, -109, -91, -89, 89, 91, 109, 111,
-        ];
+        let want: Vec<isize> =
+            vec![-100, -10, -1, 1, 10, 100, -110, -101, -99, -90, -11, -9, 9, 11, 90, 99, 101, 110, -111, -109, -91, -89, 89, 91, 109, 111];
         assert_eq!(neighbour_offsets([10, 10, 10], Connectivity::Full26), want);
-        assert_eq!(
-            neighbour_offsets([10, 10, 10], Connectivity::Faces6),
-            vec![-100, -10, -1, 1, 10, 100]
-        );
+        assert_eq!(neighbour_offsets([10, 10, 10], Connectivity::Faces6), vec![-100, -10, -1, 1, 10, 100]);
     }
 
     #[test]
@@ -370,31 +306,10 @@ mod tests {
     #[test]
     fn mask_blocks_the_flood_and_bad_input_is_refused() {
         let land = [0.0; 5];
-        let out = watershed(
-            &land,
-            &[1, 0, 0, 0, 0],
-            &[true, true, false, true, true],
-            [1, 1, 5],
-            Connectivity::Faces6,
-        )
-        .unwrap();
+        let out = watershed(&land, &[1, 0, 0, 0, 0], &[true, true, false, true, true], [1, 1, 5], Connectivity::Faces6).unwrap();
         assert_eq!(out, vec![1, 1, 0, 0, 0]);
-        assert!(watershed(
-            &land,
-            &[1, 0, 0, 0],
-            &[true; 5],
-            [1, 1, 5],
-            Connectivity::Faces6
-        )
-        .is_err());
-        assert!(watershed(
-            &[f64::NAN; 5],
-            &[1, 0, 0, 0, 0],
-            &[true; 5],
-            [1, 1, 5],
-            Connectivity::Faces6
-        )
-        .is_err());
+        assert!(watershed(&land, &[1, 0, 0, 0], &[true; 5], [1, 1, 5], Connectivity::Faces6).is_err());
+        assert!(watershed(&[f64::NAN; 5], &[1, 0, 0, 0, 0], &[true; 5], [1, 1, 5], Connectivity::Faces6).is_err());
     }
 
     #[test]

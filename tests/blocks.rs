@@ -16,7 +16,10 @@ fn blocks_agree_with_the_whole_volume() {
     let opts = BlockOptions { core: Some([24, 100, 100]), ..Default::default() };
     let (labels, run) = blocks::segment_in_memory(&model, &vol, v.dims, &params, &opts, None).unwrap();
     let a = qcanet::metrics::agreement(&labels, &whole.labels).unwrap();
-    eprintln!("{:?} halo {:?}: {a:?}; nuclei whole {} blocks {}, {} joins", run.grid.count, run.grid.halo, whole.n_nuclei, run.n_nuclei, run.joins);
+    eprintln!(
+        "{:?} halo {:?}: {a:?}; nuclei whole {} blocks {}, {} joins",
+        run.grid.count, run.grid.halo, whole.n_nuclei, run.n_nuclei, run.joins
+    );
     assert_eq!(run.grid.count, [2, 2, 2]);
     // the halo comes from the measured context, not a constant
     let ctx = model.context().unwrap();

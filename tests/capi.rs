@@ -5,8 +5,8 @@ mod common;
 use std::ffi::{CStr, CString};
 use std::ptr;
 
-use qcanet::capi::*;
 use qcanet::capi::QcaStatus::*;
+use qcanet::capi::*;
 
 fn last_error() -> String {
     unsafe { CStr::from_ptr(qca_last_error()) }.to_string_lossy().into_owned()
@@ -379,7 +379,10 @@ fn status_names_come_from_the_enum_and_text_out_parameters_stay_untouched_on_fai
         QcaSegmentParams { min_volume_um3: -5.0, ..p },
         QcaSegmentParams { overlap: [-5, -5, -5], ..p },
     ] {
-        assert_eq!(unsafe { qca_plan_json(m, dims.as_ptr(), &bad, big.as_mut_ptr(), big.len(), ptr::null_mut()) }, QCA_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            unsafe { qca_plan_json(m, dims.as_ptr(), &bad, big.as_mut_ptr(), big.len(), ptr::null_mut()) },
+            QCA_ERR_INVALID_ARGUMENT
+        );
     }
     p.min_volume_um3 = f64::NAN;
     let mut untouched = 7usize;

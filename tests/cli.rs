@@ -69,8 +69,19 @@ fn a_folder_in_gives_a_folder_out_with_the_same_names() {
     let inp = d.path().join("in");
     std::fs::create_dir(&inp).unwrap();
     for (i, name) in ["a.tif", "b.tiff"].iter().enumerate() {
-        ok(&qcanet(&["synth", "-o", s(&inp.join(name)), "--labels", s(&d.path().join(format!("g{i}.tif"))), "--nuclei", "3",
-            "--dims", "20,48,48", "--seed", &i.to_string()]));
+        ok(&qcanet(&[
+            "synth",
+            "-o",
+            s(&inp.join(name)),
+            "--labels",
+            s(&d.path().join(format!("g{i}.tif"))),
+            "--nuclei",
+            "3",
+            "--dims",
+            "20,48,48",
+            "--seed",
+            &i.to_string(),
+        ]));
     }
     let out = d.path().join("out");
     ok(&qcanet(&["segment", s(&inp), "-o", s(&out), "-q"]));
@@ -82,7 +93,12 @@ fn time_series_is_segmented_frame_by_frame() {
     let d = tempfile::tempdir().unwrap();
     let mut frames = Vec::new();
     for seed in [1u64, 2] {
-        let e = qcanet::synth::generate(&qcanet::synth::SynthParams { dims: [16, 48, 48], n_nuclei: 2 + seed as usize, seed, ..Default::default() });
+        let e = qcanet::synth::generate(&qcanet::synth::SynthParams {
+            dims: [16, 48, 48],
+            n_nuclei: 2 + seed as usize,
+            seed,
+            ..Default::default()
+        });
         frames.extend(e.image);
     }
     let p = d.path().join("series.tif");
@@ -109,7 +125,10 @@ fn bad_inputs_fail_with_one_line_and_leave_no_file() {
     one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&d.path().join("no/such/dir/x.tif")), "-q"]), "does not exist");
     one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--fg-threshold", "2"]), "fg_threshold 2 must be within 0..=1");
     one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--nsn", s(&junk)]), "not a loadable ONNX model");
-    one_error_line(&qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--onnxruntime", "/nonexistent/libonnxruntime.so"]), "could not load");
+    one_error_line(
+        &qcanet(&["segment", s(&raw), "-o", s(&out), "-q", "--onnxruntime", "/nonexistent/libonnxruntime.so"]),
+        "could not load",
+    );
     assert!(!out.exists());
     // usage errors are clap's (exit 2), with help
     assert_eq!(qcanet(&["segment"]).status.code(), Some(2));
@@ -154,7 +173,8 @@ fn block_by_block_streams_a_time_series_and_keeps_its_calibration() {
     }
     let p = d.path().join("series.tif");
     let every = qcanet::io::tiff::FrameInterval { value: 90.0, unit: "sec".into() };
-    qcanet::io::tiff::write_timed(&p, &qcanet::io::tiff::Samples::U16(frames), [20, 64, 96], 2, Some([1.75, 0.8, 0.8]), Some(&every)).unwrap();
+    qcanet::io::tiff::write_timed(&p, &qcanet::io::tiff::Samples::U16(frames), [20, 64, 96], 2, Some([1.75, 0.8, 0.8]), Some(&every))
+        .unwrap();
     let (whole, blocks) = (d.path().join("whole.tif"), d.path().join("blocks.tif"));
     ok(&qcanet(&["segment", s(&p), "-o", s(&whole), "--blocks", "whole"]));
     let o = qcanet(&["segment", s(&p), "-o", s(&blocks), "--blocks", "20,32,48", "--timings", "-v"]);

@@ -26,7 +26,6 @@ fn gpu_runtime_dir() -> PathBuf {
     d
 }
 
-
 /// `qcanet` from a copy of the program in `dir` (nothing beside it unless the test puts
 /// it there), with a clean environment for the runtime search.
 fn qcanet_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -61,7 +60,11 @@ fn segment_in(dir: &Path, raw: &Path, out: &Path, device: &str, env: &[(&str, &s
 
 fn synth(dir: &Path) -> PathBuf {
     let raw = dir.join("emb.tif");
-    let o = qcanet_in(dir, &["synth", "-o", raw.to_str().unwrap(), "--labels", dir.join("gt.tif").to_str().unwrap(), "--nuclei", "4", "--dims", "24,64,64"], &[]);
+    let o = qcanet_in(
+        dir,
+        &["synth", "-o", raw.to_str().unwrap(), "--labels", dir.join("gt.tif").to_str().unwrap(), "--nuclei", "4", "--dims", "24,64,64"],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     raw
 }
@@ -142,7 +145,8 @@ fn timings_are_one_parsable_line() {
     let d = tempfile::tempdir().unwrap();
     let raw = synth(d.path());
     let out = d.path().join("labels.tif");
-    let o = qcanet_in(d.path(), &["segment", raw.to_str().unwrap(), "-o", out.to_str().unwrap(), "-q", "--device", "cpu", "--timings"], &[]);
+    let o =
+        qcanet_in(d.path(), &["segment", raw.to_str().unwrap(), "-o", out.to_str().unwrap(), "-q", "--device", "cpu", "--timings"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = String::from_utf8_lossy(&o.stdout);
     let line = s.lines().find(|l| l.starts_with("timings: ")).unwrap_or_else(|| panic!("{s}"));
@@ -152,11 +156,25 @@ fn timings_are_one_parsable_line() {
     // every stage and step is a number, and the steps add up to their stages
     let v: std::collections::HashMap<&str, &str> = line[9..].split_whitespace().filter_map(|f| f.split_once('=')).collect();
     let ms = |k: &str| v.get(k).unwrap_or_else(|| panic!("{k} in {line}")).parse::<f64>().unwrap_or_else(|_| panic!("{k} in {line}"));
-    for k in ["load_ms", "median_read_ms", "median_write_ms", "median_normalise_ms", "median_resample_ms", "median_mask_ms",
-        "median_markers_ms", "median_landscape_ms", "median_watershed_ms", "median_resample_back_ms"] {
+    for k in [
+        "load_ms",
+        "median_read_ms",
+        "median_write_ms",
+        "median_normalise_ms",
+        "median_resample_ms",
+        "median_mask_ms",
+        "median_markers_ms",
+        "median_landscape_ms",
+        "median_watershed_ms",
+        "median_resample_back_ms",
+    ] {
         assert!(ms(k) >= 0.0, "{k} in {line}");
     }
-    let steps = ms("median_mask_ms") + ms("median_markers_ms") + ms("median_landscape_ms") + ms("median_watershed_ms") + ms("median_resample_back_ms");
+    let steps = ms("median_mask_ms")
+        + ms("median_markers_ms")
+        + ms("median_landscape_ms")
+        + ms("median_watershed_ms")
+        + ms("median_resample_back_ms");
     assert!(steps <= ms("median_post_ms") + 0.5 && steps >= 0.5 * ms("median_post_ms"), "post steps {steps} vs post in {line}");
     assert!(ms("median_network_ms") > 0.0 && ms("median_read_ms") > 0.0 && ms("median_write_ms") > 0.0, "{line}");
     assert!((ms("median_normalise_ms") + ms("median_resample_ms") - ms("median_prepare_ms")).abs() < 0.5, "{line}");

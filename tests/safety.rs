@@ -68,10 +68,7 @@ fn two_inputs_never_share_one_result() {
         synth(&d.path().join(sub).join("emb.tif"), 3);
     }
     let out = d.path().join("out");
-    refused(
-        &qcanet(&["segment", s(&d.path().join("x")), s(&d.path().join("y")), "-o", s(&out), "-q"]),
-        "would both be written",
-    );
+    refused(&qcanet(&["segment", s(&d.path().join("x")), s(&d.path().join("y")), "-o", s(&out), "-q"]), "would both be written");
     assert!(!out.join("emb.tif").exists(), "no work before the refusal");
     // a.tif and a.tiff give different label files but one a.csv
     let e = d.path().join("e");
@@ -81,10 +78,7 @@ fn two_inputs_never_share_one_result() {
     refused(&qcanet(&["segment", s(&e), "-o", s(&out), "-q", "--measure"]), "would both be written");
     // a .tif name for several results: no folder named labels.tif
     let lab = d.path().join("labels.tif");
-    refused(
-        &qcanet(&["segment", s(&d.path().join("x/emb.tif")), s(&d.path().join("y/emb.tif")), "-o", s(&lab), "-q"]),
-        "name a folder",
-    );
+    refused(&qcanet(&["segment", s(&d.path().join("x/emb.tif")), s(&d.path().join("y/emb.tif")), "-o", s(&lab), "-q"]), "name a folder");
     assert!(!lab.exists());
 }
 
@@ -118,7 +112,12 @@ fn results_follow_the_umask_and_stale_temporary_files_are_cleaned() {
     let ort = std::env::var("ORT_DYLIB_PATH").unwrap();
     let o = Command::new("sh")
         .arg("-c")
-        .arg(format!("umask 027 && exec '{}' segment '{}' -o '{}' -q --measure", env!("CARGO_BIN_EXE_qcanet"), s(&a), s(&out.join("a.tif"))))
+        .arg(format!(
+            "umask 027 && exec '{}' segment '{}' -o '{}' -q --measure",
+            env!("CARGO_BIN_EXE_qcanet"),
+            s(&a),
+            s(&out.join("a.tif"))
+        ))
         .env("ORT_DYLIB_PATH", ort)
         .output()
         .unwrap();
@@ -290,7 +289,6 @@ fn uncalibrated_files_get_the_models_voxel_size_written_and_said() {
     assert!((um3 - voxels * 1.75 * 0.8 * 0.8).abs() < 1e-6 * um3.max(1.0), "{row:?}");
 }
 
-
 #[test]
 fn a_decoder_panic_is_an_error_that_prints_nothing() {
     let d = tempfile::tempdir().unwrap();
@@ -340,7 +338,9 @@ fn a_time_lapse_keeps_its_frame_interval() {
     let d = tempfile::tempdir().unwrap();
     let mut frames = Vec::new();
     for seed in [1u64, 2] {
-        frames.extend(qcanet::synth::generate(&qcanet::synth::SynthParams { dims: [16, 48, 48], n_nuclei: 3, seed, ..Default::default() }).image);
+        frames.extend(
+            qcanet::synth::generate(&qcanet::synth::SynthParams { dims: [16, 48, 48], n_nuclei: 3, seed, ..Default::default() }).image,
+        );
     }
     let every = tiff::FrameInterval { value: 7.5, unit: "min".into() };
     let raw = d.path().join("lapse.tif");

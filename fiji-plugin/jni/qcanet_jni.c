@@ -239,3 +239,188 @@ JNIEXPORT jdoubleArray JNICALL Java_qcanet_ij_Native_measure(JNIEnv *env, jclass
     free(rows);
     return out;
 }
+
+/* Linking parameters in the order Native.TRACK_* names them. */
+#define TRACK_PARAMS 6
+
+JNIEXPORT jdoubleArray JNICALL Java_qcanet_ij_Native_trackDefaults(JNIEnv *env, jclass cls) {
+    (void)cls;
+    QcaTrackParams p;
+    QcaStatus s = qca_track_params_default(&p, sizeof p);
+    if (s != QCA_OK) { throw_msg(env, "tracking defaults", s); return NULL; }
+    jdouble r[TRACK_PARAMS] = { p.max_displacement_um, (jdouble)p.max_gap, p.division_max_distance_um,
+                                p.division_volume_min, p.division_volume_max, p.overlap_weight };
+    jdoubleArray out = (*env)->NewDoubleArray(env, TRACK_PARAMS);
+    if (out) (*env)->SetDoubleArrayRegion(env, out, 0, TRACK_PARAMS, r);
+    return out;
+}
+
+/* The library's defaults, overridden where Java gives a number (NaN = keep the default). The
+ * library judges every value but max_gap, which must first fit its uint32_t. */
+static int track_params_from_java(JNIEnv *env, jdoubleArray params, QcaTrackParams *p) {
+    if ((*env)->GetArrayLength(env, params) != TRACK_PARAMS) { throw_plain(env, "tracking needs 6 parameters"); return 0; }
+    jdouble v[TRACK_PARAMS];
+    (*env)->GetDoubleArrayRegion(env, params, 0, TRACK_PARAMS, v);
+    QcaStatus s = qca_track_params_default(p, sizeof *p);
+    if (s != QCA_OK) { throw_msg(env, "tracking defaults", s); return 0; }
+    if (v[0] == v[0]) p->max_displacement_um = v[0];
+    if (v[1] == v[1]) {
+        if (!(v[1] >= 0 && v[1] <= 4294967295.0 && v[1] == (jdouble)(uint32_t)v[1])) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "the maximum gap must be a whole number of frames, got %g", v[1]);
+            throw_plain(env, msg);
+            return 0;
+        }
+        p->max_gap = (uint32_t)v[1];
+    }
+    if (v[2] == v[2]) p->division_max_distance_um = v[2];
+    if (v[3] == v[3]) p->division_volume_min = v[3];
+    if (v[4] == v[4]) p->division_volume_max = v[4];
+    if (v[5] == v[5]) p->overlap_weight = v[5];
+    return 1;
+}
+
+/* Adds frame i (labels and, when given, intensities), every array checked against dims first. */
+static int track_add(JNIEnv *env, QcaTracker *t, jobjectArray frames, jobjectArray intensities, jsize i,
+                     jint nz, jint ny, jint nx) {
+    size_t dims[3];
+    jintArray lab = (jintArray)(*env)->GetObjectArrayElement(env, frames, i);
+    jfloatArray inten = intensities ? (jfloatArray)(*env)->GetObjectArrayElement(env, intensities, i) : NULL;
+    int ok = 0;
+    if (!lab) throw_plain(env, "null frame");
+    else if (intensities && !inten) throw_plain(env, "null intensity volume");
+    else if (!dims_ok(env, nz, ny, nx, (*env)->GetArrayLength(env, lab), dims)) {}
+    else if (inten && (*env)->GetArrayLength(env, inten) != (*env)->GetArrayLength(env, lab)) throw_plain(env, "intensity image differs in size");
+    else {
+        jint *l = (*env)->GetIntArrayElements(env, lab, NULL);
+        jfloat *im = inten ? (*env)->GetFloatArrayElements(env, inten, NULL) : NULL;
+        if (l && (!inten || im)) {
+            QcaStatus s = qca_track_add_frame(t, (const uint32_t *)l, im, dims);
+            if (s != QCA_OK) {
+                char what[64];
+                snprintf(what, sizeof what, "tracking (frame %d)", (int)i);
+                throw_msg(env, what, s);
+            } else {
+                ok = 1;
+            }
+        } /* else OutOfMemoryError pending */
+        if (l) (*env)->ReleaseIntArrayElements(env, lab, l, JNI_ABORT);
+        if (im) (*env)->ReleaseFloatArrayElements(env, inten, im, JNI_ABORT);
+    }
+    if (lab) (*env)->DeleteLocalRef(env, lab);
+    if (inten) (*env)->DeleteLocalRef(env, inten);
+    return ok;
+}
+
+static const int32_t track_tables[5] = { QCA_TABLE_TRACKS, QCA_TABLE_DIVISIONS, QCA_TABLE_POINTS,
+                                         QCA_TABLE_CRITERIA, QCA_TABLE_ROUNDS };
+static const size_t track_widths[5] = { 4, 4, 10, 13, 7 }; /* Native.TRACK_ROW */
+
+/* Row i of table k into o (track_widths[k] values; centroids turned to x, y, z). */
+static QcaStatus track_row(const QcaTracking *r, int k, size_t i, jdouble *o) {
+    QcaStatus s;
+    int32_t tb = track_tables[k];
+    if (tb == QCA_TABLE_TRACKS) {
+        QcaTrack x;
+        if ((s = qca_tracking_get(r, tb, i, &x, sizeof x)) != QCA_OK) return s;
+        o[0] = x.id; o[1] = x.parent; o[2] = (jdouble)x.start; o[3] = (jdouble)x.end;
+    } else if (tb == QCA_TABLE_DIVISIONS) {
+        QcaDivision x;
+        if ((s = qca_tracking_get(r, tb, i, &x, sizeof x)) != QCA_OK) return s;
+        o[0] = (jdouble)x.frame; o[1] = x.parent; o[2] = x.daughters[0]; o[3] = x.daughters[1];
+    } else if (tb == QCA_TABLE_POINTS) {
+        QcaTrackPoint x;
+        if ((s = qca_tracking_get(r, tb, i, &x, sizeof x)) != QCA_OK) return s;
+        o[0] = x.track; o[1] = x.label; o[2] = (jdouble)x.frame; o[3] = x.parent;
+        o[4] = x.centroid_um[2]; o[5] = x.centroid_um[1]; o[6] = x.centroid_um[0];
+        o[7] = x.volume_um3; o[8] = x.surface_um2; o[9] = x.mean_intensity;
+    } else if (tb == QCA_TABLE_CRITERIA) {
+        QcaFrameCriteria x;
+        if ((s = qca_tracking_get(r, tb, i, &x, sizeof x)) != QCA_OK) return s;
+        o[0] = (jdouble)x.frame; o[1] = (jdouble)x.nuclei; o[2] = (jdouble)x.divisions; o[3] = x.time;
+        o[4] = x.volume_um3_sum; o[5] = x.volume_um3_mean; o[6] = x.volume_um3_sd;
+        o[7] = x.surface_um2_sum; o[8] = x.surface_um2_mean; o[9] = x.surface_um2_sd;
+        o[10] = x.sphericity_mean; o[11] = x.mean_intensity; o[12] = x.nearest_neighbour_um_mean;
+    } else {
+        QcaDivisionRound x;
+        if ((s = qca_tracking_get(r, tb, i, &x, sizeof x)) != QCA_OK) return s;
+        o[0] = (jdouble)x.round; o[1] = (jdouble)x.divisions; o[2] = (jdouble)x.first_frame;
+        o[3] = (jdouble)x.last_frame; o[4] = (jdouble)x.spread_frames; o[5] = x.mean_frame; o[6] = x.sd_frames;
+    }
+    return QCA_OK;
+}
+
+/* The 5 tables as a double[5][] of flattened rows; NULL with an exception pending. */
+static jobjectArray track_tables_to_java(JNIEnv *env, const QcaTracking *r) {
+    jclass dcls = (*env)->FindClass(env, "[D");
+    if (!dcls) return NULL;
+    jobjectArray out = (*env)->NewObjectArray(env, 5, dcls, NULL);
+    if (!out) return NULL;
+    for (int k = 0; k < 5; k++) {
+        size_t n = qca_tracking_count(r, track_tables[k]), w = track_widths[k];
+        if (n > (size_t)INT32_MAX / w) { throw_plain(env, "too many rows"); return NULL; }
+        jdouble *rows = (jdouble *)malloc((n ? n : 1) * w * sizeof *rows);
+        if (!rows) { throw_plain(env, "out of memory"); return NULL; }
+        QcaStatus s = QCA_OK;
+        for (size_t i = 0; i < n && s == QCA_OK; i++) s = track_row(r, k, i, rows + w * i);
+        if (s != QCA_OK) { free(rows); throw_msg(env, "reading the tracking", s); return NULL; }
+        jdoubleArray a = (*env)->NewDoubleArray(env, (jsize)(n * w));
+        if (a) (*env)->SetDoubleArrayRegion(env, a, 0, (jsize)(n * w), rows);
+        free(rows);
+        if (!a) return NULL;
+        (*env)->SetObjectArrayElement(env, out, k, a);
+        (*env)->DeleteLocalRef(env, a);
+    }
+    return out;
+}
+
+/* Reads the tables, then relabels every frame in place (the tables first: an error while
+ * reading them leaves the frames untouched). */
+static jobjectArray track_results(JNIEnv *env, const QcaTracking *r, jobjectArray frames, jint nz, jint ny, jint nx) {
+    jobjectArray out = track_tables_to_java(env, r);
+    if (!out) return NULL;
+    size_t dims[3] = { (size_t)nz, (size_t)ny, (size_t)nx };
+    jsize nt = (*env)->GetArrayLength(env, frames);
+    for (jsize i = 0; i < nt; i++) {
+        jintArray lab = (jintArray)(*env)->GetObjectArrayElement(env, frames, i);
+        jint *l = lab ? (*env)->GetIntArrayElements(env, lab, NULL) : NULL;
+        QcaStatus s = l ? qca_tracking_relabel(r, (size_t)i, (uint32_t *)l, dims) : QCA_ERR_NULL_POINTER;
+        if (l) (*env)->ReleaseIntArrayElements(env, lab, l, s == QCA_OK ? 0 : JNI_ABORT);
+        if (lab) (*env)->DeleteLocalRef(env, lab);
+        if (s != QCA_OK) {
+            if (!(*env)->ExceptionCheck(env)) throw_msg(env, "relabelling", s);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+JNIEXPORT jobjectArray JNICALL Java_qcanet_ij_Native_track(JNIEnv *env, jclass cls, jobjectArray frames,
+                                                           jobjectArray intensities, jint nz, jint ny, jint nx,
+                                                           jdoubleArray voxelSize, jdoubleArray params, jdouble interval) {
+    (void)cls;
+    if (!frames || !voxelSize || !params) { throw_plain(env, "null array"); return NULL; }
+    jsize nt = (*env)->GetArrayLength(env, frames);
+    if (nt == 0) { throw_plain(env, "no frames to track"); return NULL; }
+    if (intensities && (*env)->GetArrayLength(env, intensities) != nt) { throw_plain(env, "one intensity volume per frame"); return NULL; }
+    if ((*env)->GetArrayLength(env, voxelSize) != 3) { throw_plain(env, "voxel size needs 3 values"); return NULL; }
+    QcaTrackParams p;
+    if (!track_params_from_java(env, params, &p)) return NULL;
+    jdouble vs[3];
+    (*env)->GetDoubleArrayRegion(env, voxelSize, 0, 3, vs);
+    QcaTracker *t = NULL;
+    QcaStatus s = qca_track_new(vs, &t);
+    if (s != QCA_OK) { throw_msg(env, "tracking", s); return NULL; }
+    jobjectArray out = NULL;
+    jsize i = 0;
+    while (i < nt && track_add(env, t, frames, intensities, i, nz, ny, nx)) i++;
+    if (i == nt) {
+        QcaTracking *r = NULL;
+        s = qca_track_link(t, &p, interval, &r);
+        if (s != QCA_OK) throw_msg(env, "tracking", s);
+        else out = track_results(env, r, frames, nz, ny, nx);
+        qca_tracking_free(r);
+    }
+    qca_track_free(t);
+    return out;
+}

@@ -10,8 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use qcanet::io::ome_zarr;
 use qcanet::io::tiff::{self, Samples};
 use qcanet::{
-    Connectivity, Device, Error, Landscape, LoadOptions, MarkerMode, Model, Precision, Result,
-    SegmentParams, Segmentation, VoxelSource,
+    Connectivity, Device, Error, Landscape, LoadOptions, MarkerMode, Model, Precision, Result, SegmentParams, Segmentation, VoxelSource,
 };
 
 #[path = "../cli/timelapse.rs"]
@@ -137,12 +136,7 @@ impl BlockArgs {
             qcanet::blocks::BlockChoice::Core(c) => Some(c),
             _ => None,
         };
-        qcanet::blocks::BlockOptions {
-            core,
-            halo: self.halo,
-            block_voxels: self.block_voxels,
-            max_nucleus_um: self.max_nucleus,
-        }
+        qcanet::blocks::BlockOptions { core, halo: self.halo, block_voxels: self.block_voxels, max_nucleus_um: self.max_nucleus }
     }
 }
 
@@ -361,91 +355,30 @@ fn run(cli: Cli) -> Result<()> {
         qcanet::runtime::init_for(device, Some(p))?;
     }
     match cli.cmd {
-        Cmd::Segment {
-            inputs,
-            output,
-            channel,
-            measure,
-            timings,
-            fail_fast,
-            verbose,
-            blocks,
-            model,
-            post,
-        } => segment(
+        Cmd::Segment { inputs, output, channel, measure, timings, fail_fast, verbose, blocks, model, post } => segment(
             &inputs,
             output.as_deref(),
             channel,
-            Outputs {
-                csv: measure,
-                timings,
-                fail_fast,
-                verbose,
-            },
+            Outputs { csv: measure, timings, fail_fast, verbose },
             &blocks,
             &model,
             &post,
             cli.quiet,
         ),
-        Cmd::Plan {
-            input,
-            channel,
-            json,
-            model,
-            post,
-        } => plan_cmd(&input, channel, json, &model, &post),
+        Cmd::Plan { input, channel, json, model, post } => plan_cmd(&input, channel, json, &model, &post),
         Cmd::Evaluate { pred, gt, json } => evaluate(&pred, &gt, json.as_deref()),
         Cmd::Compare { a, b, json } => compare(&a, &b, json),
-        Cmd::Measure {
-            labels,
-            image,
-            voxel_size,
-            output,
-        } => measure_cmd(&labels, image.as_deref(), voxel_size, &output),
-        Cmd::Track {
-            labels,
-            output,
-            image,
-            channel,
-            voxel_size,
-            track,
-        } => timelapse_cli::track(
-            &labels,
-            &output,
-            image.as_deref(),
-            channel,
-            voxel_size,
-            &track,
-            cli.quiet,
-        ),
-        Cmd::Analyse {
-            input,
-            output,
-            channel,
-            track,
-            model,
-            post,
-        } => timelapse_cli::analyse(&input, &output, channel, &model, &post, &track, cli.quiet),
-        Cmd::Synth {
-            output,
-            labels,
-            nuclei,
-            frames,
-            seed,
-            dims,
-            ..
-        } if frames > 1 => {
+        Cmd::Measure { labels, image, voxel_size, output } => measure_cmd(&labels, image.as_deref(), voxel_size, &output),
+        Cmd::Track { labels, output, image, channel, voxel_size, track } => {
+            timelapse_cli::track(&labels, &output, image.as_deref(), channel, voxel_size, &track, cli.quiet)
+        }
+        Cmd::Analyse { input, output, channel, track, model, post } => {
+            timelapse_cli::analyse(&input, &output, channel, &model, &post, &track, cli.quiet)
+        }
+        Cmd::Synth { output, labels, nuclei, frames, seed, dims, .. } if frames > 1 => {
             timelapse_cli::synth_series(&output, &labels, nuclei.unwrap_or(4), seed, dims, frames)
         }
-        Cmd::Synth {
-            output,
-            labels,
-            nuclei,
-            seed,
-            time,
-            dims,
-            ..
-        } => {
+        Cmd::Synth { output, labels, nuclei, seed, time, dims, .. } => {
             let v = qcanet::synth::generate(&qcanet::synth::SynthParams {
                 dims,
                 n_nuclei: nuclei.unwrap_or(12),
@@ -453,21 +386,9 @@ fn run(cli: Cli) -> Result<()> {
                 time,
                 ..Default::default()
             });
-            tiff::write(
-                &output,
-                &Samples::U16(v.image),
-                v.dims,
-                1,
-                Some(v.voxel_size),
-            )?;
+            tiff::write(&output, &Samples::U16(v.image), v.dims, 1, Some(v.voxel_size))?;
             tiff::write_labels(&labels, &v.labels, v.dims, 1, Some(v.voxel_size))?;
-            println!(
-                "{}: {} nuclei, {:?} voxels of {:?} um",
-                output.display(),
-                v.n_nuclei,
-                v.dims,
-                v.voxel_size
-            );
+            println!("{}: {} nuclei, {:?} voxels of {:?} um", output.display(), v.n_nuclei, v.dims, v.voxel_size);
             Ok(())
         }
         Cmd::Demo { out, model } => demo(out, &model),
@@ -476,12 +397,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn load_options(a: &ModelArgs) -> LoadOptions {
-    LoadOptions {
-        device: a.device,
-        device_id: a.device_id,
-        num_threads: a.threads,
-        precision: a.precision,
-    }
+    LoadOptions { device: a.device, device_id: a.device_id, num_threads: a.threads, precision: a.precision }
 }
 
 fn load_model(a: &ModelArgs) -> Result<Model> {
@@ -519,39 +435,21 @@ fn params(p: &PostArgs, file_voxel: Option<[f64; 3]>) -> SegmentParams {
 fn plan_cmd(input: &Path, channel: usize, json: bool, ma: &ModelArgs, pa: &PostArgs) -> Result<()> {
     let stack = tiff::read(input)?;
     if channel >= stack.channels {
-        return Err(Error::invalid(format!(
-            "channel {channel} requested, the stack has {}",
-            stack.channels
-        )));
+        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", stack.channels)));
     }
     let model = load_model(ma)?;
     let plan = model.plan(stack.dims, &params(pa, stack.voxel_size_um()))?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).map_err(|e| Error::Internal(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| Error::Internal(e.to_string()))?);
     } else {
-        println!(
-            "{}: {} frame(s), model {} on {}",
-            input.display(),
-            stack.frames,
-            model.name,
-            model.device_used()
-        );
+        println!("{}: {} frame(s), model {} on {}", input.display(), stack.frames, model.name, model.device_used());
         println!("{plan}");
     }
     Ok(())
 }
 
 fn is_tiff(p: &Path) -> bool {
-    matches!(
-        p.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_lowercase())
-            .as_deref(),
-        Some("tif" | "tiff")
-    )
+    matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_lowercase()).as_deref(), Some("tif" | "tiff"))
 }
 
 /// Expands folders into their TIFF files (sorted); files are kept as given.
@@ -570,19 +468,13 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, bool)> {
                 .collect();
             v.sort();
             if v.is_empty() {
-                return Err(Error::invalid(format!(
-                    "{}: no .tif files in this folder",
-                    p.display()
-                )));
+                return Err(Error::invalid(format!("{}: no .tif files in this folder", p.display())));
             }
             out.extend(v);
         } else if p.is_file() {
             out.push(p.clone());
         } else {
-            return Err(Error::io(
-                p,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
-            ));
+            return Err(Error::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
         }
     }
     Ok((out, had_dir))
@@ -593,10 +485,7 @@ fn bar(len: u64, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-            .unwrap(),
-    );
+    b.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap());
     b
 }
 
@@ -684,54 +573,31 @@ fn segment(
     let (output, to_folder, outputs) = match (output, ba.labels_into_input) {
         (None, true) | (Some(_), true) => {
             if let Some(f) = files.iter().find(|f| !ome_zarr::is_ome_zarr(f)) {
-                return Err(Error::invalid(format!(
-                    "--labels-into-input: {} is not an OME-Zarr image",
-                    f.display()
-                )));
+                return Err(Error::invalid(format!("--labels-into-input: {} is not an OME-Zarr image", f.display())));
             }
             if output.is_some() {
-                return Err(Error::invalid(
-                    "--labels-into-input writes inside each input image: give no -o",
-                ));
+                return Err(Error::invalid("--labels-into-input writes inside each input image: give no -o"));
             }
             (Path::new("."), false, files.clone())
         }
         (Some(output), false) => {
-            let to_folder =
-                had_dir || files.len() > 1 || (output.is_dir() && !ome_zarr::is_ome_zarr(output));
-            (
-                output,
-                to_folder,
-                plan_outputs(&files, output, to_folder, want.csv)?,
-            )
+            let to_folder = had_dir || files.len() > 1 || (output.is_dir() && !ome_zarr::is_ome_zarr(output));
+            (output, to_folder, plan_outputs(&files, output, to_folder, want.csv)?)
         }
-        (None, false) => {
-            return Err(Error::invalid(
-                "-o is needed (or --labels-into-input for OME-Zarr images)",
-            ))
-        }
+        (None, false) => return Err(Error::invalid("-o is needed (or --labels-into-input for OME-Zarr images)")),
     };
     if to_folder {
         std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
     } else if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
-            return Err(Error::io(
-                parent,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "output folder does not exist"),
-            ));
+            return Err(Error::io(parent, std::io::Error::new(std::io::ErrorKind::NotFound, "output folder does not exist")));
         }
     }
     // SIGINT/SIGTERM stop segmentation cleanly (the other commands are short and write once)
     // SAFETY: on_interrupt only touches an atomic and calls _exit.
     unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
+        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
     }
     let t_load = Instant::now();
     let model = load_model(ma)?;
@@ -761,7 +627,13 @@ fn segment(
         };
         if !matches!(big, BigInput::Zarr(_)) && is_zarr_name(out) {
             streamed_tried += 1;
-            failures.push((f.clone(), Error::invalid(format!("{}: OME-Zarr labels are written for OME-Zarr images; write the labels of a TIFF as .tif", f.display()))));
+            failures.push((
+                f.clone(),
+                Error::invalid(format!(
+                    "{}: OME-Zarr labels are written for OME-Zarr images; write the labels of a TIFF as .tif",
+                    f.display()
+                )),
+            ));
             continue;
         }
         if !big.blockwise(ba.blocks) {
@@ -776,25 +648,13 @@ fn segment(
             pb.set_position(((streamed_tried - 1) as f64 * 100.0 + frac as f64 * 100.0) as u64);
             !interrupted()
         };
-        match segment_streamed(
-            &model, f, out, &big, channel, &want, ba, pa, &cb, &pb, quiet,
-        ) {
+        match segment_streamed(&model, f, out, &big, channel, &want, ba, pa, &cb, &pb, quiet) {
             Ok(counts) => {
                 streamed_ok += 1;
                 total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
                 if !quiet {
-                    let counts_s = if counts.len() == 1 {
-                        format!("{} nuclei", counts[0])
-                    } else {
-                        format!("nuclei per frame {counts:?}")
-                    };
-                    pb.suspend(|| {
-                        eprintln!(
-                            "{} -> {}: {counts_s} (block by block)",
-                            f.display(),
-                            out.display()
-                        )
-                    });
+                    let counts_s = if counts.len() == 1 { format!("{} nuclei", counts[0]) } else { format!("nuclei per frame {counts:?}") };
+                    pb.suspend(|| eprintln!("{} -> {}: {counts_s} (block by block)", f.display(), out.display()));
                 }
             }
             Err(e) => failures.push((f.clone(), e)),
@@ -826,24 +686,12 @@ fn segment(
                 let result = model.finish(job.probs).and_then(|seg| {
                     let mut csv = String::new();
                     if let Some(raw) = &job.raw {
-                        let m = qcanet::measure(
-                            &seg.labels,
-                            job.file.dims,
-                            seg.plan.input_voxel_size(),
-                            Some(raw),
-                        )?;
+                        let m = qcanet::measure(&seg.labels, job.file.dims, seg.plan.input_voxel_size(), Some(raw))?;
                         push_frame_csv(&mut csv, job.frame, &m);
                     }
                     Ok((seg, csv))
                 });
-                if tx
-                    .send(FrameDone {
-                        file: job.file,
-                        frame: job.frame,
-                        result,
-                    })
-                    .is_err()
-                {
+                if tx.send(FrameDone { file: job.file, frame: job.frame, result }).is_err() {
                     break;
                 }
             });
@@ -858,9 +706,7 @@ fn segment(
             let mut written = Vec::new();
             for d in done_rx {
                 let key = d.file.index;
-                let entry = pending
-                    .entry(key)
-                    .or_insert_with(|| ((0..d.file.frames).map(|_| None).collect(), 0, None));
+                let entry = pending.entry(key).or_insert_with(|| ((0..d.file.frames).map(|_| None).collect(), 0, None));
                 entry.1 += 1;
                 match d.result {
                     Ok(r) => entry.0[d.frame] = Some(r),
@@ -875,39 +721,26 @@ fn segment(
                         written.push((d.file.clone(), Err(e), Vec::new()));
                         continue;
                     }
-                    let frames: Vec<(Segmentation, String)> =
-                        frames.into_iter().map(Option::unwrap).collect();
+                    let frames: Vec<(Segmentation, String)> = frames.into_iter().map(Option::unwrap).collect();
                     let counts: Vec<u32> = frames.iter().map(|(s, _)| s.n_nuclei).collect();
-                    let times: Vec<qcanet::StageTimes> =
-                        frames.iter().map(|(s, _)| s.timings).collect();
+                    let times: Vec<qcanet::StageTimes> = frames.iter().map(|(s, _)| s.timings).collect();
                     let f = &d.file;
-                    let mut labels =
-                        Vec::with_capacity(f.dims.iter().product::<usize>() * f.frames);
+                    let mut labels = Vec::with_capacity(f.dims.iter().product::<usize>() * f.frames);
                     let mut csv = String::new();
                     for (s, c) in frames {
                         labels.extend(s.labels);
                         csv.push_str(&c);
                     }
                     let t_write = Instant::now();
-                    let r = tiff::write_labels_timed(
-                        &f.output,
-                        &labels,
-                        f.dims,
-                        f.frames,
-                        f.voxel_size,
-                        f.frame_interval.as_ref(),
-                    )
-                    .and_then(|_| {
-                        if want.csv {
-                            qcanet::io::atomic::write_bytes(
-                                &f.output.with_extension("csv"),
-                                csv.as_bytes(),
-                            )
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .map(|_| (counts, t_write.elapsed().as_secs_f64()));
+                    let r = tiff::write_labels_timed(&f.output, &labels, f.dims, f.frames, f.voxel_size, f.frame_interval.as_ref())
+                        .and_then(|_| {
+                            if want.csv {
+                                qcanet::io::atomic::write_bytes(&f.output.with_extension("csv"), csv.as_bytes())
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .map(|_| (counts, t_write.elapsed().as_secs_f64()));
                     if r.is_err() {
                         writer_failed.store(true, std::sync::atomic::Ordering::SeqCst);
                     }
@@ -925,10 +758,7 @@ fn segment(
                 let t_read = Instant::now();
                 let r = tiff::read(f).and_then(|stack| {
                     if channel >= stack.channels {
-                        return Err(Error::invalid(format!(
-                            "channel {channel} requested, the stack has {}",
-                            stack.channels
-                        )));
+                        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", stack.channels)));
                     }
                     Ok((stack, t_read.elapsed().as_secs_f64()))
                 });
@@ -944,17 +774,11 @@ fn segment(
                 failures.push((f.clone(), Error::Cancelled));
                 break;
             }
-            if want.fail_fast
-                && (!failures.is_empty() || writer_failed.load(std::sync::atomic::Ordering::SeqCst))
-            {
+            if want.fail_fast && (!failures.is_empty() || writer_failed.load(std::sync::atomic::Ordering::SeqCst)) {
                 break;
             }
             attempted += 1;
-            pb.set_message(
-                f.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
+            pb.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             let stack = match read {
                 Ok((s, read_s)) => {
                     read_times.push(read_s);
@@ -986,8 +810,7 @@ fn segment(
             }
             // an uncalibrated file is taken to be on the model's grid (said above); that
             // size is what the result carries and what --measure uses
-            let used_voxel = (plan.voxel_size_source() != VoxelSource::Unknown)
-                .then_some(plan.input_voxel_size());
+            let used_voxel = (plan.voxel_size_source() != VoxelSource::Unknown).then_some(plan.input_voxel_size());
             let job = Arc::new(FileJob {
                 index: i,
                 input: f.clone(),
@@ -1017,15 +840,7 @@ fn segment(
                         break;
                     }
                 };
-                if job_tx
-                    .send(FrameJob {
-                        file: Arc::clone(&job),
-                        frame: t,
-                        probs,
-                        raw,
-                    })
-                    .is_err()
-                {
+                if job_tx.send(FrameJob { file: Arc::clone(&job), frame: t, probs, raw }).is_err() {
                     break;
                 }
             }
@@ -1040,19 +855,9 @@ fn segment(
                     total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
                     volumes += counts.len();
                     stage_times.extend(times);
-                    let counts_s = if counts.len() == 1 {
-                        format!("{} nuclei", counts[0])
-                    } else {
-                        format!("nuclei per frame {counts:?}")
-                    };
+                    let counts_s = if counts.len() == 1 { format!("{} nuclei", counts[0]) } else { format!("nuclei per frame {counts:?}") };
                     if !quiet {
-                        pb.suspend(|| {
-                            eprintln!(
-                                "{} -> {}: {counts_s}",
-                                file.input.display(),
-                                file.output.display()
-                            )
-                        });
+                        pb.suspend(|| eprintln!("{} -> {}: {counts_s}", file.input.display(), file.output.display()));
                     }
                 }
                 Err(e) => failures.push((file.input.clone(), e)),
@@ -1063,17 +868,15 @@ fn segment(
     let wall = t0.elapsed().as_secs_f64();
     let device = model.device_used();
     if !quiet {
-        eprintln!("segmented {} of {all_files} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on {device})", succeeded + streamed_ok, model.name);
+        eprintln!(
+            "segmented {} of {all_files} file(s), {total_nuclei} nuclei, in {wall:.2} s ({}, on {device})",
+            succeeded + streamed_ok,
+            model.name
+        );
     }
     if want.timings && (volumes > 0 || streamed_tried == 0) {
-        let col = |f: fn(&qcanet::StageTimes) -> f64| {
-            median(&mut stage_times.iter().map(f).collect::<Vec<_>>()) * 1e3
-        };
-        let (prep, net, post) = (
-            col(|t| t.prepare_s),
-            col(|t| t.network_s),
-            col(|t| t.post_s),
-        );
+        let col = |f: fn(&qcanet::StageTimes) -> f64| median(&mut stage_times.iter().map(f).collect::<Vec<_>>()) * 1e3;
+        let (prep, net, post) = (col(|t| t.prepare_s), col(|t| t.network_s), col(|t| t.post_s));
         // the steps inside those stages, per volume; reading and writing per file
         let steps = [
             ("normalise", col(|t| t.normalise_s)),
@@ -1086,10 +889,7 @@ fn segment(
             ("read", median(&mut read_times) * 1e3),
             ("write", median(&mut write_times) * 1e3),
         ];
-        let steps: Vec<String> = steps
-            .iter()
-            .map(|(k, v)| format!("median_{k}_ms={v:.1}"))
-            .collect();
+        let steps: Vec<String> = steps.iter().map(|(k, v)| format!("median_{k}_ms={v:.1}")).collect();
         // on stdout, one line that scripts can parse
         println!(
             "timings: device={device} provider={} volumes={volumes} load_ms={:.1} median_prepare_ms={prep:.1} median_network_ms={net:.1} median_post_ms={post:.1} {} wall_s={wall:.3} wall_per_volume_ms={:.1} post_workers={workers} peak_rss_mb={:.0}",
@@ -1107,21 +907,12 @@ fn segment(
         // one input: its error is the command's error, on one line
         1 if all_files == 1 => Err(failures.remove(0).1),
         n => {
-            let mut list: Vec<String> = failures
-                .iter()
-                .map(|(f, e)| format!("{}: {e}", f.display()))
-                .collect();
+            let mut list: Vec<String> = failures.iter().map(|(f, e)| format!("{}: {e}", f.display())).collect();
             let attempted = attempted + streamed_tried;
             if attempted < all_files {
-                list.push(format!(
-                    "{} file(s) not attempted after that",
-                    all_files - attempted
-                ));
+                list.push(format!("{} file(s) not attempted after that", all_files - attempted));
             }
-            Err(Error::invalid(format!(
-                "{n} of {all_files} file(s) failed:\n  {}",
-                list.join("\n  ")
-            )))
+            Err(Error::invalid(format!("{n} of {all_files} file(s) failed:\n  {}", list.join("\n  "))))
         }
     }
 }
@@ -1182,9 +973,7 @@ impl BigInput {
 
 /// Whether `p` names an OME-Zarr output (a `.zarr` folder).
 fn is_zarr_name(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("zarr"))
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("zarr"))
 }
 
 /// Segments one stack block by block ([`qcanet::blocks`]): each frame streamed from the
@@ -1212,10 +1001,7 @@ fn segment_streamed(
         ));
     }
     if channel >= big.channels() {
-        return Err(Error::invalid(format!(
-            "channel {channel} requested, the stack has {}",
-            big.channels()
-        )));
+        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", big.channels())));
     }
     let into_input = ba.labels_into_input.then(|| ba.labels_name.clone());
     let zarr_out = into_input.is_some() || is_zarr_name(output);
@@ -1271,8 +1057,7 @@ fn segment_streamed(
             )
         });
     }
-    let used_voxel =
-        (plan.voxel_size_source() != VoxelSource::Unknown).then_some(plan.input_voxel_size());
+    let used_voxel = (plan.voxel_size_source() != VoxelSource::Unknown).then_some(plan.input_voxel_size());
     // provisional labels beside the output; with --labels-into-input in the system's
     // temporary folder (never loose inside the input image)
     let scratch_dir = match &into_input {
@@ -1291,27 +1076,14 @@ fn segment_streamed(
         let cb = |frac: f32| progress((t as f32 + frac) / frames as f32);
         let run = match big {
             BigInput::Tiff(_) => {
-                let r = reader
-                    .take()
-                    .ok_or_else(|| Error::Internal("the TIFF reader is gone".into()))?;
+                let r = reader.take().ok_or_else(|| Error::Internal("the TIFF reader is gone".into()))?;
                 let mut source = TiffSource::new(r, t, channel)?;
-                let run = blocks::segment_blocks(
-                    model,
-                    &mut source,
-                    &mut store,
-                    &params,
-                    &opts,
-                    Some(&cb),
-                )?;
+                let run = blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?;
                 reader = Some(source.into_reader());
                 run
             }
             BigInput::Zarr(z) => {
-                let mut source = ome_zarr::ZarrSource {
-                    image: z,
-                    t,
-                    c: channel,
-                };
+                let mut source = ome_zarr::ZarrSource { image: z, t, c: channel };
                 blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?
             }
         };
@@ -1334,13 +1106,7 @@ fn segment_streamed(
         }
         _ => {
             let kind = tiff::SampleKind::for_labels(max);
-            let layout = tiff::PageLayout {
-                dims,
-                frames,
-                voxel_um: used_voxel,
-                interval: big.frame_interval(),
-                kind,
-            };
+            let layout = tiff::PageLayout { dims, frames, voxel_um: used_voxel, interval: big.frame_interval(), kind };
             let nz = dims[0];
             tiff::write_pages(output, &layout, |p| {
                 let (store, run) = &done[p / nz];
@@ -1353,9 +1119,7 @@ fn segment_streamed(
     if want.timings {
         let voxels = dims.iter().map(|&d| d as f64).product::<f64>() * frames as f64;
         let wall = t0.elapsed().as_secs_f64();
-        let sum = |f: fn(&qcanet::blocks::BlockTimes) -> f64| {
-            done.iter().map(|(_, r)| f(&r.timings)).sum::<f64>()
-        };
+        let sum = |f: fn(&qcanet::blocks::BlockTimes) -> f64| done.iter().map(|(_, r)| f(&r.timings)).sum::<f64>();
         let r = &done[0].1;
         println!(
             "timings: blocks file={} device={} provider={} voxels={voxels:.0} blocks={} core={:?} halo={:?} scaling_s={:.2} grid_s={grid_s:.2} read_s={:.2} network_s={:.2} post_s={:.2} stitch_s={:.2} write_s={:.2} wall_s={wall:.2} mvoxel_per_s={:.3} peak_rss_mb={:.0}",
@@ -1402,10 +1166,7 @@ fn push_frame_csv(csv: &mut String, t: usize, nuclei: &[qcanet::Nucleus]) {
 
 /// Refuses to write `out` over one of `inputs`.
 fn not_an_input(out: &Path, inputs: &[&Path]) -> Result<()> {
-    match inputs
-        .iter()
-        .find(|i| qcanet::io::atomic::same_file(out, i))
-    {
+    match inputs.iter().find(|i| qcanet::io::atomic::same_file(out, i)) {
         Some(i) => Err(Error::invalid(format!(
             "{} is an input ({}): qcanet never writes over its inputs; choose another output",
             out.display(),
@@ -1418,18 +1179,9 @@ fn not_an_input(out: &Path, inputs: &[&Path]) -> Result<()> {
 /// Where each input's result goes. Refused before any work: a result that would land on
 /// an input (`-o` naming an input, or the input folder itself), two inputs with one
 /// result name, a `.tif` file name given for several results.
-fn plan_outputs(
-    files: &[PathBuf],
-    output: &Path,
-    to_folder: bool,
-    csv: bool,
-) -> Result<Vec<PathBuf>> {
+fn plan_outputs(files: &[PathBuf], output: &Path, to_folder: bool, csv: bool) -> Result<Vec<PathBuf>> {
     if to_folder && output.exists() && !output.is_dir() {
-        return Err(Error::invalid(format!(
-            "{}: {} inputs need an output folder, and this is a file",
-            output.display(),
-            files.len()
-        )));
+        return Err(Error::invalid(format!("{}: {} inputs need an output folder, and this is a file", output.display(), files.len())));
     }
     if to_folder && !output.exists() && is_tiff(output) {
         return Err(Error::invalid(format!(
@@ -1443,19 +1195,9 @@ fn plan_outputs(
     let mut by_output: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
     let mut outs = Vec::with_capacity(files.len());
     for f in files {
-        let name = f
-            .file_name()
-            .ok_or_else(|| Error::invalid(format!("{}: not a file name", f.display())))?;
-        let o = if to_folder {
-            output.join(name)
-        } else {
-            output.to_path_buf()
-        };
-        let written = if csv {
-            vec![o.clone(), o.with_extension("csv")]
-        } else {
-            vec![o.clone()]
-        };
+        let name = f.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file name", f.display())))?;
+        let o = if to_folder { output.join(name) } else { output.to_path_buf() };
+        let written = if csv { vec![o.clone(), o.with_extension("csv")] } else { vec![o.clone()] };
         for w in written {
             not_an_input(&w, &inputs)?;
             if let Some(prev) = by_output.insert(w.clone(), f) {
@@ -1482,14 +1224,7 @@ fn pairs(pred: &Path, gt: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
         return Err(Error::invalid("give two files or two folders"));
     }
     if !pred.is_dir() {
-        return Ok(vec![(
-            pred.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            pred.into(),
-            gt.into(),
-        )]);
+        return Ok(vec![(pred.file_name().unwrap_or_default().to_string_lossy().into_owned(), pred.into(), gt.into())]);
     }
     let (files, _) = expand_inputs(&[pred.to_path_buf()])?;
     let mut v = Vec::new();
@@ -1501,11 +1236,7 @@ fn pairs(pred: &Path, gt: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
         }
     }
     if v.is_empty() {
-        return Err(Error::invalid(format!(
-            "no file names in common between {} and {}",
-            pred.display(),
-            gt.display()
-        )));
+        return Err(Error::invalid(format!("no file names in common between {} and {}", pred.display(), gt.display())));
     }
     Ok(v)
 }
@@ -1514,18 +1245,11 @@ fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
     let (la, da, fa) = read_labels(a)?;
     let (lb, db, fb) = read_labels(b)?;
     if (da, fa) != (db, fb) {
-        return Err(Error::invalid(format!(
-            "{} is {fa} frame(s) of {da:?}, {} {fb} of {db:?}",
-            a.display(),
-            b.display()
-        )));
+        return Err(Error::invalid(format!("{} is {fa} frame(s) of {da:?}, {} {fb} of {db:?}", a.display(), b.display())));
     }
     let r = qcanet::metrics::agreement(&la, &lb)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).map_err(|e| Error::Internal(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Error::Internal(e.to_string()))?);
     } else {
         println!(
             "agreement {:.4} % of {} foreground voxels ({} differ); nuclei {} in {}, {} in {}",
@@ -1544,10 +1268,7 @@ fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
 fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
     let pairs = pairs(pred, gt)?;
     if let Some(j) = json {
-        let read: Vec<&Path> = pairs
-            .iter()
-            .flat_map(|(_, p, g)| [p.as_path(), g.as_path()])
-            .collect();
+        let read: Vec<&Path> = pairs.iter().flat_map(|(_, p, g)| [p.as_path(), g.as_path()]).collect();
         not_an_input(j, &read)?;
     }
     let mut rows = Vec::new();
@@ -1559,33 +1280,18 @@ fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
         let (a, da, fa) = read_labels(&p)?;
         let (b, db, fb) = read_labels(&g)?;
         if da != db || fa != fb {
-            return Err(Error::invalid(format!(
-                "{name}: prediction {da:?}x{fa} and ground truth {db:?}x{fb} differ in size"
-            )));
+            return Err(Error::invalid(format!("{name}: prediction {da:?}x{fa} and ground truth {db:?}x{fb} differ in size")));
         }
         let m = qcanet::evaluate(&a, &b)?;
         println!(
             "{:<28} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>5} {:>5}",
-            name,
-            m.iou,
-            m.seg,
-            m.mucov,
-            m.seg_ctc,
-            m.f1,
-            m.matching[0].ap,
-            m.matching[2].ap,
-            m.matching[4].ap,
-            m.n_gt,
-            m.n_pred
+            name, m.iou, m.seg, m.mucov, m.seg_ctc, m.f1, m.matching[0].ap, m.matching[2].ap, m.matching[4].ap, m.n_gt, m.n_pred
         );
         rows.push((name, m));
     }
     let k = rows.len() as f64;
-    let mean =
-        |f: &dyn Fn(&qcanet::Metrics) -> f64| rows.iter().map(|(_, m)| f(m)).sum::<f64>() / k;
-    let ap_mean: Vec<f64> = (0..qcanet::metrics::MATCH_THRESHOLDS.len())
-        .map(|i| mean(&|m| m.matching[i].ap))
-        .collect();
+    let mean = |f: &dyn Fn(&qcanet::Metrics) -> f64| rows.iter().map(|(_, m)| f(m)).sum::<f64>() / k;
+    let ap_mean: Vec<f64> = (0..qcanet::metrics::MATCH_THRESHOLDS.len()).map(|i| mean(&|m| m.matching[i].ap)).collect();
     let means = serde_json::json!({
         "iou": mean(&|m| m.iou), "seg": mean(&|m| m.seg), "mucov": mean(&|m| m.mucov),
         "seg_ctc": mean(&|m| m.seg_ctc), "f1": mean(&|m| m.f1),
@@ -1605,14 +1311,9 @@ fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
     );
     // detection pooled over all files (counts summed), as StarDist's matching_dataset
     let pooled: Vec<qcanet::Matching> = (0..qcanet::metrics::MATCH_THRESHOLDS.len())
-        .map(|i| {
-            qcanet::Matching::pooled(&rows.iter().map(|(_, m)| m.matching[i]).collect::<Vec<_>>())
-        })
+        .map(|i| qcanet::Matching::pooled(&rows.iter().map(|(_, m)| m.matching[i]).collect::<Vec<_>>()))
         .collect();
-    println!(
-        "\npooled over {} file(s): one-to-one matching at IoU >= threshold",
-        rows.len()
-    );
+    println!("\npooled over {} file(s): one-to-one matching at IoU >= threshold", rows.len());
     println!(
         "{:>9} {:>6} {:>6} {:>6} {:>9} {:>6} {:>6} {:>6} {:>6} {:>6}",
         "threshold", "TP", "FP", "FN", "precision", "recall", "F1", "AP", "mIoU", "PQ"
@@ -1620,42 +1321,19 @@ fn evaluate(pred: &Path, gt: &Path, json: Option<&Path>) -> Result<()> {
     for m in &pooled {
         println!(
             "{:>9.1} {:>6} {:>6} {:>6} {:>9.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
-            m.threshold,
-            m.tp,
-            m.fp,
-            m.fn_,
-            m.precision,
-            m.recall,
-            m.f1,
-            m.ap,
-            m.mean_matched_score,
-            m.panoptic_quality
+            m.threshold, m.tp, m.fp, m.fn_, m.precision, m.recall, m.f1, m.ap, m.mean_matched_score, m.panoptic_quality
         );
     }
     if let Some(j) = json {
-        let per: Vec<_> = rows
-            .iter()
-            .map(|(n, m)| serde_json::json!({"file": n, "metrics": m}))
-            .collect();
+        let per: Vec<_> = rows.iter().map(|(n, m)| serde_json::json!({"file": n, "metrics": m})).collect();
         let doc = serde_json::json!({"files": per, "mean": means, "pooled": pooled});
         qcanet::io::atomic::write_bytes(j, serde_json::to_string_pretty(&doc).unwrap().as_bytes())?;
     }
     Ok(())
 }
 
-fn measure_cmd(
-    labels: &Path,
-    image: Option<&Path>,
-    voxel: Option<[f64; 3]>,
-    output: &Path,
-) -> Result<()> {
-    not_an_input(
-        output,
-        &[Some(labels), image]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>(),
-    )?;
+fn measure_cmd(labels: &Path, image: Option<&Path>, voxel: Option<[f64; 3]>, output: &Path) -> Result<()> {
+    not_an_input(output, &[Some(labels), image].into_iter().flatten().collect::<Vec<_>>())?;
     let s = tiff::read(labels)?;
     let lab = s.samples.to_labels()?;
     let vox = voxel.or(s.voxel_size_um()).unwrap_or([1.0; 3]);
@@ -1663,12 +1341,7 @@ fn measure_cmd(
         Some(p) => {
             let r = tiff::read(p)?;
             if r.dims != s.dims || r.frames != s.frames {
-                return Err(Error::invalid(format!(
-                    "{}: image {:?} does not match labels {:?}",
-                    p.display(),
-                    r.dims,
-                    s.dims
-                )));
+                return Err(Error::invalid(format!("{}: image {:?} does not match labels {:?}", p.display(), r.dims, s.dims)));
             }
             Some(r)
         }
@@ -1706,60 +1379,28 @@ fn demo(out: Option<PathBuf>, ma: &ModelArgs) -> Result<()> {
             p
         }
     };
-    let v = qcanet::synth::generate(&qcanet::synth::SynthParams {
-        n_nuclei: 16,
-        seed: 7,
-        time: 0.5,
-        ..Default::default()
-    });
+    let v = qcanet::synth::generate(&qcanet::synth::SynthParams { n_nuclei: 16, seed: 7, time: 0.5, ..Default::default() });
     let raw = dir.join("demo_embryo.tif");
     let gt = dir.join("demo_ground_truth.tif");
-    tiff::write(
-        &raw,
-        &Samples::U16(v.image.clone()),
-        v.dims,
-        1,
-        Some(v.voxel_size),
-    )?;
+    tiff::write(&raw, &Samples::U16(v.image.clone()), v.dims, 1, Some(v.voxel_size))?;
     tiff::write_labels(&gt, &v.labels, v.dims, 1, Some(v.voxel_size))?;
-    println!(
-        "generated a synthetic embryo: {} nuclei, {:?} voxels (z,y,x) of {:?} um",
-        v.n_nuclei, v.dims, v.voxel_size
-    );
+    println!("generated a synthetic embryo: {} nuclei, {:?} voxels (z,y,x) of {:?} um", v.n_nuclei, v.dims, v.voxel_size);
     let t0 = Instant::now();
     let model = load_model(ma)?;
     let t_load = t0.elapsed().as_secs_f64();
     let vol: Vec<f32> = v.image.iter().map(|&a| a as f32).collect();
-    let p = SegmentParams {
-        voxel_size: Some(v.voxel_size),
-        ..Default::default()
-    };
+    let p = SegmentParams { voxel_size: Some(v.voxel_size), ..Default::default() };
     let t1 = Instant::now();
     let seg = model.segment(&vol, v.dims, &p, None)?;
     let t_seg = t1.elapsed().as_secs_f64();
     let res = dir.join("demo_labels.tif");
     tiff::write_labels(&res, &seg.labels, v.dims, 1, Some(v.voxel_size))?;
     let m = qcanet::evaluate(&seg.labels, &v.labels)?;
-    println!(
-        "model: {} (on {}); loaded in {t_load:.2} s",
-        model.name,
-        model.device_used()
-    );
-    println!(
-        "segmented in {t_seg:.2} s: {} nuclei found, {} in the ground truth",
-        seg.n_nuclei, v.n_nuclei
-    );
-    println!(
-        "IoU {:.3}  SEG {:.3}  MUCov {:.3}  CTC-SEG {:.3}  F1 {:.3}",
-        m.iou, m.seg, m.mucov, m.seg_ctc, m.f1
-    );
+    println!("model: {} (on {}); loaded in {t_load:.2} s", model.name, model.device_used());
+    println!("segmented in {t_seg:.2} s: {} nuclei found, {} in the ground truth", seg.n_nuclei, v.n_nuclei);
+    println!("IoU {:.3}  SEG {:.3}  MUCov {:.3}  CTC-SEG {:.3}  F1 {:.3}", m.iou, m.seg, m.mucov, m.seg_ctc, m.f1);
     if keep.is_none() {
-        println!(
-            "files: {}, {}, {}",
-            raw.display(),
-            gt.display(),
-            res.display()
-        );
+        println!("files: {}, {}, {}", raw.display(), gt.display(), res.display());
     }
     Ok(())
 }
@@ -1770,12 +1411,7 @@ fn info(ma: &ModelArgs) -> Result<()> {
     println!("ONNX Runtime: {path}");
     println!("  {}", qcanet::runtime::build_info().unwrap_or_default());
     let m = load_model(ma)?;
-    println!(
-        "model: {} on {} ({} provider)",
-        m.name,
-        m.device_used(),
-        m.provider()
-    );
+    println!("model: {} on {} ({} provider)", m.name, m.device_used(), m.provider());
     if let Some(note) = m.fallback_note() {
         println!("  {note}");
     }

@@ -56,14 +56,8 @@ impl TrackArgs {
     /// The interval and its unit: the caller's, else the file's.
     fn interval(&self, file: Option<&FrameInterval>) -> Option<(f64, Option<String>)> {
         match (self.interval, file) {
-            (Some(v), f) => Some((
-                v,
-                self.time_unit.clone().or_else(|| f.map(|f| f.unit.clone())),
-            )),
-            (None, Some(f)) => Some((
-                f.value,
-                Some(self.time_unit.clone().unwrap_or_else(|| f.unit.clone())),
-            )),
+            (Some(v), f) => Some((v, self.time_unit.clone().or_else(|| f.map(|f| f.unit.clone())))),
+            (None, Some(f)) => Some((f.value, Some(self.time_unit.clone().unwrap_or_else(|| f.unit.clone())))),
             (None, None) => None,
         }
     }
@@ -93,9 +87,7 @@ impl FrameSource {
                 .filter(|q| q.is_file() && is_tiff(q))
                 .collect();
             files.sort();
-            let first = files.first().ok_or_else(|| {
-                Error::invalid(format!("{}: no .tif files in this folder", path.display()))
-            })?;
+            let first = files.first().ok_or_else(|| Error::invalid(format!("{}: no .tif files in this folder", path.display())))?;
             let info = StackReader::open(first)?.info;
             let frames = files.len();
             Ok(FrameSource {
@@ -109,11 +101,7 @@ impl FrameSource {
         } else {
             let r = StackReader::open(path)?;
             if channel >= r.info.channels {
-                return Err(Error::invalid(format!(
-                    "{}: channel {channel} asked for, the stack has {}",
-                    path.display(),
-                    r.info.channels
-                )));
+                return Err(Error::invalid(format!("{}: channel {channel} asked for, the stack has {}", path.display(), r.info.channels)));
             }
             Ok(FrameSource {
                 path: path.to_path_buf(),
@@ -154,10 +142,7 @@ impl FrameSource {
     }
 
     fn name(&self) -> String {
-        self.path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     }
 }
 
@@ -183,21 +168,12 @@ fn write_results(
     pb.set_message("writing tracks");
     for t in 0..frames {
         let (mut labels, dims) = labels_of(t)?;
-        a.tracking
-            .relabel(a.tracking.first_frame + t, &mut labels)?;
-        tiff::write_labels(
-            out.join(mask_name(t, frames)),
-            &labels,
-            dims,
-            1,
-            Some(voxel),
-        )?;
+        a.tracking.relabel(a.tracking.first_frame + t, &mut labels)?;
+        tiff::write_labels(out.join(mask_name(t, frames)), &labels, dims, 1, Some(voxel))?;
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let write = |name: &str, text: String| {
-        qcanet::io::atomic::write_bytes(&out.join(name), text.as_bytes())
-    };
+    let write = |name: &str, text: String| qcanet::io::atomic::write_bytes(&out.join(name), text.as_bytes());
     write("res_track.txt", a.tracking.res_track_txt())?;
     write("tracks.csv", a.tracks_csv())?;
     write("divisions.csv", a.divisions_csv())?;
@@ -210,19 +186,17 @@ fn write_results(
 fn summary(a: &Analysis, out: &Path) {
     let div = a.tracking.divisions().len();
     let counts: Vec<String> = a.criteria.iter().map(|c| c.nuclei.to_string()).collect();
-    println!(
-        "{} frames, {} tracks, {div} divisions; nuclei per frame: {}",
-        a.criteria.len(),
-        a.tracking.tracks.len(),
-        counts.join(" ")
-    );
+    println!("{} frames, {} tracks, {div} divisions; nuclei per frame: {}", a.criteria.len(), a.tracking.tracks.len(), counts.join(" "));
     for r in &a.rounds {
         println!(
             "  division round {}: {} divisions, frames {}-{} (spread {} frames, SD {:.2})",
             r.round, r.divisions, r.first_frame, r.last_frame, r.spread_frames, r.sd_frames
         );
     }
-    println!("wrote {} (CTC masks + res_track.txt, tracks.csv, divisions.csv, criteria.csv, division_rounds.csv, criteria.svg)", out.display());
+    println!(
+        "wrote {} (CTC masks + res_track.txt, tracks.csv, divisions.csv, criteria.csv, division_rounds.csv, criteria.svg)",
+        out.display()
+    );
 }
 
 /// `qcanet track`: label frames in, tracks and criteria out.
@@ -241,20 +215,15 @@ pub fn track(
     let mut img = image.map(|i| FrameSource::open(i, channel)).transpose()?;
     if let Some(i) = &img {
         if i.frames != src.frames {
-            return Err(Error::invalid(format!(
-                "{} frames of labels, {} of image",
-                src.frames, i.frames
-            )));
+            return Err(Error::invalid(format!("{} frames of labels, {} of image", src.frames, i.frames)));
         }
     }
     let voxel = voxel.or(src.voxel_um).or_else(|| img.as_ref().and_then(|i| i.voxel_um)).ok_or_else(|| {
-        Error::invalid("the labels carry no voxel size in micrometres: give --voxel-size Z,Y,X (tracking measures distances in micrometres)")
+        Error::invalid(
+            "the labels carry no voxel size in micrometres: give --voxel-size Z,Y,X (tracking measures distances in micrometres)",
+        )
     })?;
-    let interval = ta.interval(
-        src.interval
-            .as_ref()
-            .or(img.as_ref().and_then(|i| i.interval.as_ref())),
-    );
+    let interval = ta.interval(src.interval.as_ref().or(img.as_ref().and_then(|i| i.interval.as_ref())));
     let out = PartDir::create(output)?;
     let mut tl = TimeLapse::new(voxel, 0)?;
     let pb = bar(src.frames as u64, quiet);
@@ -266,9 +235,7 @@ pub fn track(
             Some(i) => {
                 let (s, d) = i.read(t)?;
                 if d != dims {
-                    return Err(Error::invalid(format!(
-                        "frame {t}: labels {dims:?}, image {d:?}"
-                    )));
+                    return Err(Error::invalid(format!("frame {t}: labels {dims:?}, image {d:?}")));
                 }
                 Some(s.to_f32())
             }
@@ -297,15 +264,7 @@ pub fn track(
 
 /// `qcanet analyse`: raw frames in; segmentation, tracks and criteria out.
 #[allow(clippy::too_many_arguments)]
-pub fn analyse(
-    raw: &Path,
-    output: &Path,
-    channel: usize,
-    ma: &ModelArgs,
-    pa: &PostArgs,
-    ta: &TrackArgs,
-    quiet: bool,
-) -> Result<()> {
+pub fn analyse(raw: &Path, output: &Path, channel: usize, ma: &ModelArgs, pa: &PostArgs, ta: &TrackArgs, quiet: bool) -> Result<()> {
     let p = ta.params();
     p.validate()?;
     let mut src = FrameSource::open(raw, channel)?;
@@ -327,7 +286,9 @@ pub fn analyse(
         let voxel = seg.plan.input_voxel_size();
         if tl.is_none() {
             if seg.plan.voxel_size_source() == VoxelSource::Model {
-                pb.suspend(|| eprintln!("note: {} carries no voxel size; the model's {voxel:?} um is assumed (give --voxel-size)", raw.display()));
+                pb.suspend(|| {
+                    eprintln!("note: {} carries no voxel size; the model's {voxel:?} um is assumed (give --voxel-size)", raw.display())
+                });
             }
             tl = Some(TimeLapse::new(voxel, 0)?);
         }
@@ -361,21 +322,8 @@ pub fn analyse(
 
 /// `qcanet synth --frames N`: a generated time lapse (TZYX raw stack) and its ground truth
 /// in the CTC layout (`TRA/man_trackNNN.tif`, `TRA/man_track.txt`).
-pub fn synth_series(
-    output: &Path,
-    gt: &Path,
-    nuclei: usize,
-    seed: u64,
-    dims: [usize; 3],
-    frames: usize,
-) -> Result<()> {
-    let p = qcanet::synth_series::SeriesParams {
-        dims,
-        frames,
-        start_nuclei: nuclei,
-        seed,
-        ..Default::default()
-    };
+pub fn synth_series(output: &Path, gt: &Path, nuclei: usize, seed: u64, dims: [usize; 3], frames: usize) -> Result<()> {
+    let p = qcanet::synth_series::SeriesParams { dims, frames, start_nuclei: nuclei, seed, ..Default::default() };
     let s = qcanet::synth_series::generate_series(&p)?;
     let n = s.dims.iter().product::<usize>();
     let mut image = Vec::with_capacity(n * s.frames.len());
@@ -390,13 +338,7 @@ pub fn synth_series(
         tiff::write_labels(tra.join(name), &f.labels, s.dims, 1, Some(s.voxel_size))?;
     }
     qcanet::io::atomic::write_bytes(&tra.join("man_track.txt"), s.res_track_txt().as_bytes())?;
-    tiff::write(
-        output,
-        &Samples::U16(image),
-        s.dims,
-        s.frames.len(),
-        Some(s.voxel_size),
-    )?;
+    tiff::write(output, &Samples::U16(image), s.dims, s.frames.len(), Some(s.voxel_size))?;
     out.commit()?;
     let divisions = qcanet::track::divisions(&s.tracks).len();
     println!(

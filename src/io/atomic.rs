@@ -20,10 +20,7 @@ const PREFIX: &str = ".qcanet-";
 const SUFFIX: &str = ".part";
 
 fn write_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Write {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    }
+    Error::Write { path: path.display().to_string(), msg: e.to_string() }
 }
 
 /// A file being written: bytes go to a temporary file beside `target`, which becomes
@@ -38,10 +35,7 @@ impl PartFile {
     /// Starts writing `target` (see the module docs for the temporary file's name and mode).
     pub fn create(target: &Path) -> Result<PartFile> {
         let tmp = temporary_in(folder_of(target)).map_err(|e| write_err(target, e))?;
-        Ok(PartFile {
-            tmp,
-            target: target.to_path_buf(),
-        })
+        Ok(PartFile { tmp, target: target.to_path_buf() })
     }
 
     pub fn file_mut(&mut self) -> &mut std::fs::File {
@@ -60,17 +54,9 @@ impl PartFile {
     /// Flushes, syncs and renames the temporary file over the target.
     pub fn commit(mut self) -> Result<()> {
         let target = self.target.clone();
-        self.tmp
-            .as_file_mut()
-            .flush()
-            .map_err(|e| write_err(&target, e))?;
-        self.tmp
-            .as_file()
-            .sync_all()
-            .map_err(|e| write_err(&target, e))?;
-        self.tmp
-            .persist(&target)
-            .map_err(|e| write_err(&target, e.error))?;
+        self.tmp.as_file_mut().flush().map_err(|e| write_err(&target, e))?;
+        self.tmp.as_file().sync_all().map_err(|e| write_err(&target, e))?;
+        self.tmp.persist(&target).map_err(|e| write_err(&target, e.error))?;
         Ok(())
     }
 }
@@ -111,18 +97,17 @@ impl PartDir {
     pub fn create(target: &Path) -> Result<PartDir> {
         if let Ok(mut entries) = std::fs::read_dir(target) {
             if entries.next().is_some() {
-                return Err(write_err(target, "the folder exists and is not empty; name a new one (results are never written over others)"));
+                return Err(write_err(
+                    target,
+                    "the folder exists and is not empty; name a new one (results are never written over others)",
+                ));
             }
         } else if target.exists() {
             return Err(write_err(target, "exists and is not a folder"));
         }
         let parent = folder_of(target);
         std::fs::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
-        Ok(PartDir {
-            tmp: scratch_dir(parent)?,
-            target: target.to_path_buf(),
-            committed: false,
-        })
+        Ok(PartDir { tmp: scratch_dir(parent)?, target: target.to_path_buf(), committed: false })
     }
 
     /// Where a file of the result is written now.
@@ -137,8 +122,7 @@ impl PartDir {
     /// Renames the folder into place (replacing `target` only if it is still an empty folder).
     pub fn commit(mut self) -> Result<()> {
         if self.target.is_dir() {
-            std::fs::remove_dir(&self.target)
-                .map_err(|e| write_err(&self.target, format!("{e} (it is no longer empty?)")))?;
+            std::fs::remove_dir(&self.target).map_err(|e| write_err(&self.target, format!("{e} (it is no longer empty?)")))?;
         }
         std::fs::rename(&self.tmp, &self.target).map_err(|e| write_err(&self.target, e))?;
         self.committed = true;
@@ -161,26 +145,17 @@ fn part_prefix() -> String {
 
 /// The folder a path's file is written in (`.` for a bare name).
 pub fn folder_of(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 fn temporary_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
     clean_stale(dir);
-    tempfile::Builder::new()
-        .prefix(&part_prefix())
-        .suffix(SUFFIX)
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
+    tempfile::Builder::new().prefix(&part_prefix()).suffix(SUFFIX).permissions(std::fs::Permissions::from_mode(0o666)).tempfile_in(dir)
 }
 
 /// Writes `path` through `fill`, which receives the temporary file; see the module docs.
-pub fn write_with(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
+pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
     let mut part = PartFile::create(path)?;
     fill(part.file_mut()).map_err(|e| write_err(path, e))?;
     part.commit()
@@ -197,15 +172,8 @@ pub fn hostname() -> String {
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } == 0;
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = if ok {
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
-    let name: String = name
-        .chars()
-        .map(|c| if c == '@' || c == '/' { '_' } else { c })
-        .collect();
+    let name = if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() };
+    let name: String = name.chars().map(|c| if c == '@' || c == '/' { '_' } else { c }).collect();
     if name.is_empty() {
         "localhost".into()
     } else {
@@ -223,9 +191,7 @@ fn owner(name: &str) -> Option<(i32, &str)> {
 
 fn process_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
-    pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// Removes `.qcanet-<pid>@<host>@*.part` files in `dir` left by processes of this host
@@ -282,16 +248,8 @@ mod tests {
             m
         };
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(
-            mode,
-            0o666 & !(mask as u32),
-            "mode {mode:o}, umask {mask:o}"
-        );
-        let left: Vec<_> = std::fs::read_dir(d.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
+        assert_eq!(mode, 0o666 & !(mask as u32), "mode {mode:o}, umask {mask:o}");
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(left.len(), 1, "{left:?}");
     }
 
@@ -301,10 +259,7 @@ mod tests {
         let p = d.path().join("labels.tif");
         std::fs::write(&p, b"old").unwrap();
         let e = write_with(&p, |_| Err(std::io::Error::other("disk full"))).unwrap_err();
-        assert!(
-            e.to_string().starts_with("cannot write") && e.to_string().contains("disk full"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("cannot write") && e.to_string().contains("disk full"), "{e}");
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
@@ -315,9 +270,7 @@ mod tests {
         // a pid that cannot exist (above the kernel's pid_max limit of 2^22)
         let h = hostname();
         let dead = d.path().join(format!(".qcanet-99999999@{h}@abc.tif.part"));
-        let live = d
-            .path()
-            .join(format!(".qcanet-{}@{h}@abc.part", std::process::id()));
+        let live = d.path().join(format!(".qcanet-{}@{h}@abc.part", std::process::id()));
         let elsewhere = d.path().join(".qcanet-99999999@another-node@abc.part");
         let other = d.path().join(".qcanet-notapid.part");
         for p in [&dead, &live, &elsewhere, &other] {

@@ -97,16 +97,11 @@ fn zerr(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Whether `path` looks like an OME-Zarr (a folder with Zarr metadata).
 pub fn is_ome_zarr(path: &Path) -> bool {
-    path.is_dir()
-        && [".zattrs", ".zgroup", "zarr.json"]
-            .iter()
-            .any(|f| path.join(f).is_file())
+    path.is_dir() && [".zattrs", ".zgroup", "zarr.json"].iter().any(|f| path.join(f).is_file())
 }
 
 fn store(root: &Path) -> Result<Arc<Store>> {
-    Ok(Arc::new(
-        FilesystemStore::new(root).map_err(|e| zerr(root, e))?,
-    ))
+    Ok(Arc::new(FilesystemStore::new(root).map_err(|e| zerr(root, e))?))
 }
 
 /// The attributes of the group at `root`, and its NGFF version's keys: for 0.5 the `ome`
@@ -117,10 +112,8 @@ fn ome_attributes(root: &Path) -> Result<(Ngff, Map<String, Value>)> {
     let attrs = match Group::open(st, "/") {
         Ok(g) => g.attributes().clone(),
         Err(_) if root.join(".zattrs").is_file() => {
-            let text = std::fs::read_to_string(root.join(".zattrs"))
-                .map_err(|e| Error::io(root.join(".zattrs"), e))?;
-            serde_json::from_str(&text)
-                .map_err(|e| zerr(root, format!(".zattrs is not JSON ({e})")))?
+            let text = std::fs::read_to_string(root.join(".zattrs")).map_err(|e| Error::io(root.join(".zattrs"), e))?;
+            serde_json::from_str(&text).map_err(|e| zerr(root, format!(".zattrs is not JSON ({e})")))?
         }
         Err(e) => return Err(zerr(root, format!("not a Zarr group ({e})"))),
     };
@@ -138,12 +131,7 @@ impl OmeZarr {
             .get("multiscales")
             .and_then(Value::as_array)
             .and_then(|m| m.first())
-            .ok_or_else(|| {
-                zerr(
-                    root,
-                    "no NGFF multiscales metadata (is it an OME-Zarr image?)",
-                )
-            })?;
+            .ok_or_else(|| zerr(root, "no NGFF multiscales metadata (is it an OME-Zarr image?)"))?;
         let axes: Vec<Axis> = ms
             .get("axes")
             .and_then(Value::as_array)
@@ -151,30 +139,16 @@ impl OmeZarr {
             .iter()
             .map(|a| match a {
                 // NGFF 0.3 listed bare names
-                Value::String(n) => Axis {
-                    name: n.clone(),
-                    kind: None,
-                    unit: None,
-                },
+                Value::String(n) => Axis { name: n.clone(), kind: None, unit: None },
                 _ => Axis {
-                    name: a
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                    name: a.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
                     kind: a.get("type").and_then(Value::as_str).map(str::to_string),
                     unit: a.get("unit").and_then(Value::as_str).map(str::to_string),
                 },
             })
             .collect();
         if !(3..=5).contains(&axes.len()) {
-            return Err(zerr(
-                root,
-                format!(
-                    "{} axes; qcanet reads 3-D images with optional time and channel axes",
-                    axes.len()
-                ),
-            ));
+            return Err(zerr(root, format!("{} axes; qcanet reads 3-D images with optional time and channel axes", axes.len())));
         }
         let find = |n: &str| axes.iter().position(|a| a.name.eq_ignore_ascii_case(n));
         let zyx = match (find("z"), find("y"), find("x")) {
@@ -183,55 +157,24 @@ impl OmeZarr {
         };
         let (t_axis, c_axis) = (find("t"), find("c"));
         if 3 + t_axis.is_some() as usize + c_axis.is_some() as usize != axes.len() {
-            return Err(zerr(
-                root,
-                format!(
-                    "axes {:?}: qcanet reads t, c, z, y, x",
-                    axes.iter().map(|a| &a.name).collect::<Vec<_>>()
-                ),
-            ));
+            return Err(zerr(root, format!("axes {:?}: qcanet reads t, c, z, y, x", axes.iter().map(|a| &a.name).collect::<Vec<_>>())));
         }
-        let datasets = ms
-            .get("datasets")
-            .and_then(Value::as_array)
-            .ok_or_else(|| zerr(root, "multiscales without datasets"))?;
+        let datasets = ms.get("datasets").and_then(Value::as_array).ok_or_else(|| zerr(root, "multiscales without datasets"))?;
         if datasets.is_empty() || datasets.len() > MAX_LEVELS {
-            return Err(zerr(
-                root,
-                format!(
-                    "{} resolution levels (1..={MAX_LEVELS} are read)",
-                    datasets.len()
-                ),
-            ));
+            return Err(zerr(root, format!("{} resolution levels (1..={MAX_LEVELS} are read)", datasets.len())));
         }
         let st = store(root)?;
         let mut levels = Vec::new();
         let mut level0 = None;
         for d in datasets {
-            let path = d
-                .get("path")
-                .and_then(Value::as_str)
-                .ok_or_else(|| zerr(root, "a dataset without a path"))?
-                .to_string();
+            let path = d.get("path").and_then(Value::as_str).ok_or_else(|| zerr(root, "a dataset without a path"))?.to_string();
             let node = format!("/{}", path.trim_matches('/'));
-            let arr = Array::open(st.clone(), &node)
-                .map_err(|e| zerr(root, format!("level {path}: {e}")))?;
+            let arr = Array::open(st.clone(), &node).map_err(|e| zerr(root, format!("level {path}: {e}")))?;
             if arr.shape().len() != axes.len() {
-                return Err(zerr(
-                    root,
-                    format!(
-                        "level {path} has {} dimensions, the axes {}",
-                        arr.shape().len(),
-                        axes.len()
-                    ),
-                ));
+                return Err(zerr(root, format!("level {path} has {} dimensions, the axes {}", arr.shape().len(), axes.len())));
             }
             let mut scale = vec![1.0; axes.len()];
-            let transforms: Vec<Value> = d
-                .get("coordinateTransformations")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let transforms: Vec<Value> = d.get("coordinateTransformations").and_then(Value::as_array).cloned().unwrap_or_default();
             for t in &transforms {
                 if t.get("type").and_then(Value::as_str) == Some("scale") {
                     if let Some(s) = t.get("scale").and_then(Value::as_array) {
@@ -242,12 +185,7 @@ impl OmeZarr {
                     }
                 }
             }
-            levels.push(Level {
-                path,
-                shape: arr.shape().to_vec(),
-                scale,
-                transforms,
-            });
+            levels.push(Level { path, shape: arr.shape().to_vec(), scale, transforms });
             if level0.is_none() {
                 level0 = Some(arr);
             }
@@ -255,54 +193,38 @@ impl OmeZarr {
         let array = level0.expect("one level at least (checked)");
         let shape0 = &levels[0].shape;
         if shape0.contains(&0) {
-            return Err(zerr(
-                root,
-                format!("level 0 has an empty axis: shape {shape0:?}"),
-            ));
+            return Err(zerr(root, format!("level 0 has an empty axis: shape {shape0:?}")));
         }
         // NGFF orders space axes z, y, x; data read in another order would be scrambled
-        if !(zyx[0] < zyx[1] && zyx[1] < zyx[2])
-            || t_axis.is_some_and(|t| t > zyx[0])
-            || c_axis.is_some_and(|c| c > zyx[0])
-        {
+        if !(zyx[0] < zyx[1] && zyx[1] < zyx[2]) || t_axis.is_some_and(|t| t > zyx[0]) || c_axis.is_some_and(|c| c > zyx[0]) {
             return Err(zerr(
                 root,
-                format!(
-                    "axes {:?}: qcanet reads them in NGFF's order (t, c, z, y, x)",
-                    axes.iter().map(|a| &a.name).collect::<Vec<_>>()
-                ),
+                format!("axes {:?}: qcanet reads them in NGFF's order (t, c, z, y, x)", axes.iter().map(|a| &a.name).collect::<Vec<_>>()),
             ));
         }
         let voxels = crate::error::voxel_count_u64(zyx.map(|k| shape0[k] as usize))?;
         let frames = t_axis.map_or(1, |k| shape0[k]);
         let channels = c_axis.map_or(1, |k| shape0[k]);
-        if channels > MAX_CHANNELS
-            || frames.saturating_mul(voxels) > crate::error::MAX_STREAMED_VOXELS
-        {
-            return Err(zerr(root, format!("shape {shape0:?}: more than {MAX_CHANNELS} channels or {} voxels over all frames", crate::error::MAX_STREAMED_VOXELS)));
+        if channels > MAX_CHANNELS || frames.saturating_mul(voxels) > crate::error::MAX_STREAMED_VOXELS {
+            return Err(zerr(
+                root,
+                format!(
+                    "shape {shape0:?}: more than {MAX_CHANNELS} channels or {} voxels over all frames",
+                    crate::error::MAX_STREAMED_VOXELS
+                ),
+            ));
         }
         // lower levels are no larger than level 0, and keep its frames and channels
         for l in &levels[1..] {
-            let ok = l
-                .shape
-                .iter()
-                .zip(shape0)
-                .enumerate()
-                .all(|(k, (&s, &s0))| {
-                    if Some(k) == t_axis || Some(k) == c_axis {
-                        s == s0
-                    } else {
-                        (1..=s0).contains(&s)
-                    }
-                });
+            let ok = l.shape.iter().zip(shape0).enumerate().all(|(k, (&s, &s0))| {
+                if Some(k) == t_axis || Some(k) == c_axis {
+                    s == s0
+                } else {
+                    (1..=s0).contains(&s)
+                }
+            });
             if !ok {
-                return Err(zerr(
-                    root,
-                    format!(
-                        "level {} has shape {:?}, not a reduction of level 0's {shape0:?}",
-                        l.path, l.shape
-                    ),
-                ));
+                return Err(zerr(root, format!("level {} has shape {:?}, not a reduction of level 0's {shape0:?}", l.path, l.shape)));
             }
         }
         let dt = array.data_type();
@@ -323,34 +245,17 @@ impl OmeZarr {
                 root.display()
             )));
         };
-        let chunks: Vec<u64> = array
-            .chunk_shape(&vec![0; axes.len()])
-            .map_err(|e| zerr(root, e))?
-            .iter()
-            .map(|n| n.get())
-            .collect();
+        let chunks: Vec<u64> = array.chunk_shape(&vec![0; axes.len()]).map_err(|e| zerr(root, e))?.iter().map(|n| n.get()).collect();
         // a chunk is decoded whole (reading, and writing the labels in the same chunks)
-        let chunk_voxels = chunks
-            .iter()
-            .zip(shape0)
-            .fold(1u64, |a, (&c, &s)| a.saturating_mul(c.min(s)));
+        let chunk_voxels = chunks.iter().zip(shape0).fold(1u64, |a, (&c, &s)| a.saturating_mul(c.min(s)));
         if chunk_voxels > MAX_CHUNK_VOXELS {
-            return Err(zerr(root, format!("chunks of {chunks:?} hold more than {MAX_CHUNK_VOXELS} voxels: rechunk the image (e.g. 64 x 256 x 256)")));
+            return Err(zerr(
+                root,
+                format!("chunks of {chunks:?} hold more than {MAX_CHUNK_VOXELS} voxels: rechunk the image (e.g. 64 x 256 x 256)"),
+            ));
         }
         let name = ms.get("name").and_then(Value::as_str).map(str::to_string);
-        Ok(OmeZarr {
-            root: root.to_path_buf(),
-            version,
-            name,
-            axes,
-            levels,
-            chunks,
-            array,
-            kind,
-            t_axis,
-            c_axis,
-            zyx,
-        })
+        Ok(OmeZarr { root: root.to_path_buf(), version, name, axes, levels, chunks, array, kind, t_axis, c_axis, zyx })
     }
 
     pub fn path(&self) -> &Path {
@@ -385,18 +290,12 @@ impl OmeZarr {
     pub fn frame_interval(&self) -> Option<FrameInterval> {
         let k = self.t_axis?;
         let value = self.levels[0].scale[k];
-        (value.is_finite() && value > 0.0).then(|| FrameInterval {
-            value,
-            unit: self.axes[k].unit.clone().unwrap_or_else(|| "sec".into()),
-        })
+        (value.is_finite() && value > 0.0).then(|| FrameInterval { value, unit: self.axes[k].unit.clone().unwrap_or_else(|| "sec".into()) })
     }
 
     /// Voxels of `[start, end)` (z, y, x) of frame `t`, channel `c`, as f32.
     pub fn read(&self, t: usize, c: usize, start: [usize; 3], end: [usize; 3]) -> Result<Vec<f32>> {
-        if t >= self.frames()
-            || c >= self.channels()
-            || (0..3).any(|k| start[k] >= end[k] || end[k] > self.dims()[k])
-        {
+        if t >= self.frames() || c >= self.channels() || (0..3).any(|k| start[k] >= end[k] || end[k] > self.dims()[k]) {
             return Err(Error::invalid(format!(
                 "{}: region {start:?}..{end:?} of frame {t}, channel {c} is outside the image",
                 self.root.display()
@@ -415,27 +314,9 @@ impl OmeZarr {
         let e = |e: zarrs::array::ArrayError| zerr(&self.root, e);
         // the subset comes in the array's axis order; z, y, x are its last three in NGFF
         let v: Vec<f32> = match self.kind {
-            Kind::U8 => self
-                .array
-                .retrieve_array_subset::<Vec<u8>>(&ranges)
-                .map_err(e)?
-                .into_iter()
-                .map(|a| a as f32)
-                .collect(),
-            Kind::U16 => self
-                .array
-                .retrieve_array_subset::<Vec<u16>>(&ranges)
-                .map_err(e)?
-                .into_iter()
-                .map(|a| a as f32)
-                .collect(),
-            Kind::U32 => self
-                .array
-                .retrieve_array_subset::<Vec<u32>>(&ranges)
-                .map_err(e)?
-                .into_iter()
-                .map(|a| a as f32)
-                .collect(),
+            Kind::U8 => self.array.retrieve_array_subset::<Vec<u8>>(&ranges).map_err(e)?.into_iter().map(|a| a as f32).collect(),
+            Kind::U16 => self.array.retrieve_array_subset::<Vec<u16>>(&ranges).map_err(e)?.into_iter().map(|a| a as f32).collect(),
+            Kind::U32 => self.array.retrieve_array_subset::<Vec<u32>>(&ranges).map_err(e)?.into_iter().map(|a| a as f32).collect(),
             Kind::I16 => self
                 .array
                 .retrieve_array_subset::<Vec<i16>>(&ranges)
@@ -443,10 +324,7 @@ impl OmeZarr {
                 .into_iter()
                 .map(|a| crate::io::tiff::signed_to_unsigned(a) as f32)
                 .collect(),
-            Kind::F32 => self
-                .array
-                .retrieve_array_subset::<Vec<f32>>(&ranges)
-                .map_err(e)?,
+            Kind::F32 => self.array.retrieve_array_subset::<Vec<f32>>(&ranges).map_err(e)?,
         };
         Ok(v)
     }
@@ -498,18 +376,13 @@ impl LabelsTarget {
         match self {
             LabelsTarget::NewImage(p) => {
                 if p.exists() {
-                    return Err(Error::invalid(format!(
-                        "{} exists: qcanet writes a new OME-Zarr and never replaces one",
-                        p.display()
-                    )));
+                    return Err(Error::invalid(format!("{} exists: qcanet writes a new OME-Zarr and never replaces one", p.display())));
                 }
                 Ok(p.clone())
             }
             LabelsTarget::IntoInput { name } => {
                 if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-                    return Err(Error::invalid(format!(
-                        "label image name '{name}': a plain folder name"
-                    )));
+                    return Err(Error::invalid(format!("label image name '{name}': a plain folder name")));
                 }
                 let target = image.root.join("labels").join(name);
                 if target.exists() {
@@ -588,9 +461,7 @@ impl LabelImage {
     /// Prepares the label image of `image` (its axes without the channel, its levels and
     /// chunks), `max_label` deciding 16 or 32-bit labels.
     pub fn create(image: &OmeZarr, target: LabelsTarget, max_label: u32) -> Result<LabelImage> {
-        let keep: Vec<usize> = (0..image.axes.len())
-            .filter(|&k| Some(k) != image.c_axis)
-            .collect();
+        let keep: Vec<usize> = (0..image.axes.len()).filter(|&k| Some(k) != image.c_axis).collect();
         let axes: Vec<Axis> = keep.iter().map(|&k| image.axes[k].clone()).collect();
         let levels: Vec<Level> = image
             .levels
@@ -599,11 +470,7 @@ impl LabelImage {
                 path: l.path.clone(),
                 shape: keep.iter().map(|&k| l.shape[k]).collect(),
                 scale: keep.iter().map(|&k| l.scale[k]).collect(),
-                transforms: l
-                    .transforms
-                    .iter()
-                    .map(|t| without_axis(t, image.c_axis))
-                    .collect(),
+                transforms: l.transforms.iter().map(|t| without_axis(t, image.c_axis)).collect(),
             })
             .collect();
         let chunks: Vec<u64> = keep.iter().map(|&k| image.chunks[k]).collect();
@@ -640,16 +507,8 @@ impl LabelImage {
     }
 
     fn create_arrays(&self, max_label: u32) -> Result<()> {
-        let (st, tmp, levels, axes, chunks) = (
-            self.store.clone(),
-            &self.tmp,
-            &self.levels,
-            &self.axes,
-            &self.chunks,
-        );
-        let kind = if crate::io::tiff::SampleKind::for_labels(max_label)
-            == crate::io::tiff::SampleKind::U16
-        {
+        let (st, tmp, levels, axes, chunks) = (self.store.clone(), &self.tmp, &self.levels, &self.axes, &self.chunks);
+        let kind = if crate::io::tiff::SampleKind::for_labels(max_label) == crate::io::tiff::SampleKind::U16 {
             zarrs::array::data_type::uint16()
         } else {
             zarrs::array::data_type::uint32()
@@ -657,33 +516,22 @@ impl LabelImage {
         let names: Vec<String> = axes.iter().map(|a| a.name.clone()).collect();
         for l in levels {
             let node = format!("/{}", l.path.trim_matches('/'));
-            let chunk: Vec<u64> = chunks
-                .iter()
-                .zip(&l.shape)
-                .map(|(&c, &s)| c.min(s).max(1))
-                .collect();
+            let chunk: Vec<u64> = chunks.iter().zip(&l.shape).map(|(&c, &s)| c.min(s).max(1)).collect();
             let arr = match self.version {
                 Ngff::V05 => ArrayBuilder::new(l.shape.clone(), chunk, kind.clone(), 0u32)
-                    .bytes_to_bytes_codecs(vec![Arc::new(zarrs::array::codec::ZstdCodec::new(
-                        3, false,
-                    ))])
+                    .bytes_to_bytes_codecs(vec![Arc::new(zarrs::array::codec::ZstdCodec::new(3, false))])
                     .dimension_names(Some(names.clone()))
                     .build(st.clone(), &node)
                     .map_err(|e| zerr(tmp, e))?,
                 Ngff::V04 => {
-                    let dtype = if kind == zarrs::array::data_type::uint16() {
-                        "<u2"
-                    } else {
-                        "<u4"
-                    };
+                    let dtype = if kind == zarrs::array::data_type::uint16() { "<u2" } else { "<u4" };
                     let meta: zarrs::array::ArrayMetadataV2 = serde_json::from_value(json!({
                         "zarr_format": 2, "shape": l.shape, "chunks": chunk, "dtype": dtype,
                         "compressor": {"id": "zstd", "level": 3}, "fill_value": 0, "order": "C",
                         "filters": null, "dimension_separator": "/"
                     }))
                     .map_err(|e| Error::Internal(format!("v2 array metadata: {e}")))?;
-                    Array::new_with_metadata(st.clone(), &node, ArrayMetadata::V2(meta))
-                        .map_err(|e| zerr(tmp, e))?
+                    Array::new_with_metadata(st.clone(), &node, ArrayMetadata::V2(meta)).map_err(|e| zerr(tmp, e))?
                 }
             };
             arr.store_metadata().map_err(|e| zerr(tmp, e))?;
@@ -692,11 +540,7 @@ impl LabelImage {
     }
 
     fn array(&self, level: usize) -> Result<Array<Store>> {
-        Array::open(
-            self.store.clone(),
-            &format!("/{}", self.levels[level].path.trim_matches('/')),
-        )
-        .map_err(|e| zerr(&self.tmp, e))
+        Array::open(self.store.clone(), &format!("/{}", self.levels[level].path.trim_matches('/'))).map_err(|e| zerr(&self.tmp, e))
     }
 
     /// The ranges of region `[start, end)` (z, y, x) of frame `t` in the label axes.
@@ -713,11 +557,7 @@ impl LabelImage {
 
     /// Writes level 0 of frame `t` from `labels_of(start, end)` (final labels of a region),
     /// chunk by chunk: each chunk written once, whole.
-    pub fn write_level0(
-        &self,
-        t: usize,
-        labels_of: &mut dyn FnMut([usize; 3], [usize; 3]) -> Result<Vec<u32>>,
-    ) -> Result<()> {
+    pub fn write_level0(&self, t: usize, labels_of: &mut dyn FnMut([usize; 3], [usize; 3]) -> Result<Vec<u32>>) -> Result<()> {
         let arr = self.array(0)?;
         let dims: [usize; 3] = self.zyx.map(|k| self.levels[0].shape[k] as usize);
         let chunk: [usize; 3] = self.zyx.map(|k| self.chunks[k].max(1) as usize);
@@ -726,15 +566,11 @@ impl LabelImage {
             for y0 in (0..dims[1]).step_by(chunk[1]) {
                 for x0 in (0..dims[2]).step_by(chunk[2]) {
                     let start = [z0, y0, x0];
-                    let end: [usize; 3] =
-                        std::array::from_fn(|k| (start[k] + chunk[k]).min(dims[k]));
+                    let end: [usize; 3] = std::array::from_fn(|k| (start[k] + chunk[k]).min(dims[k]));
                     let v = labels_of(start, end)?;
                     let r = self.ranges(t, start, end);
                     let stored = if u16_labels {
-                        arr.store_array_subset(
-                            &r,
-                            v.iter().map(|&l| l as u16).collect::<Vec<u16>>(),
-                        )
+                        arr.store_array_subset(&r, v.iter().map(|&l| l as u16).collect::<Vec<u16>>())
                     } else {
                         arr.store_array_subset(&r, v)
                     };
@@ -756,31 +592,16 @@ impl LabelImage {
             let d: [usize; 3] = self.zyx.map(|k| self.levels[li].shape[k] as usize);
             // level voxel i samples level 0 at the centre of its footprint
             let near: Vec<Vec<u64>> = (0..3)
-                .map(|k| {
-                    (0..d[k])
-                        .map(|i| {
-                            (((i as f64 + 0.5) * d0[k] as f64 / d[k] as f64) as u64).min(d0[k] - 1)
-                        })
-                        .collect()
-                })
+                .map(|k| (0..d[k]).map(|i| (((i as f64 + 0.5) * d0[k] as f64 / d[k] as f64) as u64).min(d0[k] - 1)).collect())
                 .collect();
             for t in 0..frames {
                 for z in 0..d[0] {
                     // one plane of level 0 at a time
-                    let r0 = self.ranges(
-                        t,
-                        [near[0][z] as usize, 0, 0],
-                        [near[0][z] as usize + 1, d0[1] as usize, d0[2] as usize],
-                    );
+                    let r0 = self.ranges(t, [near[0][z] as usize, 0, 0], [near[0][z] as usize + 1, d0[1] as usize, d0[2] as usize]);
                     let plane: Vec<u32> = if u16_labels {
-                        base.retrieve_array_subset::<Vec<u16>>(&r0)
-                            .map_err(|e| zerr(&self.tmp, e))?
-                            .into_iter()
-                            .map(u32::from)
-                            .collect()
+                        base.retrieve_array_subset::<Vec<u16>>(&r0).map_err(|e| zerr(&self.tmp, e))?.into_iter().map(u32::from).collect()
                     } else {
-                        base.retrieve_array_subset::<Vec<u32>>(&r0)
-                            .map_err(|e| zerr(&self.tmp, e))?
+                        base.retrieve_array_subset::<Vec<u32>>(&r0).map_err(|e| zerr(&self.tmp, e))?
                     };
                     let mut out = Vec::with_capacity(d[1] * d[2]);
                     for &y in &near[1] {
@@ -790,10 +611,7 @@ impl LabelImage {
                     }
                     let r = self.ranges(t, [z, 0, 0], [z + 1, d[1], d[2]]);
                     let stored = if u16_labels {
-                        arr.store_array_subset(
-                            &r,
-                            out.iter().map(|&l| l as u16).collect::<Vec<u16>>(),
-                        )
+                        arr.store_array_subset(&r, out.iter().map(|&l| l as u16).collect::<Vec<u16>>())
                     } else {
                         arr.store_array_subset(&r, out)
                     };
@@ -806,29 +624,18 @@ impl LabelImage {
             .levels
             .iter()
             .map(|l| {
-                let transforms = if l.transforms.is_empty() {
-                    vec![json!({"type": "scale", "scale": l.scale})]
-                } else {
-                    l.transforms.clone()
-                };
+                let transforms =
+                    if l.transforms.is_empty() { vec![json!({"type": "scale", "scale": l.scale})] } else { l.transforms.clone() };
                 json!({"path": l.path, "coordinateTransformations": transforms})
             })
             .collect();
-        let mut ms =
-            json!({"name": "qcanet labels", "axes": axes_json(&self.axes), "datasets": datasets});
-        let source = if self.into_input.is_some() {
-            json!({"image": "../../"})
-        } else {
-            Value::Null
-        };
+        let mut ms = json!({"name": "qcanet labels", "axes": axes_json(&self.axes), "datasets": datasets});
+        let source = if self.into_input.is_some() { json!({"image": "../../"}) } else { Value::Null };
         let mut label = json!({"colors": [], "properties": []});
         if !source.is_null() {
             label["source"] = source;
         }
-        label
-            .as_object_mut()
-            .expect("object")
-            .retain(|_, v| !matches!(v, Value::Array(a) if a.is_empty()));
+        label.as_object_mut().expect("object").retain(|_, v| !matches!(v, Value::Array(a) if a.is_empty()));
         let attrs = match self.version {
             Ngff::V04 => {
                 ms["version"] = json!("0.4");
@@ -841,10 +648,8 @@ impl LabelImage {
         };
         write_group(&self.tmp, self.version, attrs)?;
         // in place: the temporary folder renamed to the target (one step on one filesystem)
-        std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::Write {
-            path: self.target.display().to_string(),
-            msg: e.to_string(),
-        })?;
+        std::fs::rename(&self.tmp, &self.target)
+            .map_err(|e| Error::Write { path: self.target.display().to_string(), msg: e.to_string() })?;
         self.finished = true;
         if let Some((root, name)) = &self.into_input {
             add_to_labels_list(root, self.version, name)?;
@@ -858,18 +663,12 @@ fn write_group(folder: &Path, version: Ngff, attrs: Value) -> Result<()> {
     let st = store(folder)?;
     let attrs = attrs.as_object().cloned().unwrap_or_default();
     match version {
-        Ngff::V05 => GroupBuilder::new()
-            .attributes(attrs)
-            .build(st, "/")
-            .map_err(|e| zerr(folder, e))?
-            .store_metadata()
-            .map_err(|e| zerr(folder, e)),
+        Ngff::V05 => {
+            GroupBuilder::new().attributes(attrs).build(st, "/").map_err(|e| zerr(folder, e))?.store_metadata().map_err(|e| zerr(folder, e))
+        }
         Ngff::V04 => {
             let meta = zarrs::metadata::v2::GroupMetadataV2::new().with_attributes(attrs);
-            Group::new_with_metadata(st, "/", meta.into())
-                .map_err(|e| zerr(folder, e))?
-                .store_metadata()
-                .map_err(|e| zerr(folder, e))
+            Group::new_with_metadata(st, "/", meta.into()).map_err(|e| zerr(folder, e))?.store_metadata().map_err(|e| zerr(folder, e))
         }
     }
 }
@@ -878,18 +677,11 @@ fn write_group(folder: &Path, version: Ngff, attrs: Value) -> Result<()> {
 /// there that cannot be read is an error, never overwritten.
 fn add_to_labels_list(root: &Path, version: Ngff, name: &str) -> Result<()> {
     let labels = root.join("labels");
-    let has_metadata = [".zattrs", ".zgroup", "zarr.json"]
-        .iter()
-        .any(|f| labels.join(f).exists());
+    let has_metadata = [".zattrs", ".zgroup", "zarr.json"].iter().any(|f| labels.join(f).exists());
     let mut attrs: Map<String, Value> = if has_metadata {
         let st = store(&labels)?;
         Group::open(st, "/")
-            .map_err(|e| {
-                zerr(
-                    &labels,
-                    format!("existing labels metadata cannot be read ({e}); nothing changed"),
-                )
-            })?
+            .map_err(|e| zerr(&labels, format!("existing labels metadata cannot be read ({e}); nothing changed")))?
             .attributes()
             .clone()
     } else {
@@ -898,17 +690,12 @@ fn add_to_labels_list(root: &Path, version: Ngff, name: &str) -> Result<()> {
     let list = match version {
         Ngff::V04 => &mut attrs,
         Ngff::V05 => {
-            let ome = attrs
-                .entry("ome")
-                .or_insert_with(|| json!({"version": "0.5"}));
-            ome.as_object_mut()
-                .ok_or_else(|| zerr(&labels, "labels metadata: 'ome' is not an object"))?
+            let ome = attrs.entry("ome").or_insert_with(|| json!({"version": "0.5"}));
+            ome.as_object_mut().ok_or_else(|| zerr(&labels, "labels metadata: 'ome' is not an object"))?
         }
     };
     let names = list.entry("labels").or_insert_with(|| json!([]));
-    let names = names
-        .as_array_mut()
-        .ok_or_else(|| zerr(&labels, "labels metadata: 'labels' is not a list"))?;
+    let names = names.as_array_mut().ok_or_else(|| zerr(&labels, "labels metadata: 'labels' is not a list"))?;
     if !names.iter().any(|n| n.as_str() == Some(name)) {
         names.push(json!(name));
     }

@@ -59,13 +59,8 @@ impl Samples {
             Samples::U16(v) => v.iter().map(|&a| a as u32).collect(),
             Samples::U32(v) => v.clone(),
             Samples::F32(v) => {
-                if let Some(x) = v
-                    .iter()
-                    .find(|a| !(a.is_finite() && **a >= 0.0 && a.fract() == 0.0))
-                {
-                    return Err(Error::Unsupported(format!(
-                        "label image holds the non-label value {x}"
-                    )));
+                if let Some(x) = v.iter().find(|a| !(a.is_finite() && **a >= 0.0 && a.fract() == 0.0)) {
+                    return Err(Error::Unsupported(format!("label image holds the non-label value {x}")));
                 }
                 v.iter().map(|&a| a as u32).collect()
             }
@@ -145,8 +140,7 @@ fn in_micrometres(voxel_size: Option<[f64; 3]>, unit: Option<&str>) -> Option<[f
 /// Micrometres per one `unit`, for the length units ImageJ and TIFF writers use.
 pub fn length_unit_um(unit: &str) -> Option<f64> {
     Some(match unit.trim().to_lowercase().as_str() {
-        "micron" | "microns" | "um" | "µm" | "\u{03BC}m" | "micrometer" | "micrometre"
-        | "micrometers" | "micrometres" => 1.0,
+        "micron" | "microns" | "um" | "µm" | "\u{03BC}m" | "micrometer" | "micrometre" | "micrometers" | "micrometres" => 1.0,
         "nm" | "nanometer" | "nanometre" | "nanometers" | "nanometres" => 1e-3,
         "mm" | "millimeter" | "millimetre" | "millimeters" | "millimetres" => 1e3,
         "cm" | "centimeter" | "centimetre" | "centimeters" | "centimetres" => 1e4,
@@ -207,12 +201,8 @@ fn parse_imagej(desc: &str) -> Option<ImageJInfo> {
             "frames" => info.frames = v.parse().ok(),
             "spacing" => info.spacing = v.parse().ok(),
             "unit" => info.unit = Some(v.replace("\\u00B5", "\u{00B5}")),
-            "finterval" => {
-                info.finterval = v.parse().ok().filter(|f: &f64| f.is_finite() && *f > 0.0)
-            }
-            "tunit" => {
-                info.tunit = Some(v.to_string()).filter(|u| !u.is_empty() && !u.contains('\n'))
-            }
+            "finterval" => info.finterval = v.parse().ok().filter(|f: &f64| f.is_finite() && *f > 0.0),
+            "tunit" => info.tunit = Some(v.to_string()).filter(|u| !u.is_empty() && !u.contains('\n')),
             _ => {}
         }
     }
@@ -220,10 +210,7 @@ fn parse_imagej(desc: &str) -> Option<ImageJInfo> {
 }
 
 fn tiff_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Tiff {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    }
+    Error::Tiff { path: path.display().to_string(), msg: e.to_string() }
 }
 
 fn rational_to_f64(v: &tiff::decoder::ifd::Value) -> Option<f64> {
@@ -256,46 +243,20 @@ pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
                 ),
             ));
         }
-        let pages = (0..info.pages)
-            .map(|p| r.read_page_inner(p))
-            .collect::<Result<Vec<_>>>()?;
+        let pages = (0..info.pages).map(|p| r.read_page_inner(p)).collect::<Result<Vec<_>>>()?;
         // 32-bit pages may mix integer and float samples under one colour type
-        if pages
-            .iter()
-            .any(|p| std::mem::discriminant(p) != std::mem::discriminant(&pages[0]))
-        {
+        if pages.iter().any(|p| std::mem::discriminant(p) != std::mem::discriminant(&pages[0])) {
             return Err(tiff_err(path, "pages of differing sample types"));
         }
-        let StackInfo {
-            dims,
-            channels,
-            frames,
-            voxel_size,
-            unit,
-            frame_interval,
-            ..
-        } = info;
-        Ok(Stack {
-            samples: concat(pages),
-            dims,
-            channels,
-            frames,
-            voxel_size,
-            unit,
-            frame_interval,
-        })
+        let StackInfo { dims, channels, frames, voxel_size, unit, frame_interval, .. } = info;
+        Ok(Stack { samples: concat(pages), dims, channels, frames, voxel_size, unit, frame_interval })
     })
 }
 
 // the `tiff` crate panics on some malformed tags (found by examples/fuzz_tiff.rs, e.g. a
 // SampleFormat tag with no values): a bad file is an error, never a crash
 fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    crate::quiet_panic::catch(f).unwrap_or_else(|what| {
-        Err(tiff_err(
-            path,
-            format!("malformed file (the decoder failed: {what})"),
-        ))
-    })
+    crate::quiet_panic::catch(f).unwrap_or_else(|what| Err(tiff_err(path, format!("malformed file (the decoder failed: {what})"))))
 }
 
 /// What a stack's header says, without its voxels.
@@ -366,16 +327,8 @@ impl StackReader {
         dec = dec.with_limits(limits);
         let desc = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
         let ij = desc.as_deref().and_then(parse_imagej);
-        let xres = dec
-            .find_tag(Tag::XResolution)
-            .ok()
-            .flatten()
-            .and_then(|v| rational_to_f64(&v));
-        let yres = dec
-            .find_tag(Tag::YResolution)
-            .ok()
-            .flatten()
-            .and_then(|v| rational_to_f64(&v));
+        let xres = dec.find_tag(Tag::XResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
+        let yres = dec.find_tag(Tag::YResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
         let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
         let ct = dec.colortype().map_err(|e| tiff_err(path, e))?;
         let tiff::ColorType::Gray(bits) = ct else {
@@ -385,10 +338,7 @@ impl StackReader {
             )));
         };
         if !matches!(bits, 8 | 16 | 32) {
-            return Err(Error::Unsupported(format!(
-                "{}: {bits}-bit samples (use 8/16/32-bit grey)",
-                path.display()
-            )));
+            return Err(Error::Unsupported(format!("{}: {bits}-bit samples (use 8/16/32-bit grey)", path.display())));
         }
         // walk the pages (directories only, no pixel data) to count and check them
         let mut n = 1usize;
@@ -396,10 +346,7 @@ impl StackReader {
             dec.next_image().map_err(|e| tiff_err(path, e))?;
             let (pw, ph) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
             if (pw, ph) != (w, h) {
-                return Err(tiff_err(
-                    path,
-                    format!("page {n} is {pw}x{ph}, the first page {w}x{h}"),
-                ));
+                return Err(tiff_err(path, format!("page {n} is {pw}x{ph}, the first page {w}x{h}")));
             }
             if dec.colortype().map_err(|e| tiff_err(path, e))? != ct {
                 return Err(tiff_err(path, format!("page {n} has another sample type")));
@@ -424,34 +371,16 @@ impl StackReader {
             }
             spacing = info.spacing;
             unit = info.unit.clone();
-            frame_interval = info.finterval.map(|value| FrameInterval {
-                value,
-                unit: info.tunit.clone().unwrap_or_else(|| "sec".into()),
-            });
+            frame_interval = info.finterval.map(|value| FrameInterval { value, unit: info.tunit.clone().unwrap_or_else(|| "sec".into()) });
         }
         let voxel_size = match (xres, yres) {
             (Some(xr), Some(yr)) if xr > 0.0 && yr > 0.0 && (ij.is_some() || spacing.is_some()) => {
-                Some([spacing.unwrap_or(1.0), 1.0 / yr, 1.0 / xr])
-                    .filter(|v| v.iter().all(|a| a.is_finite() && *a > 0.0))
+                Some([spacing.unwrap_or(1.0), 1.0 / yr, 1.0 / xr]).filter(|v| v.iter().all(|a| a.is_finite() && *a > 0.0))
             }
             _ => None,
         };
-        let info = StackInfo {
-            dims: [slices, h as usize, w as usize],
-            channels,
-            frames,
-            voxel_size,
-            unit,
-            frame_interval,
-            pages: n,
-            bits,
-        };
-        Ok(StackReader {
-            path: path.to_path_buf(),
-            dec,
-            at: n - 1,
-            info,
-        })
+        let info = StackInfo { dims: [slices, h as usize, w as usize], channels, frames, voxel_size, unit, frame_interval, pages: n, bits };
+        Ok(StackReader { path: path.to_path_buf(), dec, at: n - 1, info })
     }
 
     /// Decodes one page (a y-x plane).
@@ -463,19 +392,13 @@ impl StackReader {
     fn read_page_inner(&mut self, page: usize) -> Result<Samples> {
         let path = &self.path;
         if page >= self.info.pages {
-            return Err(Error::invalid(format!(
-                "{}: page {page} of {}",
-                path.display(),
-                self.info.pages
-            )));
+            return Err(Error::invalid(format!("{}: page {page} of {}", path.display(), self.info.pages)));
         }
         if page != self.at {
             if page == self.at + 1 {
                 self.dec.next_image().map_err(|e| tiff_err(path, e))?;
             } else {
-                self.dec
-                    .seek_to_image(page)
-                    .map_err(|e| tiff_err(path, e))?;
+                self.dec.seek_to_image(page).map_err(|e| tiff_err(path, e))?;
             }
             self.at = page;
         }
@@ -486,12 +409,7 @@ impl StackReader {
             DecodingResult::U32(v) => Samples::U32(v),
             DecodingResult::F32(v) => Samples::F32(v),
             DecodingResult::I16(v) => Samples::U16(v.into_iter().map(signed_to_unsigned).collect()),
-            _ => {
-                return Err(Error::Unsupported(format!(
-                    "{}: sample format of page {page} (use 8/16/32-bit grey)",
-                    path.display()
-                )))
-            }
+            _ => return Err(Error::Unsupported(format!("{}: sample format of page {page} (use 8/16/32-bit grey)", path.display()))),
         };
         if samples.len() != plane {
             return Err(Error::Unsupported(format!(
@@ -511,21 +429,13 @@ impl StackReader {
     /// The (z, y, x) volume of channel `c` in frame `t`: one frame of a time lapse without
     /// reading the others.
     pub fn read_volume(&mut self, t: usize, c: usize) -> Result<Samples> {
-        let parts = (0..self.info.dims[0])
-            .map(|z| self.read_plane(t, z, c))
-            .collect::<Result<Vec<_>>>()?;
+        let parts = (0..self.info.dims[0]).map(|z| self.read_plane(t, z, c)).collect::<Result<Vec<_>>>()?;
         Ok(concat(parts))
     }
 }
 
 /// Writes labels as a 16-bit stack when every label fits, else 32-bit.
-pub fn write_labels(
-    path: impl AsRef<Path>,
-    labels: &[u32],
-    dims: [usize; 3],
-    frames: usize,
-    voxel_um: Option<[f64; 3]>,
-) -> Result<()> {
+pub fn write_labels(path: impl AsRef<Path>, labels: &[u32], dims: [usize; 3], frames: usize, voxel_um: Option<[f64; 3]>) -> Result<()> {
     write_labels_timed(path, labels, dims, frames, voxel_um, None)
 }
 
@@ -548,16 +458,8 @@ pub fn write_labels_timed(
         )));
     }
     let kind = SampleKind::for_labels(labels.iter().copied().max().unwrap_or(0));
-    let layout = PageLayout {
-        dims,
-        frames,
-        voxel_um,
-        interval: interval.cloned(),
-        kind,
-    };
-    write_pages(path, &layout, |p| {
-        Ok(label_page(&labels[p * plane..(p + 1) * plane], kind))
-    })
+    let layout = PageLayout { dims, frames, voxel_um, interval: interval.cloned(), kind };
+    write_pages(path, &layout, |p| Ok(label_page(&labels[p * plane..(p + 1) * plane], kind)))
 }
 
 /// One page of labels as samples of `kind` (U16 only when every label fits).
@@ -569,13 +471,7 @@ pub fn label_page(labels: &[u32], kind: SampleKind) -> Samples {
 }
 
 /// Writes a stack (Deflate-compressed, ImageJ hyperstack header) atomically.
-pub fn write(
-    path: impl AsRef<Path>,
-    samples: &Samples,
-    dims: [usize; 3],
-    frames: usize,
-    voxel_um: Option<[f64; 3]>,
-) -> Result<()> {
+pub fn write(path: impl AsRef<Path>, samples: &Samples, dims: [usize; 3], frames: usize, voxel_um: Option<[f64; 3]>) -> Result<()> {
     write_timed(path, samples, dims, frames, voxel_um, None)
 }
 
@@ -597,13 +493,7 @@ pub fn write_timed(
             samples.len()
         )));
     }
-    let layout = PageLayout {
-        dims,
-        frames,
-        voxel_um,
-        interval: interval.cloned(),
-        kind: SampleKind::of(samples),
-    };
+    let layout = PageLayout { dims, frames, voxel_um, interval: interval.cloned(), kind: SampleKind::of(samples) };
     write_pages(path, &layout, |p| Ok(samples.slice_range(p * plane, plane)))
 }
 
@@ -660,10 +550,7 @@ impl PageLayout {
     /// reach of classic TIFF's 4 GiB offsets (compression is not counted on).
     pub fn big(&self) -> bool {
         let plane = (self.dims[1] as u64) * (self.dims[2] as u64);
-        (self.pages() as u64)
-            .saturating_mul(plane)
-            .saturating_mul(self.kind.bytes())
-            > BIGTIFF_FROM
+        (self.pages() as u64).saturating_mul(plane).saturating_mul(self.kind.bytes()) > BIGTIFF_FROM
     }
 }
 
@@ -677,24 +564,10 @@ pub const BIGTIFF_FROM: u64 = (4 << 30) - (256 << 20);
 /// Writes a stack atomically, one page at a time: `page(p)` gives page `p` (ImageJ order:
 /// slices of frame 0, then of frame 1...) as samples of `layout.kind`. Only one page is
 /// in memory at a time; stacks too large for classic TIFF become BigTIFF.
-pub fn write_pages(
-    path: &Path,
-    layout: &PageLayout,
-    mut page: impl FnMut(usize) -> Result<Samples>,
-) -> Result<()> {
+pub fn write_pages(path: &Path, layout: &PageLayout, mut page: impl FnMut(usize) -> Result<Samples>) -> Result<()> {
     let [nz, ny, nx] = layout.dims;
-    if nz == 0
-        || ny == 0
-        || nx == 0
-        || layout.frames == 0
-        || ny.saturating_mul(nx) > MAX_PAGE_SAMPLES
-    {
-        return Err(Error::invalid(format!(
-            "writing {}: {} frame(s) of {:?} is not a stack",
-            path.display(),
-            layout.frames,
-            layout.dims
-        )));
+    if nz == 0 || ny == 0 || nx == 0 || layout.frames == 0 || ny.saturating_mul(nx) > MAX_PAGE_SAMPLES {
+        return Err(Error::invalid(format!("writing {}: {} frame(s) of {:?} is not a stack", path.display(), layout.frames, layout.dims)));
     }
     if let Some(v) = layout.voxel_um {
         crate::plan::check_voxel_size(v, &format!("writing {}: the voxel size", path.display()))?;
@@ -714,15 +587,11 @@ pub fn write_pages(
                         ny * nx,
                         layout.kind
                     )));
-                    Err(tiff::TiffError::IoError(std::io::Error::other(
-                        "page of the wrong size",
-                    )))
+                    Err(tiff::TiffError::IoError(std::io::Error::other("page of the wrong size")))
                 }
                 Err(e) => {
                     failed = Some(e);
-                    Err(tiff::TiffError::IoError(std::io::Error::other(
-                        "page failed",
-                    )))
+                    Err(tiff::TiffError::IoError(std::io::Error::other("page failed")))
                 }
             }
         };
@@ -755,28 +624,20 @@ fn encode<W: std::io::Write + std::io::Seek, K: tiff::encoder::TiffKind>(
     if let Some(v) = layout.voxel_um {
         desc.push_str(&format!("unit=micron\nspacing={}\n", v[0]));
     }
-    if let Some(t) = layout
-        .interval
-        .as_ref()
-        .filter(|t| t.value.is_finite() && t.value > 0.0)
-    {
+    if let Some(t) = layout.interval.as_ref().filter(|t| t.value.is_finite() && t.value > 0.0) {
         desc.push_str(&format!("finterval={}\ntunit={}\n", t.value, t.unit));
     }
     desc.push_str("loop=false\n");
     let mut enc = enc?.with_compression(Compression::Deflate(DeflateLevel::Balanced));
     let res = |um: f64| {
         // pixels per micrometre as a rational with 6 decimal places
-        Rational {
-            n: (1e6 / um).round().clamp(1.0, u32::MAX as f64) as u32,
-            d: 1_000_000,
-        }
+        Rational { n: (1e6 / um).round().clamp(1.0, u32::MAX as f64) as u32, d: 1_000_000 }
     };
     macro_rules! put {
         ($ct:ty, $v:expr, $p:expr) => {{
             let mut img = enc.new_image::<$ct>(nx as u32, ny as u32)?;
             if $p == 0 {
-                img.encoder()
-                    .write_tag(Tag::ImageDescription, desc.as_str())?;
+                img.encoder().write_tag(Tag::ImageDescription, desc.as_str())?;
             }
             if let Some(v) = layout.voxel_um {
                 img.resolution(ResolutionUnit::None, res(v[2]));

@@ -70,4 +70,25 @@ public final class Native {
     public static native double[] evaluate(int[] pred, int[] gt, int nz, int ny, int nx);
     /** Rows of 8: label, voxels, volume (um^3), centroid x, y, z (um), mean and total intensity. */
     public static native double[] measure(int[] labels, float[] intensity, int nz, int ny, int nx, double[] voxelSizeZYX);
+    /** The library's linking defaults, in the order track() takes them (see TRACK_*). */
+    public static native double[] trackDefaults();
+    /** Indices of track()'s params: NaN at an index means the library's default. */
+    public static final int TRACK_MAX_DISPLACEMENT = 0, TRACK_MAX_GAP = 1, TRACK_DIVISION_DISTANCE = 2,
+                            TRACK_DIVISION_VOLUME_MIN = 3, TRACK_DIVISION_VOLUME_MAX = 4, TRACK_OVERLAP_WEIGHT = 5;
+    /**
+     * Links a time lapse of label volumes ([z][y][x], one per frame; intensities null, or one
+     * volume per frame for the mean intensities), then rewrites every frame IN PLACE as track
+     * ids (on failure the arrays may be partly rewritten). params: 6 values (TRACK_*, micrometres
+     * and frames); interval: time between frames, 0 = unknown. Frames are 0-based throughout.
+     * Returns 5 tables of rows, flattened: tracks (4: id, parent, start, end), divisions (4: frame,
+     * parent, daughter 1, daughter 2), points (10: track, label, frame, parent, centroid x, y, z
+     * (um), volume (um^3), surface (um^2), mean intensity), criteria (13: frame, nuclei, divisions,
+     * time, volume sum, mean, SD, surface sum, mean, SD, sphericity, mean intensity, mean nearest
+     * neighbour distance (um); NaN = undefined) and division rounds (7: round, divisions, first
+     * frame, last frame, spread, mean frame, SD).
+     */
+    public static native double[][] track(int[][] frames, float[][] intensities, int nz, int ny, int nx,
+                                          double[] voxelSizeZYX, double[] params, double interval);
+    /** Values per row of track()'s 5 tables. */
+    static final int[] TRACK_ROW = {4, 4, 10, 13, 7};
 }

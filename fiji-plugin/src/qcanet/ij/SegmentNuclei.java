@@ -48,12 +48,8 @@ public class SegmentNuclei implements PlugIn {
         double fg = gd.getNextNumber(), centre = gd.getNextNumber(), minVol = gd.getNextNumber();
         boolean measure = gd.getNextBoolean();
         if (!(vs[0] > 0 && vs[1] > 0 && vs[2] > 0)) { Errors.report("The voxel size must be positive."); return; }
-        // the dialog shows the calibration to 4 decimals: a value left as shown is the image's
-        // own, taken exactly and reported as coming from the file
-        boolean fromFile = cal != null;
-        for (int k = 0; k < 3 && cal != null; k++) {
-            if (Math.abs(vs[k] - cal[k]) < 0.5e-4) vs[k] = cal[k]; else fromFile = false;
-        }
+        // a voxel size left as shown is the image's own, reported as coming from the file
+        boolean fromFile = Stacks.snapToCalibration(vs, cal);
         Prefs.set("qcanet.voxel_z", vs[0]); Prefs.set("qcanet.voxel_y", vs[1]); Prefs.set("qcanet.voxel_x", vs[2]);
         Prefs.set("qcanet.model", model); Prefs.set("qcanet.nsn", nsn); Prefs.set("qcanet.ndn", ndn);
         Prefs.set("qcanet.device", device); Prefs.set("qcanet.measure", measure);

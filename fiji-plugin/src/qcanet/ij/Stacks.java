@@ -48,6 +48,18 @@ final class Stacks {
         return new double[] {cal.pixelDepth * f, cal.pixelHeight * f, cal.pixelWidth * f};
     }
 
+    /**
+     * Voxel size from a dialog that showed the calibration cal (or null) to 4 decimals: a value
+     * left as shown is the image's own, taken exactly. Returns whether all three are.
+     */
+    static boolean snapToCalibration(double[] vs, double[] cal) {
+        boolean fromFile = cal != null;
+        for (int k = 0; k < 3 && cal != null; k++) {
+            if (Math.abs(vs[k] - cal[k]) < 0.5e-4) vs[k] = cal[k]; else fromFile = false;
+        }
+        return fromFile;
+    }
+
     /** A label image: 16-bit when every label fits, else 32-bit; glasbey-like LUT; calibration copied. */
     static ImagePlus labelImage(String title, int[][] frames, int nx, int ny, int nz, Calibration cal) {
         int max = 0;
