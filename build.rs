@@ -22,6 +22,20 @@ fn main() {
          /// File name of the embedded default model.\npub const DEFAULT_MODEL_NAME: &str = \"(none)\";\n"
             .to_string()
     };
+    // its int8 (QDQ) version, calibrated on training volumes (tools/quantize_int8.py)
+    let int8 = root.join("models").join("qcanet-default-int8.onnx");
+    let code = code
+        + &if int8.exists() {
+            format!(
+                "/// ONNX bytes of the embedded default model's int8 version, if this build has one.\n\
+                 pub const DEFAULT_MODEL_INT8: Option<&[u8]> = Some(include_bytes!({:?}));\n",
+                int8.display().to_string()
+            )
+        } else {
+            "/// ONNX bytes of the embedded default model's int8 version, if this build has one.\n\
+             pub const DEFAULT_MODEL_INT8: Option<&[u8]> = None;\n"
+                .to_string()
+        };
     std::fs::write(out.join("default_model.rs"), code).unwrap();
 
     // The header is generated into OUT_DIR and copied to include/ only when asked

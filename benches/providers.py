@@ -1,7 +1,8 @@
 """ONNX Runtime's default CPU provider against the OpenVINO provider, side by side: the plain
 runtime (1.31.1), the OpenVINO build (1.24.1) on its own CPU kernels (QCANET_OPENVINO=0), and
 the OpenVINO build with its OpenVINO provider, so that the provider and the runtime version can
-be told apart.
+be told apart; then the embedded model's int8 version under OpenVINO (the CPU default where
+OpenVINO runs on AVX2), with its agreement with the fp32 labels.
 
     python benches/providers.py QCANET_BINARY PLAIN_LIBONNXRUNTIME OPENVINO_LIBONNXRUNTIME [FOLDER]
 
@@ -11,6 +12,7 @@ model load and OpenVINO's compilation included). Prints the medians and the rati
 checks the two runtimes' labels are identical. FOLDER defaults to the BBBC050 validation
 embryos (../shared/data) or, without them, generated embryos.
 """
+import json
 import os
 import statistics
 import subprocess
@@ -23,7 +25,7 @@ ROUNDS = 5
 
 
 def timings(line):
-    return {k: float(v) for k, v in (f.split("=") for f in line.split()[1:]) if k not in ("device", "provider")}
+    return {k: float(v) for k, v in (f.split("=") for f in line.split()[1:]) if k not in ("device", "provider", "precision")}
 
 
 def run(binary, runtime, args, extra_env=None):
@@ -52,25 +54,35 @@ def main():
                                 "--nuclei", str(8 + 6 * i), "--seed", str(i), "--time", str(0.1 * i)],
                                env=dict(os.environ, ORT_DYLIB_PATH=plain), check=True, capture_output=True)
     files = sorted(folder.glob("*.tif"))
-    configs = (("default", plain, {}), ("ov-build-default", ov, {"QCANET_OPENVINO": "0"}), ("openvino", ov, {}))
-    res = {name: [] for name, _, _ in configs}
-    single = {name: [] for name, _, _ in configs}
+    configs = (("default", plain, {}, "fp32"), ("ov-build-default", ov, {"QCANET_OPENVINO": "0"}, "fp32"),
+               ("openvino", ov, {}, "fp32"), ("openvino-int8", ov, {}, "int8"))
+    res = {c[0]: [] for c in configs}
+    single = {c[0]: [] for c in configs}
     for r in range(ROUNDS):
-        for name, rt, extra in configs:
+        for name, rt, extra, precision in configs:
             out = work / f"out_{name}"
-            _, stdout = run(binary, rt, ["segment", str(folder), "-o", str(out), "-q", "--device", "cpu", "--timings"], extra)
+            cpu = ["-q", "--device", "cpu", "--precision", precision]
+            _, stdout = run(binary, rt, ["segment", str(folder), "-o", str(out), *cpu, "--timings"], extra)
             res[name].append(timings(next(l for l in stdout.splitlines() if l.startswith("timings: "))))
-            wall, _ = run(binary, rt, ["segment", str(files[0]), "-o", str(work / f"one_{name}.tif"), "-q", "--device", "cpu"], extra)
+            wall, _ = run(binary, rt, ["segment", str(files[0]), "-o", str(work / f"one_{name}.tif"), *cpu], extra)
             single[name].append(wall)
-    same = all(len({(work / f"out_{name}" / f.name).read_bytes() for name, _, _ in configs}) == 1 for f in files)
+    fp32 = [c[0] for c in configs if c[3] == "fp32"]
+    same = all(len({(work / f"out_{name}" / f.name).read_bytes() for name in fp32}) == 1 for f in files)
+    fg = differ = 0
+    for f in files:
+        _, out = run(binary, ov, ["compare", str(work / "out_openvino" / f.name), str(work / "out_openvino-int8" / f.name), "--json"])
+        a = json.loads(out)
+        fg, differ = fg + a["fg_voxels"], differ + a["differing_voxels"]
     print(f"{len(files)} volumes from {folder}, {ROUNDS} alternating rounds, {os.cpu_count()} cores")
-    print(f"{'':28} {'1.31.1 default':>15} {'1.24.1 default':>15} {'1.24.1 OpenVINO':>16} {'ratio to 1.31.1':>16}")
-    rows = [(key, [statistics.median(t[key] for t in res[n]) for n, _, _ in configs]) for key in
+    print(f"{'':28} {'1.31.1 default':>15} {'1.24.1 default':>15} {'1.24.1 OpenVINO':>16} {'OpenVINO int8':>14} "
+          f"{'OV fp32 / 1.31':>15} {'int8 / 1.31':>12}")
+    rows = [(key, [statistics.median(t[key] for t in res[c[0]]) for c in configs]) for key in
             ("median_network_ms", "median_post_ms", "wall_per_volume_ms")]
-    rows.append(("one volume, whole command s", [statistics.median(single[n]) for n, _, _ in configs]))
-    for key, (a, b, c) in rows:
-        print(f"{key:28} {a:15.3f} {b:15.3f} {c:16.3f} {a / c:16.2f}")
-    print(f"labels identical on every volume, all three: {same}")
+    rows.append(("one volume, whole command s", [statistics.median(single[c[0]]) for c in configs]))
+    for key, (a, b, c, d) in rows:
+        print(f"{key:28} {a:15.3f} {b:15.3f} {c:16.3f} {d:14.3f} {a / c:15.2f} {a / d:12.2f}")
+    print(f"fp32 labels identical on every volume, all three runtimes: {same}")
+    print(f"int8 against OpenVINO fp32: {100 * (1 - differ / max(fg, 1)):.2f} % of {fg} foreground voxels in the same nucleus")
     return 0 if same else 1
 
 

@@ -92,14 +92,25 @@
 #define QCA_SAMPLE_F32 4
 
 /*
- GPU arithmetic: IEEE fp32.
+ Arithmetic: IEEE fp32.
  */
 #define QCA_PRECISION_FP32 0
 
 /*
- GPU arithmetic: TensorFloat-32 convolutions.
+ Arithmetic: TensorFloat-32 convolutions on NVIDIA GPUs (the CPU computes in fp32).
  */
 #define QCA_PRECISION_TF32 1
+
+/*
+ Arithmetic: the model's int8 version, on the CPU.
+ */
+#define QCA_PRECISION_INT8 2
+
+/*
+ Arithmetic: int8 where it pays (OpenVINO on an x86-64 CPU with AVX2, a model with an
+ int8 version), fp32 elsewhere.
+ */
+#define QCA_PRECISION_AUTO 3
 
 /*
  `QcaSegmentParams.voxel_size_source`: the caller chose the voxel size.
@@ -252,9 +263,11 @@ typedef struct QcaModelOptions {
    */
   int32_t num_threads;
   /*
-   `QCA_PRECISION_FP32` (the CPU's labels) or `QCA_PRECISION_TF32` (TensorFloat-32
-   convolutions on NVIDIA GPUs: faster, probabilities differ slightly). The CPU
-   always computes in fp32. A caller's struct that ends before it means fp32.
+   `QCA_PRECISION_AUTO` (the default: int8 where OpenVINO runs on an x86-64 CPU with
+   AVX2 and the model has an int8 version, fp32 elsewhere), `QCA_PRECISION_FP32` (the same labels
+   on CPU and GPU), `QCA_PRECISION_TF32` (TensorFloat-32 convolutions on NVIDIA GPUs) or
+   `QCA_PRECISION_INT8` (the model's int8 version on the CPU). A caller's struct that
+   ends before it means auto.
    */
   int32_t precision;
 } QcaModelOptions;

@@ -118,16 +118,23 @@ pub struct QcaModelOptions {
     pub device_id: i32,
     /// Inference threads; 0 = all cores.
     pub num_threads: i32,
-    /// `QCA_PRECISION_FP32` (the CPU's labels) or `QCA_PRECISION_TF32` (TensorFloat-32
-    /// convolutions on NVIDIA GPUs: faster, probabilities differ slightly). The CPU
-    /// always computes in fp32. A caller's struct that ends before it means fp32.
+    /// `QCA_PRECISION_AUTO` (the default: int8 where OpenVINO runs on an x86-64 CPU with
+    /// AVX2 and the model has an int8 version, fp32 elsewhere), `QCA_PRECISION_FP32` (the same labels
+    /// on CPU and GPU), `QCA_PRECISION_TF32` (TensorFloat-32 convolutions on NVIDIA GPUs) or
+    /// `QCA_PRECISION_INT8` (the model's int8 version on the CPU). A caller's struct that
+    /// ends before it means auto.
     pub precision: i32,
 }
 
-/// GPU arithmetic: IEEE fp32.
+/// Arithmetic: IEEE fp32.
 pub const QCA_PRECISION_FP32: i32 = 0;
-/// GPU arithmetic: TensorFloat-32 convolutions.
+/// Arithmetic: TensorFloat-32 convolutions on NVIDIA GPUs (the CPU computes in fp32).
 pub const QCA_PRECISION_TF32: i32 = 1;
+/// Arithmetic: the model's int8 version, on the CPU.
+pub const QCA_PRECISION_INT8: i32 = 2;
+/// Arithmetic: int8 where it pays (OpenVINO on an x86-64 CPU with AVX2, a model with an
+/// int8 version), fp32 elsewhere.
+pub const QCA_PRECISION_AUTO: i32 = 3;
 
 /// Progress callback: `fraction` in [0, 1]; return 0 to go on, non-zero to cancel.
 pub type QcaProgressFn = Option<unsafe extern "C" fn(fraction: f32, user_data: *mut c_void) -> i32>;
@@ -518,7 +525,7 @@ fn default_options() -> QcaModelOptions {
         device: QCA_DEVICE_AUTO,
         device_id: 0,
         num_threads: 0,
-        precision: QCA_PRECISION_FP32,
+        precision: QCA_PRECISION_AUTO,
     }
 }
 
@@ -599,7 +606,9 @@ unsafe fn load_options(o: *const QcaModelOptions) -> std::result::Result<LoadOpt
     let precision = match o.precision {
         QCA_PRECISION_FP32 => Precision::Fp32,
         QCA_PRECISION_TF32 => Precision::Tf32,
-        x => return Err(invalid(format!("precision {x} is not QCA_PRECISION_FP32/TF32"))),
+        QCA_PRECISION_INT8 => Precision::Int8,
+        QCA_PRECISION_AUTO => Precision::Auto,
+        x => return Err(invalid(format!("precision {x} is not QCA_PRECISION_AUTO/FP32/TF32/INT8"))),
     };
     Ok(LoadOptions { device, device_id: o.device_id, num_threads: o.num_threads as usize, precision })
 }
@@ -950,6 +959,8 @@ pub unsafe extern "C" fn qca_option_value(option: *const c_char, name: *const c_
             "precision" => match name.parse::<Precision>().c()? {
                 Precision::Fp32 => QCA_PRECISION_FP32,
                 Precision::Tf32 => QCA_PRECISION_TF32,
+                Precision::Int8 => QCA_PRECISION_INT8,
+                Precision::Auto => QCA_PRECISION_AUTO,
             },
             "markers" => match name.parse::<MarkerMode>().c()? {
                 MarkerMode::Components => QCA_MARKERS_COMPONENTS,

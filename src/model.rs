@@ -107,7 +107,8 @@ impl Model {
                     .into(),
             )
         })?;
-        let net = Network::from_bytes(bytes, DEFAULT_MODEL_NAME, opts)?;
+        let variants = crate::session::ModelBytes { fp32: bytes, int8: DEFAULT_MODEL_INT8 };
+        let net = Network::from_variants(variants, DEFAULT_MODEL_NAME, opts)?;
         Self::assemble(net, None, format!("embedded default ({DEFAULT_MODEL_NAME})"))
     }
 
@@ -133,6 +134,11 @@ impl Model {
 
     pub fn device_used(&self) -> Device {
         self.nsn.device_used
+    }
+
+    /// The arithmetic the networks run in (`Fp32`, `Tf32` or `Int8`; see [`Precision`]).
+    pub fn precision_used(&self) -> crate::session::Precision {
+        self.nsn.precision_used
     }
 
     /// The ONNX Runtime execution provider the networks run on (of both, the one without

@@ -36,18 +36,46 @@ pub enum Device {
 
 crate::vocabulary!(Device, "device", [Device::Auto => "auto", Device::Cpu => "cpu", Device::Cuda => "cuda" | "gpu"]);
 
-/// Arithmetic of the convolutions on a GPU (the CPU always computes in fp32).
+/// Arithmetic of the networks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// IEEE fp32 everywhere: the same labels as the CPU.
+    /// int8 where it pays (OpenVINO on an x86-64 CPU with AVX2, see [`int8_pays`]) for a
+    /// model that has an int8 version (the embedded default); fp32 everywhere else.
     #[default]
+    Auto,
+    /// IEEE fp32 everywhere: the same labels on the CPU and the GPU.
     Fp32,
     /// TensorFloat-32 tensor cores for convolutions (10-bit mantissa inputs, fp32
     /// accumulation) on NVIDIA GPUs since Ampere: faster, probabilities differ slightly.
+    /// The CPU computes in fp32.
     Tf32,
+    /// The model's int8 (QDQ) version on the CPU: weights per channel, activations per
+    /// tensor, calibrated on training volumes; labels differ slightly from fp32 (README).
+    Int8,
 }
 
-crate::vocabulary!(Precision, "precision", [Precision::Fp32 => "fp32", Precision::Tf32 => "tf32"]);
+crate::vocabulary!(Precision, "precision", [Precision::Auto => "auto", Precision::Fp32 => "fp32", Precision::Tf32 => "tf32", Precision::Int8 => "int8"]);
+
+/// Whether int8 pays on this CPU under OpenVINO: x86-64 with AVX2 (its int8 kernels; VNNI,
+/// where present, speeds them further). Measured on an AVX2-only EPYC (2 cores): network
+/// 1.6-1.8x faster than fp32; the issue's AVX-512 VNNI machine: 2.7x.
+pub fn int8_pays() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A model's ONNX bytes: fp32, and its int8 version when it has one.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelBytes<'a> {
+    pub fp32: &'a [u8],
+    pub int8: Option<&'a [u8]>,
+}
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -60,7 +88,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { device: Device::Auto, device_id: 0, num_threads: 0, precision: Precision::Fp32 }
+        LoadOptions { device: Device::Auto, device_id: 0, num_threads: 0, precision: Precision::Auto }
     }
 }
 
@@ -92,6 +120,8 @@ pub struct Network {
     pub provider: Provider,
     /// Why `Device::Auto` runs on the CPU (or the CPU without OpenVINO), when it does.
     pub fallback: Option<String>,
+    /// The arithmetic it runs in: `Fp32`, `Tf32` (on CUDA) or `Int8`, never `Auto`.
+    pub precision_used: Precision,
 }
 
 fn model_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -105,15 +135,38 @@ impl Network {
     }
 
     pub fn from_bytes(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Self> {
-        if bytes.is_empty() {
+        Self::from_variants(ModelBytes { fp32: bytes, int8: None }, name, opts)
+    }
+
+    /// A model with its variants; `opts.precision` and the provider that starts choose one:
+    /// see [`Precision`].
+    pub fn from_variants(variants: ModelBytes<'_>, name: &str, opts: &LoadOptions) -> Result<Self> {
+        if variants.fp32.is_empty() {
             return Err(Error::Model(format!("{name}: empty file")));
         }
+        // the variant a provider runs, decided here only
+        let variant = |ep: Provider| -> Result<(&[u8], Precision)> {
+            match (opts.precision, ep, variants.int8) {
+                (Precision::Int8, Provider::Cuda, _) => {
+                    Err(Error::invalid("precision int8 runs on the CPU; on a GPU use fp32 or tf32 (or device cpu)"))
+                }
+                (Precision::Int8, _, Some(b)) => Ok((b, Precision::Int8)),
+                (Precision::Int8, _, None) => Err(Error::invalid(format!(
+                    "{name} has no int8 version (the embedded default has one; quantize yours with \
+                     tools/quantize_int8.py and load that file with precision auto or fp32)"
+                ))),
+                (Precision::Auto, Provider::OpenVino, Some(b)) if int8_pays() => Ok((b, Precision::Int8)),
+                (Precision::Tf32, Provider::Cuda, _) => Ok((variants.fp32, Precision::Tf32)),
+                _ => Ok((variants.fp32, Precision::Fp32)),
+            }
+        };
         let (env, providers) = crate::runtime::environment_for(opts.device)?;
         if opts.num_threads > MAX_THREADS {
             return Err(Error::invalid(format!("{} inference threads asked for; at most {MAX_THREADS} (0 = all cores)", opts.num_threads)));
         }
         let threads = if opts.num_threads == 0 { num_cpus() } else { opts.num_threads };
-        let build = |ep: Provider| -> Result<Session> {
+        let build = |ep: Provider| -> Result<(Session, Precision)> {
+            let (bytes, precision) = variant(ep)?;
             let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;
             b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
             if ep == Provider::OpenVino {
@@ -140,12 +193,13 @@ impl Network {
                     .error_on_failure();
                 b = b.with_execution_providers([ep]).map_err(|e| Error::Model(format!("CUDA could not start: {e}")))?;
             }
-            b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))
+            let session = b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))?;
+            Ok((session, precision))
         };
         let mut fallback = None;
         let mut openvino_note = None;
         // on the CPU: OpenVINO where the runtime has it and it starts, else the default provider
-        let mut cpu = || -> Result<(Session, Provider)> {
+        let mut cpu = || -> Result<((Session, Precision), Provider)> {
             // QCANET_OPENVINO=0 runs the same runtime on its default CPU provider
             let wanted = std::env::var("QCANET_OPENVINO").map_or(true, |v| v != "0");
             if providers.openvino && wanted {
@@ -156,7 +210,7 @@ impl Network {
             }
             Ok((build(Provider::Default)?, Provider::Default))
         };
-        let (session, provider) = match opts.device {
+        let ((session, precision_used), provider) = match opts.device {
             Device::Cpu => cpu()?,
             Device::Cuda => (build(Provider::Cuda)?, Provider::Cuda),
             Device::Auto if providers.cuda => match build(Provider::Cuda) {
@@ -213,7 +267,7 @@ impl Network {
         }
         let input = ins[0].name().to_string();
         let prob = Output { name: prob.name().to_string() };
-        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used, provider, fallback })
+        Ok(Network { session: Mutex::new(session), info, input, prob, centre, device_used, provider, fallback, precision_used })
     }
 
     /// Tiles of `tile_voxels` each to run at once: several on a GPU, one on the CPU

@@ -55,9 +55,10 @@ struct ModelArgs {
     /// CUDA device index
     #[arg(long, default_value_t = 0)]
     device_id: i32,
-    /// GPU arithmetic: fp32 (the CPU's labels) or tf32 (TensorFloat-32 convolutions on
-    /// NVIDIA GPUs: faster, probabilities differ slightly). The CPU always computes in fp32
-    #[arg(long, value_name = "fp32|tf32", default_value = "fp32")]
+    /// Arithmetic: auto (int8 under OpenVINO on x86-64 CPUs with AVX2 for the embedded model,
+    /// fp32 elsewhere), fp32 (the same labels on CPU and GPU), tf32 (TensorFloat-32 convolutions
+    /// on NVIDIA GPUs) or int8 (the embedded model's int8 version on the CPU)
+    #[arg(long, value_name = "auto|fp32|tf32|int8", default_value = "auto")]
     precision: Precision,
     /// Inference threads (0 = all cores)
     #[arg(long, default_value_t = 0)]
@@ -892,8 +893,9 @@ fn segment(
         let steps: Vec<String> = steps.iter().map(|(k, v)| format!("median_{k}_ms={v:.1}")).collect();
         // on stdout, one line that scripts can parse
         println!(
-            "timings: device={device} provider={} volumes={volumes} load_ms={:.1} median_prepare_ms={prep:.1} median_network_ms={net:.1} median_post_ms={post:.1} {} wall_s={wall:.3} wall_per_volume_ms={:.1} post_workers={workers} peak_rss_mb={:.0}",
+            "timings: device={device} provider={} precision={} volumes={volumes} load_ms={:.1} median_prepare_ms={prep:.1} median_network_ms={net:.1} median_post_ms={post:.1} {} wall_s={wall:.3} wall_per_volume_ms={:.1} post_workers={workers} peak_rss_mb={:.0}",
             model.provider(),
+            model.precision_used(),
             load_s * 1e3,
             steps.join(" "),
             wall * 1e3 / volumes.max(1) as f64,
@@ -1122,10 +1124,11 @@ fn segment_streamed(
         let sum = |f: fn(&qcanet::blocks::BlockTimes) -> f64| done.iter().map(|(_, r)| f(&r.timings)).sum::<f64>();
         let r = &done[0].1;
         println!(
-            "timings: blocks file={} device={} provider={} voxels={voxels:.0} blocks={} core={:?} halo={:?} scaling_s={:.2} grid_s={grid_s:.2} read_s={:.2} network_s={:.2} post_s={:.2} stitch_s={:.2} write_s={:.2} wall_s={wall:.2} mvoxel_per_s={:.3} peak_rss_mb={:.0}",
+            "timings: blocks file={} device={} provider={} precision={} voxels={voxels:.0} blocks={} core={:?} halo={:?} scaling_s={:.2} grid_s={grid_s:.2} read_s={:.2} network_s={:.2} post_s={:.2} stitch_s={:.2} write_s={:.2} wall_s={wall:.2} mvoxel_per_s={:.3} peak_rss_mb={:.0}",
             input.display(),
             model.device_used(),
             model.provider(),
+            model.precision_used(),
             r.grid.len(),
             r.grid.core,
             r.grid.halo,
@@ -1411,7 +1414,7 @@ fn info(ma: &ModelArgs) -> Result<()> {
     println!("ONNX Runtime: {path}");
     println!("  {}", qcanet::runtime::build_info().unwrap_or_default());
     let m = load_model(ma)?;
-    println!("model: {} on {} ({} provider)", m.name, m.device_used(), m.provider());
+    println!("model: {} on {} ({} provider) in {}", m.name, m.device_used(), m.provider(), m.precision_used());
     if let Some(note) = m.fallback_note() {
         println!("  {note}");
     }

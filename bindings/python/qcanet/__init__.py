@@ -140,13 +140,14 @@ class Model:
     """NSN + NDN networks (or one joint network). ``Model()`` loads the embedded default.
 
     device: "auto" (CUDA when the GPU build of ONNX Runtime, a driver and a GPU are
-    there, else the CPU) | "cpu" | "cuda"; threads: 0 = all cores; precision: "fp32" |
-    "tf32" (GPU convolutions in TensorFloat-32). ``model.device`` says which ran.
+    there, else the CPU) | "cpu" | "cuda"; threads: 0 = all cores; precision: "auto" (int8
+    under OpenVINO on x86-64 CPUs with AVX2 for the embedded model, else fp32) | "fp32" | "tf32" (GPU
+    convolutions in TensorFloat-32) | "int8". ``model.device`` says which ran.
     CUDA's libraries are searched as the library does (README: GPU) and also in this
     interpreter's NVIDIA wheels (``pip install nvidia-cudnn-cu13 ...``).
     """
 
-    def __init__(self, nsn=None, ndn=None, device="auto", threads=0, device_id=0, precision="fp32"):
+    def __init__(self, nsn=None, ndn=None, device="auto", threads=0, device_id=0, precision="auto"):
         lib = _lib()
         o = N.QcaModelOptions()
         _check(lib.qca_model_options_default(C.byref(o), C.sizeof(o)))
