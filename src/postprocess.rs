@@ -272,9 +272,18 @@ pub fn fill_holes(mask: &mut [bool], dims: [usize; 3]) {
 
 /// Separable Gaussian filter, per-axis sigma in voxels, kernel truncated at 2 sigma,
 /// borders by nearest-edge extension (as scipy's `mode="nearest", truncate=2.0`).
+///
+/// Each pass adds whole planes (z) or rows (y) of the source, weighted, into the output,
+/// so the inner loop runs over contiguous memory and vectorises; every output value is
+/// still the sum of the same terms in the same order (0 + w0 a0 + w1 a1 ...), so the result
+/// is bit for bit that of the per-voxel loop it replaced.
 pub fn gaussian(v: &[f32], dims: [usize; 3], sigma: [f64; 3]) -> Vec<f32> {
     let mut cur: Vec<f64> = v.iter().map(|&a| a as f64).collect();
-    let strides = [dims[1] * dims[2], dims[2], 1];
+    let (ny, nx) = (dims[1], dims[2]);
+    let plane = ny * nx;
+    if cur.is_empty() {
+        return Vec::new();
+    }
     for ax in 0..3 {
         if sigma[ax] <= 0.0 || dims[ax] == 1 {
             continue;
@@ -283,40 +292,81 @@ pub fn gaussian(v: &[f32], dims: [usize; 3], sigma: [f64; 3]) -> Vec<f32> {
         let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i * i) as f64 / (sigma[ax] * sigma[ax])).exp()).collect();
         let s: f64 = k.iter().sum();
         k.iter_mut().for_each(|a| *a /= s);
-        let (n, st) = (dims[ax] as isize, strides[ax]);
+        let n = dims[ax] as isize;
+        // the source position of tap j for output position pos, edges repeated
+        let tap = |pos: usize, j: usize| (pos as isize + j as isize - r).clamp(0, n - 1) as usize;
         let src = cur.clone();
-        cur.par_iter_mut().enumerate().for_each(|(i, o)| {
-            let pos = ((i / st) % dims[ax]) as isize;
-            let base = i as isize - pos * st as isize;
-            let mut acc = 0.0;
-            for (j, w) in k.iter().enumerate() {
-                let q = (pos + j as isize - r).clamp(0, n - 1);
-                acc += w * src[(base + q * st as isize) as usize];
-            }
-            *o = acc;
-        });
+        match ax {
+            0 => cur.par_chunks_mut(plane).enumerate().for_each(|(z, out)| {
+                out.fill(0.0);
+                for (j, w) in k.iter().enumerate() {
+                    let q = tap(z, j);
+                    for (o, a) in out.iter_mut().zip(&src[q * plane..(q + 1) * plane]) {
+                        *o += w * a;
+                    }
+                }
+            }),
+            1 => cur.par_chunks_mut(nx).enumerate().for_each(|(row, out)| {
+                let (z, y) = (row / ny, row % ny);
+                out.fill(0.0);
+                for (j, w) in k.iter().enumerate() {
+                    let start = (z * ny + tap(y, j)) * nx;
+                    for (o, a) in out.iter_mut().zip(&src[start..start + nx]) {
+                        *o += w * a;
+                    }
+                }
+            }),
+            _ => cur.par_chunks_mut(nx).enumerate().for_each(|(row, out)| {
+                let line = &src[row * nx..(row + 1) * nx];
+                for (x, o) in out.iter_mut().enumerate() {
+                    let mut acc = 0.0;
+                    for (j, w) in k.iter().enumerate() {
+                        acc += w * line[tap(x, j)];
+                    }
+                    *o = acc;
+                }
+            }),
+        }
     }
     cur.into_iter().map(|a| a as f32).collect()
 }
 
-/// 3x3x3 maximum filter with nearest-edge borders.
+/// 3x3x3 maximum filter with nearest-edge borders: per axis, the maximum of each plane
+/// (z) or row (y) with its neighbours, over contiguous memory; along x within each row.
 fn max_filter3(v: &[f32], dims: [usize; 3]) -> Vec<f32> {
-    let strides = [dims[1] * dims[2], dims[2], 1];
+    let (ny, nx) = (dims[1], dims[2]);
+    let plane = ny * nx;
     let mut cur = v.to_vec();
+    if cur.is_empty() {
+        return cur;
+    }
+    // the neighbours of position pos along an axis of n (itself at the edges)
+    let around = |pos: usize, n: usize| [pos.saturating_sub(1), (pos + 1).min(n - 1)];
     for ax in 0..3 {
-        let (n, st) = (dims[ax], strides[ax]);
         let src = cur.clone();
-        cur.par_iter_mut().enumerate().for_each(|(i, o)| {
-            let pos = (i / st) % n;
-            let mut m = src[i];
-            if pos > 0 {
-                m = m.max(src[i - st]);
+        let max_of = |out: &mut [f32], a: &[f32], b: &[f32]| {
+            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                *o = o.max(*x).max(*y);
             }
-            if pos + 1 < n {
-                m = m.max(src[i + st]);
-            }
-            *o = m;
-        });
+        };
+        match ax {
+            0 => cur.par_chunks_mut(plane).enumerate().for_each(|(z, out)| {
+                let [a, b] = around(z, dims[0]);
+                max_of(out, &src[a * plane..(a + 1) * plane], &src[b * plane..(b + 1) * plane]);
+            }),
+            1 => cur.par_chunks_mut(nx).enumerate().for_each(|(row, out)| {
+                let (z, y) = (row / ny, row % ny);
+                let [a, b] = around(y, ny).map(|q| (z * ny + q) * nx);
+                max_of(out, &src[a..a + nx], &src[b..b + nx]);
+            }),
+            _ => cur.par_chunks_mut(nx).enumerate().for_each(|(row, out)| {
+                let line = &src[row * nx..(row + 1) * nx];
+                for (x, o) in out.iter_mut().enumerate() {
+                    let [a, b] = around(x, nx);
+                    *o = o.max(line[a]).max(line[b]);
+                }
+            }),
+        }
     }
     cur
 }
@@ -324,6 +374,73 @@ fn max_filter3(v: &[f32], dims: [usize; 3]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-voxel definition the fast filter must reproduce exactly.
+    fn gaussian_reference(v: &[f32], dims: [usize; 3], sigma: [f64; 3]) -> Vec<f32> {
+        let mut cur: Vec<f64> = v.iter().map(|&a| a as f64).collect();
+        let strides = [dims[1] * dims[2], dims[2], 1];
+        for ax in 0..3 {
+            if sigma[ax] <= 0.0 || dims[ax] == 1 {
+                continue;
+            }
+            let r = (2.0 * sigma[ax] + 0.5) as isize;
+            let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i * i) as f64 / (sigma[ax] * sigma[ax])).exp()).collect();
+            let s: f64 = k.iter().sum();
+            k.iter_mut().for_each(|a| *a /= s);
+            let (n, st) = (dims[ax] as isize, strides[ax]);
+            let src = cur.clone();
+            for (i, o) in cur.iter_mut().enumerate() {
+                let pos = ((i / st) % dims[ax]) as isize;
+                let base = i as isize - pos * st as isize;
+                let mut acc = 0.0;
+                for (j, w) in k.iter().enumerate() {
+                    let q = (pos + j as isize - r).clamp(0, n - 1);
+                    acc += w * src[(base + q * st as isize) as usize];
+                }
+                *o = acc;
+            }
+        }
+        cur.into_iter().map(|a| a as f32).collect()
+    }
+
+    #[test]
+    fn max_filter_is_the_maximum_of_the_3x3x3_neighbourhood() {
+        let mut rng = crate::synth::Rng::new(5);
+        for dims in [[4, 5, 6], [1, 1, 3], [3, 1, 1], [2, 7, 1]] {
+            let v: Vec<f32> = (0..dims.iter().product()).map(|_| rng.uniform() as f32).collect();
+            let m = max_filter3(&v, dims);
+            let at = |z: isize, y: isize, x: isize| {
+                let c = |p: isize, n: usize| p.clamp(0, n as isize - 1) as usize;
+                v[(c(z, dims[0]) * dims[1] + c(y, dims[1])) * dims[2] + c(x, dims[2])]
+            };
+            for z in 0..dims[0] as isize {
+                for y in 0..dims[1] as isize {
+                    for x in 0..dims[2] as isize {
+                        let mut best = f32::MIN;
+                        for dz in -1..=1 {
+                            for dy in -1..=1 {
+                                for dx in -1..=1 {
+                                    best = best.max(at(z + dz, y + dy, x + dx));
+                                }
+                            }
+                        }
+                        assert_eq!(m[((z as usize) * dims[1] + y as usize) * dims[2] + x as usize], best);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gaussian_equals_its_per_voxel_definition_bit_for_bit() {
+        let mut rng = crate::synth::Rng::new(3);
+        for (dims, sigma) in [([7, 9, 11], [1.4, 3.1, 3.1]), ([1, 5, 4], [2.0, 0.6, 0.0]), ([12, 3, 2], [0.0, 5.0, 1.0])] {
+            let v: Vec<f32> = (0..dims.iter().product()).map(|_| rng.uniform() as f32).collect();
+            let a = gaussian(&v, dims, sigma);
+            let b = gaussian_reference(&v, dims, sigma);
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{dims:?} {sigma:?}");
+        }
+    }
 
     fn ball(dims: [usize; 3], c: [f64; 3], r: f64, voxel: [f64; 3]) -> Vec<f32> {
         let [nz, ny, nx] = dims;
