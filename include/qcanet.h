@@ -634,7 +634,7 @@ size_t qca_struct_size(const char *name);
 
 /*
  Fills `o` (`struct_size` = `sizeof *o` bytes as the caller knows it) with the defaults:
- automatic device, all cores, fp32.
+ automatic device, all cores, automatic precision (int8 under OpenVINO on AVX2, else fp32).
 
  # Safety
  `o` is NULL or points to `struct_size` writable bytes.

@@ -581,7 +581,7 @@ pub unsafe extern "C" fn qca_struct_size(name: *const c_char) -> usize {
 }
 
 /// Fills `o` (`struct_size` = `sizeof *o` bytes as the caller knows it) with the defaults:
-/// automatic device, all cores, fp32.
+/// automatic device, all cores, automatic precision (int8 under OpenVINO on AVX2, else fp32).
 ///
 /// # Safety
 /// `o` is NULL or points to `struct_size` writable bytes.

@@ -25,8 +25,6 @@ use crate::error::{voxel_count, Error, Result};
 use crate::measure::Nucleus;
 use crate::track::Tracking;
 
-/// Largest label whose surface is measured (the table is one f64 per label).
-const MAX_LABEL: u32 = 50_000_000;
 /// Points on the half sphere used to weigh the 13 directions (deterministic, error ~1e-4).
 const WEIGHT_SAMPLES: usize = 40_000;
 
@@ -85,18 +83,16 @@ fn crossing_areas(voxel: [f64; 3]) -> [f64; 13] {
     out
 }
 
-/// Surface area in um^2 of every label, indexed by label (entry 0 is unused). The outside
-/// of the volume counts as background, so a nucleus cut by the border is closed there.
-pub fn surface_areas(labels: &[u32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Vec<f64>> {
+/// Surface area in um^2 of every label present, with the labels (ascending): `(labels,
+/// areas)`. The outside of the volume counts as background, so a nucleus cut by the border
+/// is closed there.
+pub fn surface_areas(labels: &[u32], dims: [usize; 3], voxel: [f64; 3]) -> Result<(Vec<u32>, Vec<f64>)> {
     let n = voxel_count(dims)?;
     if labels.len() != n {
         return Err(Error::invalid(format!("labels hold {} values, dims {dims:?} need {n}", labels.len())));
     }
     crate::plan::check_voxel_size(voxel, "the voxel size")?;
-    let top = labels.par_iter().copied().max().unwrap_or(0);
-    if top > MAX_LABEL {
-        return Err(Error::invalid(format!("label {top} is too large to measure")));
-    }
+    let index = crate::measure::LabelIndex::of(labels)?;
     let area = crossing_areas(voxel);
     let [nz, ny, nx] = dims.map(|d| d as i64);
     let at = |z: i64, y: i64, x: i64| -> u32 {
@@ -106,10 +102,10 @@ pub fn surface_areas(labels: &[u32], dims: [usize; 3], voxel: [f64; 3]) -> Resul
             labels[((z * ny + y) * nx + x) as usize]
         }
     };
-    Ok((0..nz)
+    let areas = (0..nz)
         .into_par_iter()
         .fold(
-            || vec![0.0f64; top as usize + 1],
+            || vec![0.0f64; index.len()],
             |mut acc, z| {
                 for y in 0..ny {
                     for x in 0..nx {
@@ -119,12 +115,16 @@ pub fn surface_areas(labels: &[u32], dims: [usize; 3], voxel: [f64; 3]) -> Resul
                             // (inside pairs are counted once, from their first voxel)
                             let b = at(z + s[0], y + s[1], x + s[2]);
                             if a != b {
-                                acc[a as usize] += w;
-                                acc[b as usize] += w;
+                                if a != 0 {
+                                    acc[index.index(a)] += w;
+                                }
+                                if b != 0 {
+                                    acc[index.index(b)] += w;
+                                }
                             }
                             let (bz, by, bx) = (z - s[0], y - s[1], x - s[2]);
                             if a != 0 && (bz < 0 || by < 0 || bx < 0 || bz >= nz || by >= ny || bx >= nx) {
-                                acc[a as usize] += w;
+                                acc[index.index(a)] += w;
                             }
                         }
                     }
@@ -133,18 +133,15 @@ pub fn surface_areas(labels: &[u32], dims: [usize; 3], voxel: [f64; 3]) -> Resul
             },
         )
         .reduce(
-            || vec![0.0f64; top as usize + 1],
+            || vec![0.0f64; index.len()],
             |mut a, b| {
                 for (x, y) in a.iter_mut().zip(&b) {
                     *x += y;
                 }
                 a
             },
-        )
-        .into_iter()
-        .enumerate()
-        .map(|(l, s)| if l == 0 { 0.0 } else { s })
-        .collect())
+        );
+    Ok((index.labels, areas))
 }
 
 /// `pi^(1/3) (6 V)^(2/3) / S`: 1 for a ball, less for any other shape (0 when S is 0).
@@ -157,12 +154,17 @@ pub fn sphericity(volume_um3: f64, surface_um2: f64) -> f64 {
 }
 
 /// Distance from each point to its nearest other point (micrometres); `f64::NAN` for a
-/// lone point. Points sorted along z and scanned outwards until the z gap alone exceeds
-/// the best distance: near n log n for nuclei, which are spread in all three axes.
+/// lone point. Points are sorted along their widest axis and scanned outwards until the
+/// gap along that axis alone exceeds the best distance: near n log n for nuclei spread in
+/// space, and for a flat sheet of them (the widest axis is then one of the sheet's).
 pub fn nearest_neighbour_distances(points: &[[f64; 3]]) -> Vec<f64> {
+    let spread = |k: usize| {
+        let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p[k]), b.max(p[k])));
+        hi - lo
+    };
+    let axis = (0..3).max_by(|&a, &b| spread(a).total_cmp(&spread(b))).unwrap_or(0);
     let mut order: Vec<usize> = (0..points.len()).collect();
-    order.sort_by(|&a, &b| points[a][0].total_cmp(&points[b][0]));
-    let mut out = vec![f64::NAN; points.len()];
+    order.sort_by(|&a, &b| points[a][axis].total_cmp(&points[b][axis]));
     let d2 = |a: &[f64; 3], b: &[f64; 3]| (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2);
     let best: Vec<(usize, f64)> = (0..order.len())
         .into_par_iter()
@@ -171,14 +173,14 @@ pub fn nearest_neighbour_distances(points: &[[f64; 3]]) -> Vec<f64> {
             let mut best = f64::INFINITY;
             for j in (k + 1)..order.len() {
                 let q = &points[order[j]];
-                if (q[0] - p[0]).powi(2) >= best {
+                if (q[axis] - p[axis]).powi(2) >= best {
                     break;
                 }
                 best = best.min(d2(p, q));
             }
             for j in (0..k).rev() {
                 let q = &points[order[j]];
-                if (q[0] - p[0]).powi(2) >= best {
+                if (q[axis] - p[axis]).powi(2) >= best {
                     break;
                 }
                 best = best.min(d2(p, q));
@@ -186,6 +188,7 @@ pub fn nearest_neighbour_distances(points: &[[f64; 3]]) -> Vec<f64> {
             (order[k], best)
         })
         .collect();
+    let mut out = vec![f64::NAN; points.len()];
     for (i, b) in best {
         if b.is_finite() {
             out[i] = b.sqrt();
@@ -217,8 +220,10 @@ impl FrameMeasures {
     /// Measures a frame's labels (and intensities, when given).
     pub fn new(frame: usize, labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Option<&[f32]>) -> Result<Self> {
         let nuclei = crate::measure::measure(labels, dims, voxel, intensity)?;
-        let areas = surface_areas(labels, dims, voxel)?;
-        let surface_um2 = nuclei.iter().map(|n| areas[n.label as usize]).collect();
+        let (present, areas) = surface_areas(labels, dims, voxel)?;
+        // both come in ascending label order, one entry per label present
+        debug_assert!(present.iter().zip(&nuclei).all(|(l, n)| *l == n.label));
+        let surface_um2 = areas;
         Ok(FrameMeasures { frame, nuclei, surface_um2 })
     }
 }
@@ -262,7 +267,10 @@ pub struct DivisionRound {
 
 /// Per-frame criteria; `tracking` (of the same frames) gives the divisions per frame.
 pub fn frame_criteria(frames: &[FrameMeasures], tracking: Option<&Tracking>, interval: Option<f64>) -> Vec<FrameCriteria> {
-    let divisions = tracking.map(|t| t.divisions()).unwrap_or_default();
+    let mut divisions_at = std::collections::HashMap::<usize, usize>::new();
+    for d in tracking.map(|t| t.divisions()).unwrap_or_default() {
+        *divisions_at.entry(d.frame).or_insert(0) += 1;
+    }
     frames
         .iter()
         .map(|f| {
@@ -287,7 +295,7 @@ pub fn frame_criteria(frames: &[FrameMeasures], tracking: Option<&Tracking>, int
                 sphericity_mean: spm,
                 mean_intensity: if voxels > 0 { total / voxels as f64 } else { 0.0 },
                 nearest_neighbour_um_mean: nn_mean,
-                divisions: divisions.iter().filter(|d| d.frame == f.frame).count(),
+                divisions: divisions_at.get(&f.frame).copied().unwrap_or(0),
             }
         })
         .collect()
@@ -424,7 +432,7 @@ mod tests {
 
     fn relative_area_error(a: [f64; 3], voxel: [f64; 3]) -> f64 {
         let (lab, dims) = ellipsoid(a, voxel);
-        let s = surface_areas(&lab, dims, voxel).unwrap()[1];
+        let s = surface_areas(&lab, dims, voxel).unwrap().1[0];
         s / ellipsoid_area(a) - 1.0
     }
 
@@ -463,12 +471,17 @@ mod tests {
     #[test]
     fn a_single_voxel_and_a_box_cut_by_the_border() {
         // a lone voxel: 6 faces would be 6, Crofton sees a small ball-like blob, not 0
-        let s = surface_areas(&[1], [1, 1, 1], [1.0; 3]).unwrap();
-        assert!(s[1] > 2.0 && s[1] < 8.0, "{}", s[1]);
+        let (_, s) = surface_areas(&[1], [1, 1, 1], [1.0; 3]).unwrap();
+        assert!(s[0] > 2.0 && s[0] < 8.0, "{}", s[0]);
         // two labels touching: both get the shared face
         let lab = vec![1, 1, 2, 2];
-        let s = surface_areas(&lab, [1, 1, 4], [1.0; 3]).unwrap();
-        assert!((s[1] - s[2]).abs() < 1e-9 && s[1] > 0.0);
+        let (present, s) = surface_areas(&lab, [1, 1, 4], [1.0; 3]).unwrap();
+        assert_eq!(present, vec![1, 2]);
+        assert!((s[0] - s[1]).abs() < 1e-9 && s[0] > 0.0);
+        // sparse, large ids cost tables of the labels present, not of the largest id
+        let (present, s) = surface_areas(&[0, 49_999_999, 7, 0], [1, 1, 4], [1.0; 3]).unwrap();
+        assert_eq!((present, s.len()), (vec![7, 49_999_999], 2));
+        assert!(surface_areas(&[50_000_001], [1, 1, 1], [1.0; 3]).is_err());
         assert!(surface_areas(&lab, [1, 1, 3], [1.0; 3]).is_err());
     }
 
@@ -487,6 +500,18 @@ mod tests {
             assert!((fast[i] - brute).abs() < 1e-12);
         }
         assert!(nearest_neighbour_distances(&[[0.0; 3]])[0].is_nan());
+        // a flat sheet (every z equal): the sweep runs along y or x, and still exactly
+        let sheet: Vec<[f64; 3]> = (0..200).map(|_| [1.0, rng.uniform() * 90.0, rng.uniform() * 90.0]).collect();
+        let fast = nearest_neighbour_distances(&sheet);
+        for (i, p) in sheet.iter().enumerate() {
+            let brute = sheet
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, q)| ((p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt())
+                .fold(f64::INFINITY, f64::min);
+            assert!((fast[i] - brute).abs() < 1e-12);
+        }
     }
 
     #[test]

@@ -44,6 +44,87 @@ impl Acc {
     }
 }
 
+/// Largest label value measured (the index of present labels is a bitset of this many bits).
+pub const MAX_LABEL: u32 = 50_000_000;
+/// Most distinct labels measured in one volume: per-label tables are sized by this count,
+/// never by the largest label, so sparse or huge ids cannot ask for gigabytes.
+pub const MAX_DISTINCT_LABELS: usize = 1_000_000;
+
+/// The distinct labels > 0 of a volume and a dense index of each (0..count), for tables
+/// sized by the labels present rather than by the largest one.
+pub struct LabelIndex {
+    /// One bit per label value 0..=max.
+    bits: Vec<u64>,
+    /// Set bits before each word.
+    before: Vec<u32>,
+    /// The labels present, ascending.
+    pub labels: Vec<u32>,
+}
+
+impl LabelIndex {
+    /// Refuses labels over [`MAX_LABEL`] and more than [`MAX_DISTINCT_LABELS`] of them.
+    pub fn of(labels: &[u32]) -> Result<LabelIndex> {
+        let top = labels.par_iter().copied().max().unwrap_or(0);
+        if top > MAX_LABEL {
+            return Err(Error::invalid(format!("label {top} is too large to measure (at most {MAX_LABEL})")));
+        }
+        let words = top as usize / 64 + 1;
+        let bits = labels
+            .par_chunks(1 << 16)
+            .fold(
+                || vec![0u64; words],
+                |mut b, chunk| {
+                    for &l in chunk {
+                        b[l as usize / 64] |= 1 << (l % 64);
+                    }
+                    b
+                },
+            )
+            .reduce(
+                || vec![0u64; words],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x |= y);
+                    a
+                },
+            );
+        let mut bits = bits;
+        bits[0] &= !1; // background
+        let count: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
+        if count > MAX_DISTINCT_LABELS {
+            return Err(Error::invalid(format!("{count} distinct labels; at most {MAX_DISTINCT_LABELS} are measured")));
+        }
+        let mut before = Vec::with_capacity(words);
+        let mut acc = 0u32;
+        let mut present = Vec::with_capacity(count);
+        for (i, w) in bits.iter().enumerate() {
+            before.push(acc);
+            acc += w.count_ones();
+            let mut w = *w;
+            while w != 0 {
+                present.push(i as u32 * 64 + w.trailing_zeros());
+                w &= w - 1;
+            }
+        }
+        Ok(LabelIndex { bits, before, labels: present })
+    }
+
+    /// Labels present.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The dense index of a label present (`l > 0`, set in the volume this index was made from).
+    #[inline]
+    pub fn index(&self, l: u32) -> usize {
+        let w = l as usize / 64;
+        (self.before[w] + (self.bits[w] & ((1u64 << (l % 64)) - 1)).count_ones()) as usize
+    }
+}
+
 /// Measures every label > 0. `intensity` (same length) is optional: without it the
 /// intensity fields are 0. Nuclei come back sorted by label.
 pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Option<&[f32]>) -> Result<Vec<Nucleus>> {
@@ -57,15 +138,12 @@ pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Opt
         }
     }
     crate::plan::check_voxel_size(voxel, "the voxel size")?;
-    let top = labels.par_iter().copied().max().unwrap_or(0) as usize;
-    if top > 50_000_000 {
-        return Err(Error::invalid(format!("label {top} is too large to measure")));
-    }
+    let index = LabelIndex::of(labels)?;
     let plane = dims[1] * dims[2];
     let accs = (0..dims[0])
         .into_par_iter()
         .fold(
-            || vec![Acc::new(); top + 1],
+            || vec![Acc::new(); index.len()],
             |mut acc, z| {
                 for i in z * plane..(z + 1) * plane {
                     let l = labels[i] as usize;
@@ -73,7 +151,7 @@ pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Opt
                         continue;
                     }
                     let c = [z as u32, ((i / dims[2]) % dims[1]) as u32, (i % dims[2]) as u32];
-                    let a = &mut acc[l];
+                    let a = &mut acc[index.index(l as u32)];
                     a.n += 1;
                     for k in 0..3 {
                         a.sum[k] += c[k] as f64;
@@ -88,7 +166,7 @@ pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Opt
             },
         )
         .reduce(
-            || vec![Acc::new(); top + 1],
+            || vec![Acc::new(); index.len()],
             |mut a, b| {
                 for (x, y) in a.iter_mut().zip(&b) {
                     x.merge(y);
@@ -99,13 +177,11 @@ pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Opt
     let vv = voxel[0] * voxel[1] * voxel[2];
     Ok(accs
         .iter()
-        .enumerate()
-        .skip(1)
-        .filter(|(_, a)| a.n > 0)
-        .map(|(l, a)| {
+        .zip(&index.labels)
+        .map(|(a, &l)| {
             let c = [a.sum[0] / a.n as f64, a.sum[1] / a.n as f64, a.sum[2] / a.n as f64];
             Nucleus {
-                label: l as u32,
+                label: l,
                 voxels: a.n,
                 volume_um3: a.n as f64 * vv,
                 centroid: c,
@@ -178,5 +254,16 @@ mod tests {
         assert_eq!((n.mean_intensity, n.total_intensity), (2.0, 16.0));
         assert!(to_csv(&m).lines().nth(1).unwrap().starts_with("3,8,4.0000,"));
         assert!(measure(&lab[..5], dims, [1.0; 3], None).is_err());
+    }
+
+    #[test]
+    fn sparse_large_labels_are_measured_in_tables_of_the_labels_present() {
+        let lab = [0, 49_999_999, 7, 7, 0, 1 << 20];
+        let m = measure(&lab, [1, 2, 3], [1.0; 3], None).unwrap();
+        assert_eq!(m.iter().map(|n| (n.label, n.voxels)).collect::<Vec<_>>(), vec![(7, 2), (1 << 20, 1), (49_999_999, 1)]);
+        assert!(measure(&[MAX_LABEL + 1], [1, 1, 1], [1.0; 3], None).is_err());
+        let idx = LabelIndex::of(&lab).unwrap();
+        assert_eq!(idx.labels, vec![7, 1 << 20, 49_999_999]);
+        assert_eq!((idx.index(7), idx.index(1 << 20), idx.index(49_999_999)), (0, 1, 2));
     }
 }

@@ -145,7 +145,8 @@ impl Network {
             return Err(Error::Model(format!("{name}: empty file")));
         }
         // the variant a provider runs, decided here only
-        let variant = |ep: Provider| -> Result<(&[u8], Precision)> {
+        // `auto_int8`: whether `auto` may pick int8 (not when retrying OpenVINO in fp32)
+        let variant = |ep: Provider, auto_int8: bool| -> Result<(&[u8], Precision)> {
             match (opts.precision, ep, variants.int8) {
                 (Precision::Int8, Provider::Cuda, _) => {
                     Err(Error::invalid("precision int8 runs on the CPU; on a GPU use fp32 or tf32 (or device cpu)"))
@@ -155,7 +156,7 @@ impl Network {
                     "{name} has no int8 version (the embedded default has one; quantize yours with \
                      tools/quantize_int8.py and load that file with precision auto or fp32)"
                 ))),
-                (Precision::Auto, Provider::OpenVino, Some(b)) if int8_pays() => Ok((b, Precision::Int8)),
+                (Precision::Auto, Provider::OpenVino, Some(b)) if auto_int8 && int8_pays() => Ok((b, Precision::Int8)),
                 (Precision::Tf32, Provider::Cuda, _) => Ok((variants.fp32, Precision::Tf32)),
                 _ => Ok((variants.fp32, Precision::Fp32)),
             }
@@ -165,8 +166,8 @@ impl Network {
             return Err(Error::invalid(format!("{} inference threads asked for; at most {MAX_THREADS} (0 = all cores)", opts.num_threads)));
         }
         let threads = if opts.num_threads == 0 { num_cpus() } else { opts.num_threads };
-        let build = |ep: Provider| -> Result<(Session, Precision)> {
-            let (bytes, precision) = variant(ep)?;
+        let build_as = |ep: Provider, auto_int8: bool| -> Result<(Session, Precision)> {
+            let (bytes, precision) = variant(ep, auto_int8)?;
             let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;
             b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
             if ep == Provider::OpenVino {
@@ -196,6 +197,7 @@ impl Network {
             let session = b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))?;
             Ok((session, precision))
         };
+        let build = |ep: Provider| build_as(ep, true);
         let mut fallback = None;
         let mut openvino_note = None;
         // on the CPU: OpenVINO where the runtime has it and it starts, else the default provider
@@ -205,7 +207,16 @@ impl Network {
             if providers.openvino && wanted {
                 match build(Provider::OpenVino) {
                     Ok(s) => return Ok((s, Provider::OpenVino)),
-                    Err(e) => openvino_note = Some(format!("OpenVINO not used (it could not compile this network): {e}")),
+                    Err(e) => {
+                        // int8 picked by `auto` and refused: OpenVINO in fp32 before OpenVINO is given up
+                        if opts.precision == Precision::Auto && variants.int8.is_some() {
+                            if let Ok(s) = build_as(Provider::OpenVino, false) {
+                                openvino_note = Some(format!("int8 not used (OpenVINO could not compile it: {e}); fp32"));
+                                return Ok((s, Provider::OpenVino));
+                            }
+                        }
+                        openvino_note = Some(format!("OpenVINO not used (it could not compile this network): {e}"))
+                    }
                 }
             }
             Ok((build(Provider::Default)?, Provider::Default))
@@ -213,7 +224,8 @@ impl Network {
         let ((session, precision_used), provider) = match opts.device {
             Device::Cpu => cpu()?,
             Device::Cuda => (build(Provider::Cuda)?, Provider::Cuda),
-            Device::Auto if providers.cuda => match build(Provider::Cuda) {
+            // int8 asked for runs on the CPU: CUDA is not tried (and not reported as failing)
+            Device::Auto if providers.cuda && opts.precision != Precision::Int8 => match build(Provider::Cuda) {
                 Ok(s) => (s, Provider::Cuda),
                 Err(e) => {
                     fallback = Some(format!("CUDA not used: {e}"));
@@ -240,6 +252,12 @@ impl Network {
                 }
             }
         }
+        // a model file quantized by tools/quantize_int8.py says so in its metadata
+        let precision_used = if precision_used == Precision::Fp32 && raw.get("qcanet.precision").map(String::as_str) == Some("int8") {
+            Precision::Int8
+        } else {
+            precision_used
+        };
         let mut info = NetInfo::from_metadata(raw)?;
         info.description = name.to_string();
         // tensor contract

@@ -96,6 +96,10 @@ impl TimeLapse {
                 crate::track::MAX_NUCLEI_PER_FRAME
             )));
         }
+        let total = self.frames.iter().map(|f| f.nuclei.len()).sum::<usize>() + measured.nuclei.len();
+        if total > crate::track::MAX_DETECTIONS {
+            return Err(Error::invalid(format!("more than {} nuclei over all frames are tracked", crate::track::MAX_DETECTIONS)));
+        }
         if let Some(prev) = &self.previous {
             self.overlaps.push(overlaps(prev, labels)?);
         }

@@ -11,6 +11,7 @@ calibration recorded.
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,21 +57,29 @@ def main():
     ap.add_argument("--keep-fp32", default="", help="comma-separated node names left in fp32")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    if Path(a.out).resolve() == Path(a.fp32).resolve():
+        sys.exit("the output would replace the fp32 model: name another file")
     excluded = [e for e in a.exclude.split(",") if e]
     files = sorted(f for f in (Path(a.data) / "images").glob("*.tif") if not any(f.name.startswith(e) for e in excluded))
+    if not files:
+        sys.exit(f"no calibration volumes in {Path(a.data) / 'images'} (after excluding {excluded})")
     model = onnx.load(a.fp32)
     input_name = model.graph.input[0].name
-    pre = Path(a.out).with_suffix(".pre.onnx")
-    quant_pre_process(a.fp32, str(pre), skip_symbolic_shape=True)  # dynamic z, y, x
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[a.method]
-    reader = Patches(files, a.patches, a.seed, input_name)
-    quantize_static(str(pre), a.out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                    nodes_to_exclude=[n for n in a.keep_fp32.split(",") if n],
-                    extra_options={"CalibPercentile": 99.999} if a.method == "percentile" else {})
-    pre.unlink()
-    q = onnx.load(a.out)
+    out = Path(a.out)
+    pre, part = out.with_suffix(".pre.onnx"), out.with_suffix(".part.onnx")
+    try:
+        quant_pre_process(a.fp32, str(pre), skip_symbolic_shape=True)  # dynamic z, y, x
+        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                  "entropy": CalibrationMethod.Entropy}[a.method]
+        reader = Patches(files, a.patches, a.seed, input_name)
+        quantize_static(str(pre), str(part), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                        nodes_to_exclude=[n for n in a.keep_fp32.split(",") if n],
+                        extra_options={"CalibPercentile": 99.999} if a.method == "percentile" else {})
+        q = onnx.load(str(part))
+    finally:
+        pre.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
     del q.metadata_props[:]
     for p in model.metadata_props:
         q.metadata_props.add(key=p.key, value=p.value)
@@ -79,7 +88,8 @@ def main():
              "fp32_nodes": [n for n in a.keep_fp32.split(",") if n]}
     q.metadata_props.add(key="qcanet.precision", value="int8")
     q.metadata_props.add(key="qcanet.quantization", value=json.dumps(calib))
-    onnx.save(q, a.out)
+    onnx.save(q, str(part))
+    os.replace(part, out)  # all or nothing
     print(f"{a.out}: {Path(a.out).stat().st_size / 1e6:.2f} MB, calibrated on {len(reader.items)} patches of {len(files)} volumes ({a.method})")
 
 

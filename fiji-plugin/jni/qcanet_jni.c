@@ -293,7 +293,8 @@ static int track_add(JNIEnv *env, QcaTracker *t, jobjectArray frames, jobjectArr
     else if (inten && (*env)->GetArrayLength(env, inten) != (*env)->GetArrayLength(env, lab)) throw_plain(env, "intensity image differs in size");
     else {
         jint *l = (*env)->GetIntArrayElements(env, lab, NULL);
-        jfloat *im = inten ? (*env)->GetFloatArrayElements(env, inten, NULL) : NULL;
+        /* no JNI call while an OutOfMemoryError from the first is pending */
+        jfloat *im = (inten && l) ? (*env)->GetFloatArrayElements(env, inten, NULL) : NULL;
         if (l && (!inten || im)) {
             QcaStatus s = qca_track_add_frame(t, (const uint32_t *)l, im, dims);
             if (s != QCA_OK) {

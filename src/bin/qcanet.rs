@@ -276,9 +276,9 @@ enum Cmd {
         frames: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Developmental time 0..1 (later = dimmer, smaller nuclei)
-        #[arg(long, default_value_t = 0.3)]
-        time: f64,
+        /// Developmental time 0..1 (later = dimmer, smaller nuclei) of one volume [default: 0.3]
+        #[arg(long)]
+        time: Option<f64>,
         /// Z,Y,X voxels
         #[arg(long, value_parser = parse_triple_usize, default_value = "51,120,120")]
         dims: [usize; 3],
@@ -376,10 +376,15 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Analyse { input, output, channel, track, model, post } => {
             timelapse_cli::analyse(&input, &output, channel, &model, &post, &track, cli.quiet)
         }
+        Cmd::Synth { frames: 0, .. } => Err(Error::invalid("--frames must be at least 1")),
+        Cmd::Synth { time: Some(_), frames: 2.., .. } => {
+            Err(Error::invalid("--time sets one volume's stage; a time lapse (--frames) runs through its own stages"))
+        }
         Cmd::Synth { output, labels, nuclei, frames, seed, dims, .. } if frames > 1 => {
             timelapse_cli::synth_series(&output, &labels, nuclei.unwrap_or(4), seed, dims, frames)
         }
         Cmd::Synth { output, labels, nuclei, seed, time, dims, .. } => {
+            let time = time.unwrap_or(0.3);
             let v = qcanet::synth::generate(&qcanet::synth::SynthParams {
                 dims,
                 n_nuclei: nuclei.unwrap_or(12),

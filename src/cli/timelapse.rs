@@ -53,6 +53,15 @@ impl TrackArgs {
         }
     }
 
+    /// Refuses a non-positive interval before any work (the library checks it again when linking).
+    fn check_interval(&self) -> Result<()> {
+        match self.interval {
+            Some(i) if !(i.is_finite() && i > 0.0) => Err(Error::invalid(format!("--interval must be positive, got {i}"))),
+            None if self.time_unit.is_some() => Err(Error::invalid("--time-unit needs --interval")),
+            _ => Ok(()),
+        }
+    }
+
     /// The interval and its unit: the caller's, else the file's.
     fn interval(&self, file: Option<&FrameInterval>) -> Option<(f64, Option<String>)> {
         match (self.interval, file) {
@@ -86,7 +95,8 @@ impl FrameSource {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|q| q.is_file() && is_tiff(q))
                 .collect();
-            files.sort();
+            // t2 before t10, as a file manager (and ImageJ's image sequence) orders them
+            files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
             let first = files.first().ok_or_else(|| Error::invalid(format!("{}: no .tif files in this folder", path.display())))?;
             let info = StackReader::open(first)?.info;
             let frames = files.len();
@@ -143,6 +153,42 @@ impl FrameSource {
 
     fn name(&self) -> String {
         self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
+/// Names compared with their runs of digits as numbers: "t2" < "t10" < "t010b".
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering::Equal;
+    let (mut x, mut y) = (a.chars().peekable(), b.chars().peekable());
+    loop {
+        match (x.peek().copied(), y.peek().copied()) {
+            (None, None) => return Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let digits = |it: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+                    let mut run = String::new();
+                    while let Some(ch) = it.peek().copied().filter(|ch| ch.is_ascii_digit()) {
+                        run.push(ch);
+                        it.next();
+                    }
+                    run
+                };
+                let (ra, rb) = (digits(&mut x), digits(&mut y));
+                let (ta, tb) = (ra.trim_start_matches('0'), rb.trim_start_matches('0'));
+                let o = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| ra.len().cmp(&rb.len()));
+                if o != Equal {
+                    return o;
+                }
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(&d);
+                }
+                x.next();
+                y.next();
+            }
+        }
     }
 }
 
@@ -211,6 +257,7 @@ pub fn track(
 ) -> Result<()> {
     let p = ta.params();
     p.validate()?;
+    ta.check_interval()?;
     let mut src = FrameSource::open(labels, 0)?;
     let mut img = image.map(|i| FrameSource::open(i, channel)).transpose()?;
     if let Some(i) = &img {
@@ -267,6 +314,7 @@ pub fn track(
 pub fn analyse(raw: &Path, output: &Path, channel: usize, ma: &ModelArgs, pa: &PostArgs, ta: &TrackArgs, quiet: bool) -> Result<()> {
     let p = ta.params();
     p.validate()?;
+    ta.check_interval()?;
     let mut src = FrameSource::open(raw, channel)?;
     let interval = ta.interval(src.interval.as_ref());
     let model = load_model(ma)?;
@@ -323,6 +371,16 @@ pub fn analyse(raw: &Path, output: &Path, channel: usize, ma: &ModelArgs, pa: &P
 /// `qcanet synth --frames N`: a generated time lapse (TZYX raw stack) and its ground truth
 /// in the CTC layout (`TRA/man_trackNNN.tif`, `TRA/man_track.txt`).
 pub fn synth_series(output: &Path, gt: &Path, nuclei: usize, seed: u64, dims: [usize; 3], frames: usize) -> Result<()> {
+    // the raw stack is written after the ground-truth folder is in place, and never into it
+    let gt_abs = std::path::absolute(gt).map_err(|e| Error::io(gt, e))?;
+    let out_abs = std::path::absolute(output).map_err(|e| Error::io(output, e))?;
+    if out_abs.starts_with(&gt_abs) {
+        return Err(Error::invalid(format!(
+            "{} lies inside the ground-truth folder {}; write it elsewhere",
+            output.display(),
+            gt.display()
+        )));
+    }
     let p = qcanet::synth_series::SeriesParams { dims, frames, start_nuclei: nuclei, seed, ..Default::default() };
     let s = qcanet::synth_series::generate_series(&p)?;
     let n = s.dims.iter().product::<usize>();
@@ -338,8 +396,8 @@ pub fn synth_series(output: &Path, gt: &Path, nuclei: usize, seed: u64, dims: [u
         tiff::write_labels(tra.join(name), &f.labels, s.dims, 1, Some(s.voxel_size))?;
     }
     qcanet::io::atomic::write_bytes(&tra.join("man_track.txt"), s.res_track_txt().as_bytes())?;
-    tiff::write(output, &Samples::U16(image), s.dims, s.frames.len(), Some(s.voxel_size))?;
     out.commit()?;
+    tiff::write(output, &Samples::U16(image), s.dims, s.frames.len(), Some(s.voxel_size))?;
     let divisions = qcanet::track::divisions(&s.tracks).len();
     println!(
         "{}: {} frames of {:?} voxels of {:?} um, {} tracks, {divisions} divisions; ground truth in {}",
@@ -351,4 +409,14 @@ pub fn synth_series(output: &Path, gt: &Path, nuclei: usize, seed: u64, dims: [u
         gt.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_sort_with_numbers_as_numbers() {
+        let mut v = vec!["t10.tif", "t2.tif", "t1.tif", "t002b.tif", "a.tif", "t02.tif"];
+        v.sort_by(|a, b| super::natural_cmp(a, b));
+        assert_eq!(v, vec!["a.tif", "t1.tif", "t2.tif", "t02.tif", "t002b.tif", "t10.tif"]);
+    }
 }

@@ -429,7 +429,19 @@ impl StackReader {
     /// The (z, y, x) volume of channel `c` in frame `t`: one frame of a time lapse without
     /// reading the others.
     pub fn read_volume(&mut self, t: usize, c: usize) -> Result<Samples> {
-        let parts = (0..self.info.dims[0]).map(|z| self.read_plane(t, z, c)).collect::<Result<Vec<_>>>()?;
+        let [nz, ny, nx] = self.info.dims;
+        // checked before decoding: a small file can claim pages of any size
+        let bytes = (nz as u64).saturating_mul(ny as u64).saturating_mul(nx as u64).saturating_mul((self.info.bits as u64).div_ceil(8));
+        if bytes > MAX_STACK_BYTES {
+            return Err(tiff_err(
+                &self.path,
+                format!("one volume is {} GiB once decoded: too large to read whole (limit {} GiB)", bytes >> 30, MAX_STACK_BYTES >> 30),
+            ));
+        }
+        let parts = (0..nz).map(|z| self.read_plane(t, z, c)).collect::<Result<Vec<_>>>()?;
+        if parts.iter().any(|p| std::mem::discriminant(p) != std::mem::discriminant(&parts[0])) {
+            return Err(tiff_err(&self.path, "pages of differing sample types"));
+        }
         Ok(concat(parts))
     }
 }

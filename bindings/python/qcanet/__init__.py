@@ -349,10 +349,12 @@ def track(frames, voxel_size, images=None, interval=None, **params) -> Tracking:
         if k not in dict(p._fields_) or k == "struct_size":
             raise TypeError(f"track() got an unexpected parameter {k!r}")
         if k == "max_gap":
-            if int(v) != v or v < 0:
+            if int(v) != v or not 0 <= v < 2 ** 32:  # a C uint32; the library bounds it further
                 raise ValueError(f"max_gap must be a whole number >= 0, got {v}")
             v = int(v)
         setattr(p, k, v)
+    if interval is not None and not float(interval) > 0:
+        raise ValueError(f"interval must be positive, got {interval}")
     vs = (C.c_double * 3)(*map(float, voxel_size))
     h = C.c_void_p()
     _check(lib.qca_track_new(vs, C.byref(h)))
@@ -370,8 +372,6 @@ def track(frames, voxel_size, images=None, interval=None, **params) -> Tracking:
                     raise ValueError(f"image {img.shape} and labels {lab.shape} differ in shape")
             _check(lib.qca_track_add_frame(h, _ptr(lab), None if img is None else _ptr(img), _dims(lab)))
         out = C.c_void_p()
-        if interval is not None and not float(interval) > 0:
-            raise ValueError(f"interval must be positive, got {interval}")
         _check(lib.qca_track_link(h, C.byref(p), float(interval or 0.0), C.byref(out)))
         return Tracking(out)
     finally:
