@@ -270,6 +270,15 @@ pub fn fill_holes(mask: &mut [bool], dims: [usize; 3]) {
     mask.par_iter_mut().zip(outside.par_iter()).for_each(|(m, &o)| *m = *m || !o);
 }
 
+/// Radius and normalised weights of a Gaussian kernel truncated at 2 sigma (scipy's `truncate=2.0`).
+fn gaussian_kernel(sigma: f64) -> (isize, Vec<f64>) {
+    let r = (2.0 * sigma + 0.5) as isize;
+    let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i * i) as f64 / (sigma * sigma)).exp()).collect();
+    let s: f64 = k.iter().sum();
+    k.iter_mut().for_each(|a| *a /= s);
+    (r, k)
+}
+
 /// Separable Gaussian filter, per-axis sigma in voxels, kernel truncated at 2 sigma,
 /// borders by nearest-edge extension (as scipy's `mode="nearest", truncate=2.0`).
 ///
@@ -288,10 +297,7 @@ pub fn gaussian(v: &[f32], dims: [usize; 3], sigma: [f64; 3]) -> Vec<f32> {
         if sigma[ax] <= 0.0 || dims[ax] == 1 {
             continue;
         }
-        let r = (2.0 * sigma[ax] + 0.5) as isize;
-        let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i * i) as f64 / (sigma[ax] * sigma[ax])).exp()).collect();
-        let s: f64 = k.iter().sum();
-        k.iter_mut().for_each(|a| *a /= s);
+        let (r, k) = gaussian_kernel(sigma[ax]);
         let n = dims[ax] as isize;
         // the source position of tap j for output position pos, edges repeated
         let tap = |pos: usize, j: usize| (pos as isize + j as isize - r).clamp(0, n - 1) as usize;
@@ -383,10 +389,7 @@ mod tests {
             if sigma[ax] <= 0.0 || dims[ax] == 1 {
                 continue;
             }
-            let r = (2.0 * sigma[ax] + 0.5) as isize;
-            let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i * i) as f64 / (sigma[ax] * sigma[ax])).exp()).collect();
-            let s: f64 = k.iter().sum();
-            k.iter_mut().for_each(|a| *a /= s);
+            let (r, k) = gaussian_kernel(sigma[ax]);
             let (n, st) = (dims[ax] as isize, strides[ax]);
             let src = cur.clone();
             for (i, o) in cur.iter_mut().enumerate() {

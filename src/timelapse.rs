@@ -23,6 +23,8 @@ pub struct TimeLapse {
     dims: Option<[usize; 3]>,
     first_frame: usize,
     frames: Vec<FrameMeasures>,
+    /// Nuclei over all frames added (bounded by `track::MAX_DETECTIONS`).
+    detections: usize,
     overlaps: Vec<HashMap<(u32, u32), u64>>,
     previous: Option<Vec<u32>>,
 }
@@ -56,7 +58,7 @@ impl TimeLapse {
     /// numbered `first_frame`.
     pub fn new(voxel: [f64; 3], first_frame: usize) -> Result<Self> {
         crate::plan::check_voxel_size(voxel, "the voxel size")?;
-        Ok(TimeLapse { voxel, dims: None, first_frame, frames: Vec::new(), overlaps: Vec::new(), previous: None })
+        Ok(TimeLapse { voxel, dims: None, first_frame, frames: Vec::new(), detections: 0, overlaps: Vec::new(), previous: None })
     }
 
     pub fn voxel_size(&self) -> [f64; 3] {
@@ -96,7 +98,7 @@ impl TimeLapse {
                 crate::track::MAX_NUCLEI_PER_FRAME
             )));
         }
-        let total = self.frames.iter().map(|f| f.nuclei.len()).sum::<usize>() + measured.nuclei.len();
+        let total = self.detections + measured.nuclei.len();
         if total > crate::track::MAX_DETECTIONS {
             return Err(Error::invalid(format!("more than {} nuclei over all frames are tracked", crate::track::MAX_DETECTIONS)));
         }
@@ -104,6 +106,7 @@ impl TimeLapse {
             self.overlaps.push(overlaps(prev, labels)?);
         }
         self.frames.push(measured);
+        self.detections = total;
         self.dims = Some(dims);
         match &mut self.previous {
             Some(p) => p.copy_from_slice(labels),

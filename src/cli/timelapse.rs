@@ -198,18 +198,21 @@ fn mask_name(t: usize, frames: usize) -> String {
     format!("mask{t:0width$}.tif")
 }
 
-/// Writes the CTC masks (the frames' labels as track ids), `res_track.txt`, the tables and
-/// the plot into `out`. `labels_of(t)` gives frame t's labels again.
-fn write_results(
+/// Links the measured frames and writes the CTC masks (the frames' labels as track ids),
+/// `res_track.txt`, the tables and the plot into `out`; `labels_of(t)` gives frame t's
+/// labels again. The last step of `track` and `analyse` alike.
+fn link_and_write(
     out: &PartDir,
-    a: &Analysis,
-    frames: usize,
-    voxel: [f64; 3],
+    tl: &TimeLapse,
+    p: &TrackParams,
+    interval: Option<(f64, Option<String>)>,
     title: &str,
-    time_unit: Option<&str>,
     mut labels_of: impl FnMut(usize) -> Result<(Vec<u32>, [usize; 3])>,
     quiet: bool,
-) -> Result<()> {
+) -> Result<Analysis> {
+    let a = tl.analyse(p, interval.as_ref().map(|i| i.0))?;
+    let time_unit = interval.and_then(|i| i.1);
+    let (frames, voxel) = (tl.len(), tl.voxel_size());
     let pb = bar(frames as u64, quiet);
     pb.set_message("writing tracks");
     for t in 0..frames {
@@ -225,8 +228,8 @@ fn write_results(
     write("divisions.csv", a.divisions_csv())?;
     write("criteria.csv", criteria_csv(&a.criteria))?;
     write("division_rounds.csv", rounds_csv(&a.rounds))?;
-    write("criteria.svg", criteria_svg(&a.criteria, title, time_unit)?)?;
-    Ok(())
+    write("criteria.svg", criteria_svg(&a.criteria, title, time_unit.as_deref())?)?;
+    Ok(a)
 }
 
 fn summary(a: &Analysis, out: &Path) {
@@ -292,18 +295,8 @@ pub fn track(
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let a = tl.analyse(&p, interval.as_ref().map(|i| i.0))?;
-    let unit = interval.as_ref().and_then(|i| i.1.clone());
-    write_results(
-        &out,
-        &a,
-        src.frames,
-        voxel,
-        &src.name(),
-        unit.as_deref(),
-        |t| src.read(t).and_then(|(s, d)| Ok((s.to_labels()?, d))),
-        quiet,
-    )?;
+    let name = src.name();
+    let a = link_and_write(&out, &tl, &p, interval, &name, |t| src.read(t).and_then(|(s, d)| Ok((s.to_labels()?, d))), quiet)?;
     out.commit()?;
     summary(&a, output);
     Ok(())
@@ -347,21 +340,11 @@ pub fn analyse(raw: &Path, output: &Path, channel: usize, ma: &ModelArgs, pa: &P
     }
     pb.finish_and_clear();
     let tl = tl.ok_or_else(|| Error::invalid(format!("{}: no frames", raw.display())))?;
-    let a = tl.analyse(&p, interval.as_ref().map(|i| i.0))?;
-    let unit = interval.as_ref().and_then(|i| i.1.clone());
-    write_results(
-        &out,
-        &a,
-        src.frames,
-        tl.voxel_size(),
-        &src.name(),
-        unit.as_deref(),
-        |t| {
-            let s = tiff::read(frame_file(t))?;
-            Ok((s.samples.to_labels()?, s.dims))
-        },
-        quiet,
-    )?;
+    let read_back = |t: usize| {
+        let s = tiff::read(frame_file(t))?;
+        Ok((s.samples.to_labels()?, s.dims))
+    };
+    let a = link_and_write(&out, &tl, &p, interval, &src.name(), read_back, quiet)?;
     std::fs::remove_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
     out.commit()?;
     summary(&a, output);
