@@ -220,6 +220,11 @@ typedef int32_t QcaStatus;
 typedef struct QcaImage QcaImage;
 
 /*
+ A block job opened by this process (see `qca_job_create`).
+ */
+typedef struct QcaJob QcaJob;
+
+/*
  Per-nucleus measurements. Create with `qca_measure`; free with `qca_measurements_free`.
  */
 typedef struct QcaMeasurements QcaMeasurements;
@@ -506,6 +511,36 @@ typedef struct QcaTrackParams {
    */
   double overlap_weight;
 } QcaTrackParams;
+
+/*
+ How a job cuts a volume into blocks. Fill with `qca_block_options_default(&o, sizeof o)`;
+ a zero edge (or a zero `block_voxels`) means "chosen by qcanet".
+ */
+typedef struct QcaBlockOptions {
+  /*
+   `sizeof(QcaBlockOptions)` as the caller knows it.
+   */
+  uint32_t struct_size;
+  /*
+   Core of a block (z, y, x input voxels), rounded down to whole chunks of the image;
+   all 0: from `block_voxels`.
+   */
+  size_t core[3];
+  /*
+   Halo on each side of a core (z, y, x input voxels); all 0: the networks' measured
+   context plus the radius of the largest nucleus.
+   */
+  size_t halo[3];
+  /*
+   Voxels of a block with its halo when the core is chosen by qcanet; 0: the default
+   (about 1 GB of memory at the peak of a block).
+   */
+  size_t block_voxels;
+  /*
+   Diameter of the largest nucleus (micrometres), for the halo.
+   */
+  double max_nucleus_um;
+} QcaBlockOptions;
 
 /*
  One track (CTC `L B E P`): a nucleus present from frame `start` to `end` inclusive;
@@ -998,6 +1033,137 @@ QcaStatus qca_tracking_relabel(const struct QcaTracking *r,
  `r` is NULL or a tracking result not yet freed.
  */
 void qca_tracking_free(struct QcaTracking *r);
+
+/*
+ Fills `o` (`struct_size` = `sizeof *o` bytes as the caller knows it) with the defaults:
+ blocks and halo chosen by qcanet, nuclei up to 24 um across.
+
+ # Safety
+ `o` is NULL or points to `struct_size` writable bytes.
+ */
+QcaStatus qca_block_options_default(struct QcaBlockOptions *o, size_t struct_size);
+
+/*
+ Starts (or resumes) a job that segments the OME-Zarr image `source` block by block
+ into a new OME-Zarr at `target`, or, with `target` NULL, into `source/labels/<labels_name>`.
+ The job lives in a folder beside the target (`qca_job_dir`) that any process may open
+ with `qca_job_open` to run steps: for every frame t `qca_job_scale`, then
+ `qca_job_segment_block` for every block, then `qca_job_stitch`; then once
+ `qca_job_prepare_output`, `qca_job_write_block` for every frame and block, and
+ `qca_job_finish`. Each step may run again after a failure; a block already segmented is
+ skipped. A folder holding the same job is resumed; one holding another job is an error.
+ `p` and `o` may be NULL (defaults). Free `*out` with `qca_job_free`.
+
+ # Safety
+ `model` is a live model; `source` is NUL-terminated; `target` and `labels_name` are
+ NULL or NUL-terminated; `p`, `o` are NULL or filled by their `_default` functions;
+ `out` is writable.
+ */
+QcaStatus qca_job_create(const struct QcaModel *model,
+                         const char *source,
+                         const char *target,
+                         const char *labels_name,
+                         uint32_t channel,
+                         const struct QcaSegmentParams *p,
+                         const struct QcaBlockOptions *o,
+                         struct QcaJob **out);
+
+/*
+ Opens the job in folder `dir` (from `qca_job_dir` of the process that created it).
+ Free `*out` with `qca_job_free`.
+
+ # Safety
+ `dir` is NUL-terminated; `out` is writable.
+ */
+QcaStatus qca_job_open(const char *dir, struct QcaJob **out);
+
+/*
+ The job's frames and block grid: `dims` of a frame, block `core` and `halo` (z, y, x
+ voxels) and the `count` of blocks along z, y, x. Every pointer is required (3 elements
+ each but `frames`).
+
+ # Safety
+ `job` is a live job; the pointers are writable.
+ */
+QcaStatus qca_job_grid(const struct QcaJob *job,
+                       size_t *frames,
+                       size_t *dims,
+                       size_t *core,
+                       size_t *halo,
+                       size_t *count);
+
+/*
+ The job's folder (`which` 0) or where its labels will be (`which` 1), as text written
+ into `buf` (NUL-terminated, cut to `capacity`); `*needed` (may be NULL) gets the full
+ length + 1.
+
+ # Safety
+ `job` is a live job; `buf` has `capacity` writable bytes (or is NULL with capacity 0).
+ */
+QcaStatus qca_job_path(const struct QcaJob *job, int32_t which, char *buf, size_t capacity, size_t *needed);
+
+/*
+ Step 1, per frame: frame `t`'s intensity scaling, from the whole frame (once).
+
+ # Safety
+ `job` and `model` are live.
+ */
+QcaStatus qca_job_scale(const struct QcaJob *job, const struct QcaModel *model, size_t t);
+
+/*
+ Step 2, per block: segments block `index` (z, y, x) of frame `t`. `*skipped` (may be
+ NULL) is 1 when the block was done already and nothing was computed, else 0.
+
+ # Safety
+ `job` and `model` are live; `index` has 3 elements; `skipped` is NULL or writable.
+ */
+QcaStatus qca_job_segment_block(const struct QcaJob *job,
+                                const struct QcaModel *model,
+                                size_t t,
+                                const size_t *index,
+                                int32_t *skipped);
+
+/*
+ Step 3, per frame: joins frame `t`'s pieces across block faces (every block done);
+ `*n_nuclei` (may be NULL) gets its number of nuclei.
+
+ # Safety
+ `job` is live; `n_nuclei` is NULL or writable.
+ */
+QcaStatus qca_job_stitch(const struct QcaJob *job, size_t t, uint32_t *n_nuclei);
+
+/*
+ Step 4, once: creates the label image (every frame stitched).
+
+ # Safety
+ `job` is live.
+ */
+QcaStatus qca_job_prepare_output(const struct QcaJob *job);
+
+/*
+ Step 5, per frame and block: writes block `index`'s final labels into the label image.
+
+ # Safety
+ `job` is live; `index` has 3 elements.
+ */
+QcaStatus qca_job_write_block(const struct QcaJob *job, size_t t, const size_t *index);
+
+/*
+ Step 6, once: writes the label image's other levels, moves it to the target and removes
+ the job folder. The handle is then finished: free it with `qca_job_free`.
+
+ # Safety
+ `job` is a live job no other thread is using.
+ */
+QcaStatus qca_job_finish(struct QcaJob *job);
+
+/*
+ Frees a job handle (the job's folder stays). NULL is fine.
+
+ # Safety
+ `job` is NULL or a job not yet freed, and no other thread is using it.
+ */
+void qca_job_free(struct QcaJob *job);
 
 #ifdef __cplusplus
 }  // extern "C"

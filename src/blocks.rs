@@ -101,7 +101,7 @@ pub struct BlockOptions {
 }
 
 /// The blocks of one volume.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct BlockGrid {
     pub dims: [usize; 3],
     /// Largest core edge (the cores spread evenly: some are a voxel smaller).
@@ -109,6 +109,11 @@ pub struct BlockGrid {
     pub halo: [usize; 3],
     /// Blocks along z, y, x.
     pub count: [usize; 3],
+    /// Cores start at multiples of `core` (only the last along an axis is shorter), so
+    /// that they cover whole chunks of a chunked store ([`BlockGrid::aligned`]); otherwise
+    /// they spread evenly.
+    #[serde(default)]
+    pub regular: bool,
 }
 
 /// One block: its core and its extent with the halo (half-open, input voxels).
@@ -127,6 +132,12 @@ impl Block {
     }
     pub fn core_dims(&self) -> [usize; 3] {
         std::array::from_fn(|k| self.core_end[k] - self.core_start[k])
+    }
+    /// The index of the neighbour below along axis `k`, if there is one.
+    pub fn below(&self, k: usize) -> Option<[usize; 3]> {
+        let mut i = self.index;
+        i[k] = i[k].checked_sub(1)?;
+        Some(i)
     }
 }
 
@@ -153,7 +164,31 @@ impl BlockGrid {
                 "blocks of {core:?} with a halo of {halo:?} hold {ext} voxels, more than {MAX_BLOCK_VOXELS}: choose smaller blocks"
             )));
         }
-        Ok(BlockGrid { dims, core, halo, count })
+        Ok(BlockGrid { dims, core, halo, count, regular: false })
+    }
+
+    /// `grid` with cores cut to whole multiples of `chunk` (z, y, x) and laid from the
+    /// origin, so that every chunk of a store with that chunk shape lies in exactly one
+    /// core: blocks written by different processes never share a chunk. A core shorter
+    /// than a chunk becomes one chunk.
+    pub fn aligned(grid: &BlockGrid, chunk: [usize; 3]) -> Result<BlockGrid> {
+        if chunk.contains(&0) {
+            return Err(Error::invalid(format!("chunk shape {chunk:?}: every edge must be at least 1 voxel")));
+        }
+        let core: [usize; 3] =
+            std::array::from_fn(|k| if grid.core[k] >= grid.dims[k] { grid.dims[k] } else { (grid.core[k] / chunk[k]).max(1) * chunk[k] });
+        let count: [usize; 3] = std::array::from_fn(|k| grid.dims[k].div_ceil(core[k].min(grid.dims[k])));
+        let mut g = Self::new(grid.dims, core, grid.halo)?;
+        g.core = core;
+        g.count = count;
+        g.regular = true;
+        let ext: u64 = (0..3).map(|k| (core[k] + 2 * g.halo[k]).min(g.dims[k]) as u64).product();
+        if ext > MAX_BLOCK_VOXELS as u64 {
+            return Err(Error::invalid(format!(
+                "chunk-aligned blocks of {core:?} hold {ext} voxels with their halo, more than {MAX_BLOCK_VOXELS}"
+            )));
+        }
+        Ok(g)
     }
 
     /// A grid for `dims` whose blocks (core + halo) hold at most `budget` voxels, as few
@@ -184,16 +219,20 @@ impl BlockGrid {
         self.len() == 0
     }
 
-    /// Where core `i` of `n` starts along an axis of `len` voxels (cores spread evenly).
-    fn bound(len: usize, n: usize, i: usize) -> usize {
-        (len * i).div_ceil(n)
+    /// Where core `i` starts along axis `k` (spread evenly, or at multiples of the core).
+    fn bound(&self, k: usize, i: usize) -> usize {
+        if self.regular {
+            (self.core[k] * i).min(self.dims[k])
+        } else {
+            (self.dims[k] * i).div_ceil(self.count[k])
+        }
     }
 
     pub fn block(&self, index: [usize; 3]) -> Block {
         let mut b = Block { index, core_start: [0; 3], core_end: [0; 3], start: [0; 3], end: [0; 3] };
         for k in 0..3 {
-            b.core_start[k] = Self::bound(self.dims[k], self.count[k], index[k]);
-            b.core_end[k] = Self::bound(self.dims[k], self.count[k], index[k] + 1);
+            b.core_start[k] = self.bound(k, index[k]);
+            b.core_end[k] = self.bound(k, index[k] + 1);
             b.start[k] = b.core_start[k].saturating_sub(self.halo[k]);
             b.end[k] = (b.core_end[k] + self.halo[k]).min(self.dims[k]);
         }
@@ -403,15 +442,16 @@ impl LabelStore for ScratchLabels {
 
 /// The two planes on either side of a face between a block's core and its upper
 /// neighbour's, as the block labelled them (provisional ids of its pieces, 0 elsewhere).
-struct FaceView {
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaceView {
     /// Last plane of the lower block's core / first plane of the upper block's core.
-    lower: Vec<u32>,
-    upper: Vec<u32>,
+    pub lower: Vec<u32>,
+    pub upper: Vec<u32>,
 }
 
 /// The pairs (piece of A, piece of B) that are one nucleus, from both blocks' views of
 /// the planes on either side of their common face (see the module docs).
-fn agreeing_pieces(a: &FaceView, b: &FaceView) -> Vec<(u32, u32)> {
+pub fn agreeing_pieces(a: &FaceView, b: &FaceView) -> Vec<(u32, u32)> {
     let mut together: HashMap<(u32, u32), u64> = HashMap::new();
     let (mut in_a, mut in_b): (HashMap<u32, u64>, HashMap<u32, u64>) = Default::default();
     for (va, vb) in a.lower.iter().zip(&b.lower).chain(a.upper.iter().zip(&b.upper)) {
@@ -431,12 +471,19 @@ fn agreeing_pieces(a: &FaceView, b: &FaceView) -> Vec<(u32, u32)> {
 }
 
 /// Union-find over provisional ids (1-based), with path halving.
-struct Pieces {
+pub struct Pieces {
     parent: Vec<u32>,
 }
 
+impl Default for Pieces {
+    fn default() -> Self {
+        Pieces { parent: vec![0] }
+    }
+}
+
 impl Pieces {
-    fn add(&mut self, n: u32) -> u32 {
+    /// Adds `n` pieces; the id of the first.
+    pub fn add(&mut self, n: u32) -> u32 {
         let first = self.parent.len() as u32;
         self.parent.extend(first..first + n);
         first
@@ -449,7 +496,7 @@ impl Pieces {
         }
         a
     }
-    fn join(&mut self, a: u32, b: u32) {
+    pub fn join(&mut self, a: u32, b: u32) {
         let (ra, rb) = (self.find(a), self.find(b));
         // the smaller id as root keeps the numbering in raster order of first pieces
         if ra != rb {
@@ -458,7 +505,7 @@ impl Pieces {
         }
     }
     /// Final label of every provisional id: nuclei 1..=n in order of their first piece.
-    fn numbering(mut self) -> (Vec<u32>, u32) {
+    pub fn numbering(mut self) -> (Vec<u32>, u32) {
         let n = self.parent.len();
         let mut final_of_root = vec![0u32; n];
         let mut map = vec![0u32; n];
@@ -566,13 +613,8 @@ pub fn segment_blocks(
     let t = std::time::Instant::now();
     let scaling = model.scaling_streamed(&mut |visit| source.for_each_plane(visit))?;
     times.scaling_s = t.elapsed().as_secs_f64();
-    // every block's tiles of one shape: the runtime then keeps one set of buffers (and
-    // OpenVINO one compiled network) for all blocks
-    let params = &SegmentParams { tile: Some(common_tile(model, &grid, params)?), ..params.clone() };
-    let mut pieces = Pieces { parent: vec![0] };
-    // faces waiting for their upper neighbour: (lower block's index, axis)
-    let mut pending: HashMap<([usize; 3], usize), FaceView> = HashMap::new();
-    let mut joins = 0usize;
+    let params = &with_common_tile(model, &grid, params)?;
+    let mut stitch = Stitcher::default();
     let total = grid.len();
     for (done, block) in grid.blocks().enumerate() {
         if let Some(p) = progress {
@@ -580,80 +622,56 @@ pub fn segment_blocks(
                 return Err(Error::Cancelled);
             }
         }
+        let mut b = segment_block(model, source, &block, params, scaling, &mut times)?;
         let t = std::time::Instant::now();
-        let vol = source.read(block.start, block.end)?;
-        times.read_s += t.elapsed().as_secs_f64();
-        let (labels, n_local) = segment_one(model, vol, block.dims(), params, scaling, &mut times)?;
-        let t = std::time::Instant::now();
-        // provisional ids for the labels present in the core
-        let ext = block.dims();
-        let at = |z: usize, y: usize, x: usize| ((z - block.start[0]) * ext[1] + (y - block.start[1])) * ext[2] + (x - block.start[2]);
-        let mut in_core = vec![false; n_local as usize + 1];
-        let mut core = Vec::with_capacity(block.core_dims().iter().product());
-        for z in block.core_start[0]..block.core_end[0] {
-            for y in block.core_start[1]..block.core_end[1] {
-                let row = at(z, y, block.core_start[2]);
-                for &l in &labels[row..row + block.core_dims()[2]] {
-                    in_core[l as usize] = true;
-                    core.push(l);
-                }
-            }
-        }
-        in_core[0] = false;
-        let first = pieces.add(in_core.iter().filter(|&&b| b).count() as u32);
-        let mut provisional = vec![0u32; n_local as usize + 1];
-        let mut next = first;
-        for (l, &b) in in_core.iter().enumerate() {
-            if b {
-                provisional[l] = next;
-                next += 1;
-            }
-        }
-        for l in &mut core {
-            *l = provisional[*l as usize];
-        }
-        store.write(block.core_start, block.core_end, &core)?;
-        drop(core);
-        // the faces with each neighbour: both planes beside the face, over the core's extent
-        for k in 0..3 {
-            let face_view = |lower_plane: usize| -> FaceView {
-                let plane = |p: usize| -> Vec<u32> {
-                    let (a, b) = ((k + 1) % 3, (k + 2) % 3);
-                    let mut v = Vec::new();
-                    for i in block.core_start[a]..block.core_end[a] {
-                        for j in block.core_start[b]..block.core_end[b] {
-                            let mut c = [0usize; 3];
-                            c[k] = p;
-                            c[a] = i;
-                            c[b] = j;
-                            v.push(provisional[labels[at(c[0], c[1], c[2])] as usize]);
-                        }
-                    }
-                    v
-                };
-                FaceView { lower: plane(lower_plane), upper: plane(lower_plane + 1) }
-            };
-            if block.core_end[k] < dims[k] && block.end[k] > block.core_end[k] {
-                pending.insert((block.index, k), face_view(block.core_end[k] - 1));
-            }
-            if block.index[k] > 0 {
-                let mut below = block.index;
-                below[k] -= 1;
-                if let Some(lower) = pending.remove(&(below, k)) {
-                    if block.start[k] < block.core_start[k] {
-                        let mine = face_view(block.core_start[k] - 1);
-                        for (a, b) in agreeing_pieces(&lower, &mine) {
-                            pieces.join(a, b);
-                            joins += 1;
-                        }
-                    }
-                }
-            }
-        }
+        stitch.add(&block, &mut b);
+        store.write(block.core_start, block.core_end, &b.core)?;
         times.stitch_s += t.elapsed().as_secs_f64();
     }
-    let (relabel, n_nuclei) = pieces.numbering();
+    let joins = stitch.joins;
+    let (relabel, n_nuclei) = stitch.pieces.numbering();
     Ok(BlockRun { grid, n_nuclei, joins, relabel, scaling: format!("{scaling:?}"), timings: times })
+}
+
+/// Joins the pieces of blocks given in raster order (see the module docs): each block's
+/// pieces get provisional ids after the earlier blocks', and its faces with the blocks
+/// below it are compared as soon as it comes; the faces with blocks above it wait.
+#[derive(Default)]
+pub struct Stitcher {
+    pub pieces: Pieces,
+    /// Faces waiting for their upper neighbour: (lower block's index, axis).
+    pending: HashMap<([usize; 3], usize), FaceView>,
+    /// Pairs of pieces joined so far.
+    pub joins: usize,
+}
+
+impl Stitcher {
+    /// Adds `block`'s pieces (their ids in `b` become provisional ids, in place); the
+    /// provisional id of its first piece.
+    pub fn add(&mut self, block: &Block, b: &mut BlockPieces) -> u32 {
+        let first = self.pieces.add(b.pieces);
+        b.offset(first - 1);
+        for k in 0..3 {
+            if let Some(upper) = b.upper[k].take() {
+                self.pending.insert((block.index, k), upper);
+            }
+            if let (Some(below), Some(mine)) = (block.below(k), &b.lower[k]) {
+                if let Some(lower) = self.pending.remove(&(below, k)) {
+                    for (a, c) in agreeing_pieces(&lower, mine) {
+                        self.pieces.join(a, c);
+                        self.joins += 1;
+                    }
+                }
+            }
+        }
+        first
+    }
+}
+
+/// `params` with the tile every block of `grid` can use: the runtime then keeps one set of
+/// buffers (and OpenVINO one compiled network) for all blocks.
+pub fn with_common_tile(model: &Model, grid: &BlockGrid, params: &SegmentParams) -> Result<SegmentParams> {
+    Ok(SegmentParams { tile: Some(common_tile(model, grid, params)?), ..params.clone() })
 }
 
 /// The tile shape every block of `grid` can use: the smallest of the blocks' planned tiles
@@ -683,6 +701,99 @@ fn common_tile(model: &Model, grid: &BlockGrid, params: &SegmentParams) -> Resul
         }
     }
     Ok(tile)
+}
+
+/// What one block gives: its core's labels as its own pieces 1..=`pieces` (0:
+/// background), and its views of the faces it shares with its neighbours (see the module
+/// docs), in the same ids.
+pub struct BlockPieces {
+    pub pieces: u32,
+    /// The core, z, y, x order.
+    pub core: Vec<u32>,
+    /// Per axis: the face with the lower neighbour (present when the block has one and
+    /// reaches past the face) and with the upper neighbour.
+    pub lower: [Option<FaceView>; 3],
+    pub upper: [Option<FaceView>; 3],
+}
+
+impl BlockPieces {
+    /// Shifts the pieces' ids by `by` (the pieces of earlier blocks); 0 stays background.
+    pub fn offset(&mut self, by: u32) {
+        let shift = |v: &mut [u32]| v.iter_mut().filter(|l| **l != 0).for_each(|l| *l += by);
+        shift(&mut self.core);
+        for f in self.lower.iter_mut().chain(self.upper.iter_mut()).flatten() {
+            shift(&mut f.lower);
+            shift(&mut f.upper);
+        }
+    }
+}
+
+/// Reads `block` (with its halo) from `source`, segments it whole and keeps its core:
+/// the pieces it owns and its views of the faces with its neighbours.
+pub fn segment_block(
+    model: &Model,
+    source: &mut dyn VolumeSource,
+    block: &Block,
+    params: &SegmentParams,
+    scaling: Scaling,
+    times: &mut BlockTimes,
+) -> Result<BlockPieces> {
+    let dims = source.dims();
+    let t = std::time::Instant::now();
+    let vol = source.read(block.start, block.end)?;
+    times.read_s += t.elapsed().as_secs_f64();
+    let (labels, n_local) = segment_one(model, vol, block.dims(), params, scaling, times)?;
+    let t = std::time::Instant::now();
+    // the block's own ids for the labels present in the core, in the order of the labels
+    // (a block that is the whole volume keeps the whole volume's labels)
+    let ext = block.dims();
+    let at = |z: usize, y: usize, x: usize| ((z - block.start[0]) * ext[1] + (y - block.start[1])) * ext[2] + (x - block.start[2]);
+    let mut own = vec![0u32; n_local as usize + 1];
+    let rows = || {
+        (block.core_start[0]..block.core_end[0])
+            .flat_map(move |z| (block.core_start[1]..block.core_end[1]).map(move |y| at(z, y, block.core_start[2])))
+    };
+    for row in rows() {
+        for &l in &labels[row..row + block.core_dims()[2]] {
+            own[l as usize] = 1;
+        }
+    }
+    own[0] = 0;
+    let mut pieces = 0u32;
+    for o in own.iter_mut().filter(|o| **o != 0) {
+        pieces += 1;
+        *o = pieces;
+    }
+    let mut core = Vec::with_capacity(block.core_dims().iter().product());
+    for row in rows() {
+        core.extend(labels[row..row + block.core_dims()[2]].iter().map(|&l| own[l as usize]));
+    }
+    // the faces: both planes beside each face, over the core's extent
+    let face_view = |k: usize, lower_plane: usize| -> FaceView {
+        let plane = |p: usize| -> Vec<u32> {
+            let (a, b) = ((k + 1) % 3, (k + 2) % 3);
+            let mut v = Vec::with_capacity(block.core_dims()[a] * block.core_dims()[b]);
+            for i in block.core_start[a]..block.core_end[a] {
+                for j in block.core_start[b]..block.core_end[b] {
+                    let mut c = [0usize; 3];
+                    c[k] = p;
+                    c[a] = i;
+                    c[b] = j;
+                    v.push(own[labels[at(c[0], c[1], c[2])] as usize]);
+                }
+            }
+            v
+        };
+        FaceView { lower: plane(lower_plane), upper: plane(lower_plane + 1) }
+    };
+    let upper = std::array::from_fn(|k| {
+        (block.core_end[k] < dims[k] && block.end[k] > block.core_end[k]).then(|| face_view(k, block.core_end[k] - 1))
+    });
+    let lower = std::array::from_fn(|k| {
+        (block.index[k] > 0 && block.start[k] < block.core_start[k]).then(|| face_view(k, block.core_start[k] - 1))
+    });
+    times.stitch_s += t.elapsed().as_secs_f64();
+    Ok(BlockPieces { pieces, core, lower, upper })
 }
 
 /// One block through the whole pipeline: labels (1..=n) on the block's own grid.

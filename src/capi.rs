@@ -576,6 +576,7 @@ pub unsafe extern "C" fn qca_struct_size(name: *const c_char) -> usize {
         b"QcaTrackPoint" => std::mem::size_of::<QcaTrackPoint>(),
         b"QcaFrameCriteria" => std::mem::size_of::<QcaFrameCriteria>(),
         b"QcaDivisionRound" => std::mem::size_of::<QcaDivisionRound>(),
+        b"QcaBlockOptions" => std::mem::size_of::<QcaBlockOptions>(),
         _ => 0,
     }
 }
@@ -1636,5 +1637,299 @@ pub unsafe extern "C" fn qca_tracking_relabel(r: *const QcaTracking, frame: usiz
 pub unsafe extern "C" fn qca_tracking_free(r: *mut QcaTracking) {
     if !r.is_null() {
         drop(Box::from_raw(r));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Block jobs: one OME-Zarr segmented block by block by many processes (`crate::job`)
+// ---------------------------------------------------------------------------------------
+
+/// How a job cuts a volume into blocks. Fill with `qca_block_options_default(&o, sizeof o)`;
+/// a zero edge (or a zero `block_voxels`) means "chosen by qcanet".
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QcaBlockOptions {
+    /// `sizeof(QcaBlockOptions)` as the caller knows it.
+    pub struct_size: u32,
+    /// Core of a block (z, y, x input voxels), rounded down to whole chunks of the image;
+    /// all 0: from `block_voxels`.
+    pub core: [usize; 3],
+    /// Halo on each side of a core (z, y, x input voxels); all 0: the networks' measured
+    /// context plus the radius of the largest nucleus.
+    pub halo: [usize; 3],
+    /// Voxels of a block with its halo when the core is chosen by qcanet; 0: the default
+    /// (about 1 GB of memory at the peak of a block).
+    pub block_voxels: usize,
+    /// Diameter of the largest nucleus (micrometres), for the halo.
+    pub max_nucleus_um: f64,
+}
+
+fn default_block_options() -> QcaBlockOptions {
+    QcaBlockOptions {
+        struct_size: std::mem::size_of::<QcaBlockOptions>() as u32,
+        core: [0; 3],
+        halo: [0; 3],
+        block_voxels: 0,
+        max_nucleus_um: crate::blocks::DEFAULT_MAX_NUCLEUS_UM,
+    }
+}
+
+fn block_options_fields() -> [(usize, usize); 5] {
+    field_spans!(QcaBlockOptions: struct_size, core, halo, block_voxels, max_nucleus_um)
+}
+
+unsafe fn block_options(o: *const QcaBlockOptions) -> std::result::Result<crate::blocks::BlockOptions, (QcaStatus, String)> {
+    let d = default_block_options();
+    let o = if o.is_null() { d } else { read_versioned(o, d, &block_options_fields(), "QcaBlockOptions")? };
+    let given = |v: [usize; 3], what: &str| -> std::result::Result<Option<[usize; 3]>, (QcaStatus, String)> {
+        match v {
+            [0, 0, 0] => Ok(None),
+            v if v.contains(&0) => Err(invalid(format!("{what} {v:?}: give every edge, or all 0 for automatic"))),
+            v => Ok(Some(v)),
+        }
+    };
+    Ok(crate::blocks::BlockOptions {
+        core: given(o.core, "core")?,
+        halo: given(o.halo, "halo")?,
+        block_voxels: (o.block_voxels != 0).then_some(o.block_voxels),
+        max_nucleus_um: Some(o.max_nucleus_um),
+    })
+}
+
+/// Fills `o` (`struct_size` = `sizeof *o` bytes as the caller knows it) with the defaults:
+/// blocks and halo chosen by qcanet, nuclei up to 24 um across.
+///
+/// # Safety
+/// `o` is NULL or points to `struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn qca_block_options_default(o: *mut QcaBlockOptions, struct_size: usize) -> QcaStatus {
+    guard(|| write_versioned(o, struct_size, default_block_options(), &block_options_fields(), "QcaBlockOptions"))
+}
+
+/// A block job opened by this process (see `qca_job_create`).
+pub struct QcaJob {
+    /// `None` once finished.
+    inner: Option<crate::job::Job>,
+}
+
+unsafe fn job_ref<'a>(j: *const QcaJob) -> std::result::Result<&'a crate::job::Job, (QcaStatus, String)> {
+    let j = j.as_ref().ok_or_else(|| null("job"))?;
+    j.inner.as_ref().ok_or_else(|| invalid("the job is finished".into()))
+}
+
+unsafe fn block_index(index: *const usize) -> std::result::Result<[usize; 3], (QcaStatus, String)> {
+    let i = slice(index, 3, "index")?;
+    Ok([i[0], i[1], i[2]])
+}
+
+/// Starts (or resumes) a job that segments the OME-Zarr image `source` block by block
+/// into a new OME-Zarr at `target`, or, with `target` NULL, into `source/labels/<labels_name>`.
+/// The job lives in a folder beside the target (`qca_job_path`) that any process may open
+/// with `qca_job_open` to run steps: for every frame t `qca_job_scale`, then
+/// `qca_job_segment_block` for every block, then `qca_job_stitch`; then once
+/// `qca_job_prepare_output`, `qca_job_write_block` for every frame and block, and
+/// `qca_job_finish`. Each step may run again after a failure; a block already segmented is
+/// skipped. A folder holding the same job is resumed; one holding another job is an error.
+/// `p` and `o` may be NULL (defaults). Free `*out` with `qca_job_free`.
+///
+/// # Safety
+/// `model` is a live model; `source` is NUL-terminated; `target` and `labels_name` are
+/// NULL or NUL-terminated; `p`, `o` are NULL or filled by their `_default` functions;
+/// `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_create(
+    model: *const QcaModel,
+    source: *const c_char,
+    target: *const c_char,
+    labels_name: *const c_char,
+    channel: u32,
+    p: *const QcaSegmentParams,
+    o: *const QcaBlockOptions,
+    out: *mut *mut QcaJob,
+) -> QcaStatus {
+    guard(|| {
+        let m = model.as_ref().ok_or_else(|| null("model"))?;
+        non_null(out, "out")?;
+        let source = path_arg(source, "source")?;
+        let target = match (target.is_null(), labels_name.is_null()) {
+            (false, true) => crate::job::JobTarget::NewImage { path: path_arg(target, "target")?.to_path_buf() },
+            (true, false) => crate::job::JobTarget::IntoInput { name: str_arg(labels_name, "labels_name")?.to_string() },
+            _ => return Err(invalid("give either target (a new OME-Zarr) or labels_name (labels into the input), not both".into())),
+        };
+        let (params, _) = if p.is_null() { (SegmentParams::default(), default_params()) } else { segment_params(p)? };
+        let opts = block_options(o)?;
+        let job = crate::job::Job::create(&m.inner, source, target, channel as usize, &params, &opts).c()?;
+        *out = Box::into_raw(Box::new(QcaJob { inner: Some(job) }));
+        Ok(())
+    })
+}
+
+/// Opens the job in folder `dir` (`qca_job_path` of the process that created it).
+/// Free `*out` with `qca_job_free`.
+///
+/// # Safety
+/// `dir` is NUL-terminated; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_open(dir: *const c_char, out: *mut *mut QcaJob) -> QcaStatus {
+    guard(|| {
+        non_null(out, "out")?;
+        let job = crate::job::Job::open(path_arg(dir, "dir")?).c()?;
+        *out = Box::into_raw(Box::new(QcaJob { inner: Some(job) }));
+        Ok(())
+    })
+}
+
+/// The job's frames and block grid: `dims` of a frame, block `core` and `halo` (z, y, x
+/// voxels) and the `count` of blocks along z, y, x. Every pointer is required (3 elements
+/// each but `frames`).
+///
+/// # Safety
+/// `job` is a live job; the pointers are writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_grid(
+    job: *const QcaJob,
+    frames: *mut usize,
+    dims: *mut usize,
+    core: *mut usize,
+    halo: *mut usize,
+    count: *mut usize,
+) -> QcaStatus {
+    guard(|| {
+        let j = job_ref(job)?;
+        for (p, what) in [(frames, "frames"), (dims, "dims"), (core, "core"), (halo, "halo"), (count, "count")] {
+            non_null(p, what)?;
+        }
+        let s = j.spec();
+        *frames = s.frames;
+        for k in 0..3 {
+            *dims.add(k) = s.grid.dims[k];
+            *core.add(k) = s.grid.core[k];
+            *halo.add(k) = s.grid.halo[k];
+            *count.add(k) = s.grid.count[k];
+        }
+        Ok(())
+    })
+}
+
+/// The job's folder (`which` 0) or where its labels will be (`which` 1), as text written
+/// into `buf` (NUL-terminated, cut to `capacity`); `*needed` (may be NULL) gets the full
+/// length + 1.
+///
+/// # Safety
+/// `job` is a live job; `buf` has `capacity` writable bytes (or is NULL with capacity 0).
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_path(job: *const QcaJob, which: i32, buf: *mut c_char, capacity: usize, needed: *mut usize) -> QcaStatus {
+    guard(|| {
+        let j = job_ref(job)?;
+        let p = match which {
+            0 => j.dir().to_path_buf(),
+            1 => j.target_path().c()?,
+            x => return Err(invalid(format!("which {x}: 0 (the job folder) or 1 (the target)"))),
+        };
+        let text = p.to_str().ok_or_else(|| invalid(format!("{} is not UTF-8", p.display())))?;
+        write_text(text, buf, capacity, needed)
+    })
+}
+
+/// Step 1, per frame: frame `t`'s intensity scaling, from the whole frame (once).
+///
+/// # Safety
+/// `job` and `model` are live.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_scale(job: *const QcaJob, model: *const QcaModel, t: usize) -> QcaStatus {
+    guard(|| {
+        let m = model.as_ref().ok_or_else(|| null("model"))?;
+        job_ref(job)?.scale(&m.inner, t).c().map(|_| ())
+    })
+}
+
+/// Step 2, per block: segments block `index` (z, y, x) of frame `t`. `*skipped` (may be
+/// NULL) is 1 when the block was done already and nothing was computed, else 0.
+///
+/// # Safety
+/// `job` and `model` are live; `index` has 3 elements; `skipped` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_segment_block(
+    job: *const QcaJob,
+    model: *const QcaModel,
+    t: usize,
+    index: *const usize,
+    skipped: *mut i32,
+) -> QcaStatus {
+    guard(|| {
+        let m = model.as_ref().ok_or_else(|| null("model"))?;
+        let j = job_ref(job)?;
+        let done = j.segment_block(&m.inner, t, block_index(index)?).c()?;
+        if !skipped.is_null() {
+            *skipped = done.skipped as i32;
+        }
+        Ok(())
+    })
+}
+
+/// Step 3, per frame: joins frame `t`'s pieces across block faces (every block done);
+/// `*n_nuclei` (may be NULL) gets its number of nuclei.
+///
+/// # Safety
+/// `job` is live; `n_nuclei` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_stitch(job: *const QcaJob, t: usize, n_nuclei: *mut u32) -> QcaStatus {
+    guard(|| {
+        let n = job_ref(job)?.stitch(t).c()?;
+        if !n_nuclei.is_null() {
+            *n_nuclei = n;
+        }
+        Ok(())
+    })
+}
+
+/// Step 4, once: creates the label image (every frame stitched).
+///
+/// # Safety
+/// `job` is live.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_prepare_output(job: *const QcaJob) -> QcaStatus {
+    guard(|| job_ref(job)?.prepare_output().c())
+}
+
+/// Step 5, per frame and block: writes block `index`'s final labels into the label image.
+///
+/// # Safety
+/// `job` is live; `index` has 3 elements.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_write_block(job: *const QcaJob, t: usize, index: *const usize) -> QcaStatus {
+    guard(|| job_ref(job)?.write_block(t, block_index(index)?).c())
+}
+
+/// Step 6, once: writes the label image's other levels, moves it to the target and removes
+/// the job folder. The handle is then finished: free it with `qca_job_free`.
+///
+/// # Safety
+/// `job` is a live job no other thread is using.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_finish(job: *mut QcaJob) -> QcaStatus {
+    guard(|| {
+        let j = job.as_mut().ok_or_else(|| null("job"))?;
+        let inner = j.inner.take().ok_or_else(|| invalid("the job is finished".into()))?;
+        let dir = inner.dir().to_path_buf();
+        match inner.finish() {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // still there to retry
+                j.inner = crate::job::Job::open(&dir).ok();
+                Err(e).c()
+            }
+        }
+    })
+}
+
+/// Frees a job handle (the job's folder stays). NULL is fine.
+///
+/// # Safety
+/// `job` is NULL or a job not yet freed, and no other thread is using it.
+#[no_mangle]
+pub unsafe extern "C" fn qca_job_free(job: *mut QcaJob) {
+    if !job.is_null() {
+        let _ = crate::quiet_panic::catch(|| drop(Box::from_raw(job)));
     }
 }

@@ -19,6 +19,7 @@ pub mod cuda_libs;
 pub mod edt;
 pub mod error;
 pub mod io;
+pub mod job;
 pub mod measure;
 pub mod metrics;
 pub mod model;

@@ -45,7 +45,7 @@ crate::vocabulary!(VoxelSource, "voxel size source", [
 
 /// Per-call settings. `None` means "as the model's metadata says" (and, where the model
 /// says nothing, the one defaults table, [`PostParams::default`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SegmentParams {
     /// Voxel size of the input (z, y, x, micrometres). `None`: the input is taken to be
     /// on the model's training grid (no resampling).
@@ -66,6 +66,16 @@ pub struct SegmentParams {
 }
 
 impl SegmentParams {
+    /// These parameters for an input whose file says its voxel size is `file_voxel`: a
+    /// voxel size given by the caller wins, else the file's is used (and said to be).
+    pub fn calibrated(mut self, file_voxel: Option<[f64; 3]>) -> SegmentParams {
+        if let (None, Some(v)) = (self.voxel_size, file_voxel) {
+            self.voxel_size = Some(v);
+            self.voxel_size_source = VoxelSource::File;
+        }
+        self
+    }
+
     /// The post-processing parameters: each field given here, else `base`'s.
     pub fn post_over(&self, base: &PostParams) -> PostParams {
         PostParams {

@@ -70,7 +70,7 @@ pub fn percentile(v: &mut [f32], q: f64) -> f64 {
 /// A normalisation resolved for one volume: the affine map `v -> clamp((v - lo) / (hi - lo), 0, 1)`
 /// (or none). Found once per volume, from the whole volume, and applied to it whole or
 /// block by block alike, so that blocks see the intensities the whole volume would.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scaling {
     Identity,
     Affine { lo: f64, hi: f64 },

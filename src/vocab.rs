@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 
 /// Defines `Display`, `FromStr` (case-insensitive, aliases accepted), `serde::Serialize`
-/// (as the name) and `NAMES` (the canonical names, in order) for an enum, from one table.
+/// and `serde::Deserialize` (as the name, through `FromStr`) and `NAMES` (the canonical names, in order) for an enum, from one table.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! vocabulary {
@@ -35,6 +35,12 @@ macro_rules! vocabulary {
         impl serde::Serialize for $t {
             fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
                 s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
             }
         }
     };
@@ -75,6 +81,8 @@ mod tests {
         assert_eq!("edt".parse::<Landscape>().unwrap(), Landscape::Distance);
         assert_eq!("center".parse::<Landscape>().unwrap(), Landscape::Centre);
         assert_eq!(serde_json::to_string(&MarkerMode::LocalMaxima).unwrap(), "\"local-max\"");
+        assert_eq!(serde_json::from_str::<MarkerMode>("\"local_max\"").unwrap(), MarkerMode::LocalMaxima);
+        assert!(serde_json::from_str::<Landscape>("\"nonsense\"").is_err());
     }
 
     #[test]

@@ -416,14 +416,9 @@ fn load_model(a: &ModelArgs) -> Result<Model> {
 
 /// The caller's overrides; checking them is the plan's job.
 fn params(p: &PostArgs, file_voxel: Option<[f64; 3]>) -> SegmentParams {
-    let (voxel_size, voxel_size_source) = match (p.voxel_size, file_voxel) {
-        (Some(v), _) => (Some(v), VoxelSource::Caller),
-        (None, Some(v)) => (Some(v), VoxelSource::File),
-        (None, None) => (None, VoxelSource::Caller),
-    };
     SegmentParams {
-        voxel_size,
-        voxel_size_source,
+        voxel_size: p.voxel_size,
+        voxel_size_source: VoxelSource::Caller,
         fg_threshold: p.fg_threshold,
         centre_threshold: p.centre_threshold,
         markers: p.markers,
@@ -435,6 +430,7 @@ fn params(p: &PostArgs, file_voxel: Option<[f64; 3]>) -> SegmentParams {
         tile: p.tile,
         overlap: p.overlap,
     }
+    .calibrated(file_voxel)
 }
 
 /// `qcanet plan`: the plan of one stack, as text or JSON.

@@ -267,6 +267,11 @@ impl OmeZarr {
         self.zyx.map(|k| self.levels[0].shape[k] as usize)
     }
 
+    /// Chunk shape of level 0 along z, y, x.
+    pub fn chunk_zyx(&self) -> [usize; 3] {
+        self.zyx.map(|k| self.chunks[k].max(1) as usize)
+    }
+
     pub fn frames(&self) -> usize {
         self.t_axis.map_or(1, |k| self.levels[0].shape[k] as usize)
     }
@@ -413,12 +418,15 @@ pub struct LabelImage {
     zyx: [usize; 3],
     version: Ngff,
     finished: bool,
+    /// Whether this value owns `tmp` (removes it when dropped unfinished); a resumable
+    /// job's label image belongs to the job folder instead ([`LabelImage::create_in`]).
+    owned: bool,
 }
 
 impl Drop for LabelImage {
     fn drop(&mut self) {
         // an unfinished image (an error, a cancellation) leaves nothing behind
-        if !self.finished {
+        if self.owned && !self.finished {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
@@ -461,6 +469,38 @@ impl LabelImage {
     /// Prepares the label image of `image` (its axes without the channel, its levels and
     /// chunks), `max_label` deciding 16 or 32-bit labels.
     pub fn create(image: &OmeZarr, target: LabelsTarget, max_label: u32) -> Result<LabelImage> {
+        let path = target.path(image)?;
+        let parent = crate::io::atomic::folder_of(&path).to_path_buf();
+        if matches!(target, LabelsTarget::IntoInput { .. }) {
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        }
+        let tmp = temporary_folder(&parent)?;
+        // from here an error drops the image, which removes the temporary folder
+        let image = Self::layout(image, target, tmp.clone(), true).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })?;
+        image.create_arrays(max_label)?;
+        Ok(image)
+    }
+
+    /// [`LabelImage::create`] in the folder `folder` (created; it must not exist), which
+    /// stays when this value is dropped: a job resumed by another process reopens it with
+    /// [`LabelImage::reopen`], and [`LabelImage::finish`] moves it to the target.
+    pub fn create_in(image: &OmeZarr, target: LabelsTarget, folder: &Path, max_label: u32) -> Result<LabelImage> {
+        std::fs::create_dir(folder).map_err(|e| Error::io(folder, e))?;
+        let image = Self::layout(image, target, folder.to_path_buf(), false)?;
+        image.create_arrays(max_label)?;
+        Ok(image)
+    }
+
+    /// The label image [`LabelImage::create_in`] made in `folder`.
+    pub fn reopen(image: &OmeZarr, target: LabelsTarget, folder: &Path) -> Result<LabelImage> {
+        Self::layout(image, target, folder.to_path_buf(), false)
+    }
+
+    /// The label image of `image` (its axes without the channel, its levels and chunks),
+    /// written into `tmp`.
+    fn layout(image: &OmeZarr, target: LabelsTarget, tmp: PathBuf, owned: bool) -> Result<LabelImage> {
         let keep: Vec<usize> = (0..image.axes.len()).filter(|&k| Some(k) != image.c_axis).collect();
         let axes: Vec<Axis> = keep.iter().map(|&k| image.axes[k].clone()).collect();
         let levels: Vec<Level> = image
@@ -476,23 +516,15 @@ impl LabelImage {
         let chunks: Vec<u64> = keep.iter().map(|&k| image.chunks[k]).collect();
         let pos = |k: usize| keep.iter().position(|&x| x == k).expect("kept axis");
         let (t_axis, zyx) = (image.t_axis.map(pos), image.zyx.map(pos));
-        let path = target.path(image)?;
-        let parent = crate::io::atomic::folder_of(&path).to_path_buf();
+        let target_path = target.path(image)?;
         let into_input = match target {
             LabelsTarget::NewImage(_) => None,
-            LabelsTarget::IntoInput { name } => {
-                std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-                Some((image.root.clone(), name))
-            }
+            LabelsTarget::IntoInput { name } => Some((image.root.clone(), name)),
         };
-        let (tmp, target) = (temporary_folder(&parent)?, path);
-        // from here an error drops `image`, which removes the temporary folder
-        let image = LabelImage {
-            store: store(&tmp).inspect_err(|_| {
-                let _ = std::fs::remove_dir_all(&tmp);
-            })?,
+        Ok(LabelImage {
+            store: store(&tmp)?,
             tmp,
-            target,
+            target: target_path,
             into_input,
             levels,
             axes,
@@ -501,9 +533,13 @@ impl LabelImage {
             zyx,
             version: image.version,
             finished: false,
-        };
-        image.create_arrays(max_label)?;
-        Ok(image)
+            owned,
+        })
+    }
+
+    /// Chunk shape of level 0 (z, y, x).
+    pub fn chunk_zyx(&self) -> [usize; 3] {
+        self.zyx.map(|k| self.chunks[k].max(1) as usize)
     }
 
     fn create_arrays(&self, max_label: u32) -> Result<()> {
@@ -558,13 +594,30 @@ impl LabelImage {
     /// Writes level 0 of frame `t` from `labels_of(start, end)` (final labels of a region),
     /// chunk by chunk: each chunk written once, whole.
     pub fn write_level0(&self, t: usize, labels_of: &mut dyn FnMut([usize; 3], [usize; 3]) -> Result<Vec<u32>>) -> Result<()> {
+        let dims: [usize; 3] = self.zyx.map(|k| self.levels[0].shape[k] as usize);
+        self.write_level0_region(t, [0; 3], dims, labels_of)
+    }
+
+    /// [`LabelImage::write_level0`] over the chunks of the region `[from, to)`, which starts
+    /// on a chunk boundary and ends on one or at the image's edge: chunks outside it are
+    /// never touched, so processes writing disjoint regions never share a chunk.
+    pub fn write_level0_region(
+        &self,
+        t: usize,
+        from: [usize; 3],
+        to: [usize; 3],
+        labels_of: &mut dyn FnMut([usize; 3], [usize; 3]) -> Result<Vec<u32>>,
+    ) -> Result<()> {
         let arr = self.array(0)?;
         let dims: [usize; 3] = self.zyx.map(|k| self.levels[0].shape[k] as usize);
-        let chunk: [usize; 3] = self.zyx.map(|k| self.chunks[k].max(1) as usize);
+        let chunk = self.chunk_zyx();
+        if (0..3).any(|k| from[k] % chunk[k] != 0 || (to[k] % chunk[k] != 0 && to[k] != dims[k]) || to[k] > dims[k] || from[k] >= to[k]) {
+            return Err(Error::Internal(format!("region {from:?}..{to:?} is not made of whole chunks of {chunk:?} in {dims:?}")));
+        }
         let u16_labels = *arr.data_type() == zarrs::array::data_type::uint16();
-        for z0 in (0..dims[0]).step_by(chunk[0]) {
-            for y0 in (0..dims[1]).step_by(chunk[1]) {
-                for x0 in (0..dims[2]).step_by(chunk[2]) {
+        for z0 in (from[0]..to[0]).step_by(chunk[0]) {
+            for y0 in (from[1]..to[1]).step_by(chunk[1]) {
+                for x0 in (from[2]..to[2]).step_by(chunk[2]) {
                     let start = [z0, y0, x0];
                     let end: [usize; 3] = std::array::from_fn(|k| (start[k] + chunk[k]).min(dims[k]));
                     let v = labels_of(start, end)?;

@@ -19,7 +19,7 @@ import numpy as np
 from . import _native as N
 from .reference import Matching, Metrics
 
-__all__ = ["Model", "QcanetError", "evaluate", "measure", "track", "Tracking", "postprocess", "watershed", "edt",
+__all__ = ["Model", "QcanetError", "Job", "evaluate", "measure", "track", "Tracking", "postprocess", "watershed", "edt",
            "read_tiff", "write_tiff", "Metrics", "version"]
 
 _LIB = None
@@ -376,6 +376,147 @@ def track(frames, voxel_size, images=None, interval=None, **params) -> Tracking:
         return Tracking(out)
     finally:
         lib.qca_track_free(h)
+
+
+def _zyx_sizes(name, v):
+    """Three positive sizes (z, y, x) for the C struct, or zeros for "chosen by qcanet"."""
+    if v is None:
+        return [0, 0, 0]
+    t = [int(a) for a in v]
+    if len(t) != 3 or any(a <= 0 for a in t):
+        raise ValueError(f"{name} is three positive sizes (z, y, x), got {v}")
+    return t
+
+
+class Job:
+    """A block job on disk: one OME-Zarr image segmented block by block by any number of
+    processes (what ``qcanet.distributed.segment`` runs on Dask workers). Every step is a
+    method; each may run again after a failure, in any process that opened the job
+    (``Job.open(job.dir)``). Order: for every frame ``scale(model, t)``, then
+    ``segment_block(model, t, index)`` for every ``index`` in ``blocks()``, then
+    ``stitch(t)``; then ``prepare_output()``, ``write_block(t, index)`` for every frame
+    and block, and ``finish()``. README: "Past one machine"."""
+
+    def __init__(self, handle):
+        self._h = handle
+
+    @classmethod
+    def create(cls, model, source, target=None, labels_name=None, channel=0, voxel_size=None, block=None,
+               halo=None, block_voxels=None, max_nucleus_um=None, **post) -> "Job":
+        """Starts (or resumes: the same settings find the same folder) the job that segments
+        the OME-Zarr ``source`` into a new OME-Zarr ``target``, or into
+        ``source/labels/<labels_name>``. ``block``: core size (z, y, x voxels; rounded down to
+        whole chunks of the image), ``halo``: voxels on each side (default: the networks'
+        measured context plus the radius of the largest nucleus, ``max_nucleus_um``)."""
+        lib = _lib()
+        if (target is None) == (labels_name is None):
+            raise ValueError("give either target (a new OME-Zarr) or labels_name (labels into the input)")
+        p = _params(voxel_size=voxel_size, **post)
+        o = N.QcaBlockOptions()
+        _check(lib.qca_block_options_default(C.byref(o), C.sizeof(o)))
+        o.core[:] = _zyx_sizes("block", block)
+        o.halo[:] = _zyx_sizes("halo", halo)
+        if block_voxels is not None:
+            if int(block_voxels) <= 0:
+                raise ValueError(f"block_voxels must be > 0, got {block_voxels}")
+            o.block_voxels = int(block_voxels)
+        if max_nucleus_um is not None:
+            o.max_nucleus_um = _real("max_nucleus_um", max_nucleus_um)
+        h = C.c_void_p()
+        _check(lib.qca_job_create(model._h, str(source).encode(), None if target is None else str(target).encode(),
+                                  None if labels_name is None else str(labels_name).encode(), int(channel),
+                                  C.byref(p), C.byref(o), C.byref(h)))
+        return cls(h)
+
+    @classmethod
+    def open(cls, directory) -> "Job":
+        h = C.c_void_p()
+        _check(_lib().qca_job_open(str(directory).encode(), C.byref(h)))
+        return cls(h)
+
+    def _path(self, which):
+        n = C.c_size_t()
+        _check(_lib().qca_job_path(self._h, which, None, 0, C.byref(n)))
+        buf = C.create_string_buffer(n.value)
+        _check(_lib().qca_job_path(self._h, which, buf, n.value, None))
+        return buf.value.decode()
+
+    @property
+    def dir(self) -> str:
+        """The job's folder (beside the target)."""
+        return self._path(0)
+
+    @property
+    def target(self) -> str:
+        """Where the labels will be once finished."""
+        return self._path(1)
+
+    @property
+    def grid(self) -> dict:
+        """frames, and the block grid: dims, core, halo and count (z, y, x)."""
+        frames = C.c_size_t()
+        arrays = [(C.c_size_t * 3)() for _ in range(4)]
+        _check(_lib().qca_job_grid(self._h, C.byref(frames), *arrays))
+        return {"frames": frames.value, **{k: tuple(a) for k, a in zip(("dims", "core", "halo", "count"), arrays)}}
+
+    def blocks(self):
+        """Block indices (z, y, x) in raster order."""
+        cz, cy, cx = self.grid["count"]
+        return [(z, y, x) for z in range(cz) for y in range(cy) for x in range(cx)]
+
+    def scale(self, model, t):
+        _check(_lib().qca_job_scale(self._h, model._h, int(t)))
+
+    def segment_block(self, model, t, index) -> bool:
+        """Segments one block; True when it was done already (nothing computed)."""
+        skipped = C.c_int32()
+        _check(_lib().qca_job_segment_block(self._h, model._h, int(t), (C.c_size_t * 3)(*index), C.byref(skipped)))
+        return bool(skipped.value)
+
+    def stitch(self, t) -> int:
+        """Joins frame t's pieces across block faces; its number of nuclei."""
+        n = C.c_uint32()
+        _check(_lib().qca_job_stitch(self._h, int(t), C.byref(n)))
+        return n.value
+
+    def prepare_output(self):
+        _check(_lib().qca_job_prepare_output(self._h))
+
+    def write_block(self, t, index):
+        _check(_lib().qca_job_write_block(self._h, int(t), (C.c_size_t * 3)(*index)))
+
+    def finish(self):
+        """Writes the other levels, moves the labels to the target, removes the job folder."""
+        _check(_lib().qca_job_finish(self._h))
+
+    def run(self, model) -> list:
+        """Every step in this process, in order; nuclei per frame."""
+        frames = self.grid["frames"]
+        for t in range(frames):
+            self.scale(model, t)
+            for i in self.blocks():
+                self.segment_block(model, t, i)
+        nuclei = [self.stitch(t) for t in range(frames)]
+        self.prepare_output()
+        for t in range(frames):
+            for i in self.blocks():
+                self.write_block(t, i)
+        self.finish()
+        return nuclei
+
+    def close(self):
+        if getattr(self, "_h", None):
+            _lib().qca_job_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def postprocess(nsn_prob, ndn_prob, voxel_size=(1.0, 1.0, 1.0), **post) -> np.ndarray:

@@ -80,6 +80,11 @@ class QcaDivisionRound(C.Structure):
                 ("sd_frames", C.c_double)]
 
 
+class QcaBlockOptions(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("core", C.c_size_t * 3), ("halo", C.c_size_t * 3),
+                ("block_voxels", C.c_size_t), ("max_nucleus_um", C.c_double)]
+
+
 # qca_tracking_get's tables (QCA_TABLE_*) and the row type of each
 TRACKING_TABLES = {"tracks": (1, QcaTrack), "divisions": (2, QcaDivision), "points": (3, QcaTrackPoint),
                    "criteria": (4, QcaFrameCriteria), "rounds": (5, QcaDivisionRound)}
@@ -156,6 +161,19 @@ def _declare(lib):
         "qca_tracking_get": (st, [C.c_void_p, C.c_int32, C.c_size_t, C.c_void_p, C.c_size_t]),
         "qca_tracking_relabel": (st, [C.c_void_p, C.c_size_t, C.c_void_p, sz3]),
         "qca_tracking_free": (None, [C.c_void_p]),
+        "qca_block_options_default": (st, [P(QcaBlockOptions), C.c_size_t]),
+        "qca_job_create": (st, [C.c_void_p, C.c_char_p, C.c_char_p, C.c_char_p, C.c_uint32, P(QcaSegmentParams),
+                                P(QcaBlockOptions), P(C.c_void_p)]),
+        "qca_job_open": (st, [C.c_char_p, P(C.c_void_p)]),
+        "qca_job_grid": (st, [C.c_void_p, P(C.c_size_t), sz3, sz3, sz3, sz3]),
+        "qca_job_path": (st, [C.c_void_p, C.c_int32, C.c_char_p, C.c_size_t, P(C.c_size_t)]),
+        "qca_job_scale": (st, [C.c_void_p, C.c_void_p, C.c_size_t]),
+        "qca_job_segment_block": (st, [C.c_void_p, C.c_void_p, C.c_size_t, sz3, P(C.c_int32)]),
+        "qca_job_stitch": (st, [C.c_void_p, C.c_size_t, P(C.c_uint32)]),
+        "qca_job_prepare_output": (st, [C.c_void_p]),
+        "qca_job_write_block": (st, [C.c_void_p, C.c_size_t, sz3]),
+        "qca_job_finish": (st, [C.c_void_p]),
+        "qca_job_free": (None, [C.c_void_p]),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)
