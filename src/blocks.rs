@@ -869,6 +869,25 @@ mod tests {
         assert_eq!(BlockGrid::fit([51, 120, 120], [12, 30, 30], [1.75, 0.8, 0.8], 24 << 20).unwrap().len(), 1);
     }
 
+    #[test]
+    fn aligned_cores_cover_whole_chunks() {
+        let even = BlockGrid::new([40, 130, 200], [14, 60, 70], [3, 5, 5]).unwrap();
+        let g = BlockGrid::aligned(&even, [10, 32, 32]).unwrap();
+        assert_eq!((g.core, g.count, g.regular), ([10, 32, 64], [4, 5, 4], true));
+        for b in g.blocks() {
+            for k in 0..3 {
+                // every core starts on a chunk boundary and ends on one or at the edge
+                assert_eq!(b.core_start[k] % [10, 32, 32][k], 0);
+                assert!(b.core_end[k] % [10, 32, 32][k] == 0 || b.core_end[k] == g.dims[k], "{b:?}");
+            }
+        }
+        assert_eq!(g.block([3, 4, 3]).core_end, [40, 130, 200]);
+        // a core smaller than a chunk becomes one chunk; an axis taken whole stays whole
+        let g = BlockGrid::aligned(&BlockGrid::new([40, 100, 100], [40, 8, 100], [3, 5, 5]).unwrap(), [16, 16, 16]).unwrap();
+        assert_eq!((g.core, g.count), ([40, 16, 100], [1, 7, 1]));
+        assert!(BlockGrid::aligned(&even, [0, 1, 1]).is_err());
+    }
+
     fn view(lower: &[u32], upper: &[u32]) -> FaceView {
         FaceView { lower: lower.to_vec(), upper: upper.to_vec() }
     }

@@ -125,6 +125,35 @@ int main(void) {
         char desc[512];
         CHECK(qca_model_describe(dm, desc, sizeof desc, NULL) == QCA_OK);
         CHECK(strstr(desc, " on cpu") != NULL);
+        /* block jobs: exact statuses, out-parameters untouched on failure */
+        QcaBlockOptions bo;
+        CHECK(qca_block_options_default(&bo, sizeof bo) == QCA_OK && bo.struct_size == sizeof bo);
+        CHECK(bo.core[0] == 0 && bo.block_voxels == 0 && bo.max_nucleus_um == 24.0);
+        CHECK(qca_struct_size("QcaBlockOptions") == sizeof bo);
+        QcaJob *job = (QcaJob *)0x1;
+        CHECK(qca_job_create(dm, "/nonexistent/in.ome.zarr", "/tmp/out.ome.zarr", NULL, 0, NULL, &bo, &job) != QCA_OK);
+        CHECK(job == (QcaJob *)0x1);
+        CHECK(qca_job_create(dm, "/nonexistent/in.ome.zarr", "/tmp/out.ome.zarr", "name", 0, NULL, NULL, &job)
+              == QCA_ERR_INVALID_ARGUMENT && job == (QcaJob *)0x1);
+        CHECK(qca_job_create(dm, "/nonexistent/in.ome.zarr", NULL, NULL, 0, NULL, NULL, &job) == QCA_ERR_INVALID_ARGUMENT);
+        CHECK(qca_job_create(NULL, "/x", "/y", NULL, 0, NULL, NULL, &job) == QCA_ERR_NULL_POINTER);
+        CHECK(qca_job_create(dm, NULL, "/y", NULL, 0, NULL, NULL, &job) == QCA_ERR_NULL_POINTER);
+        CHECK(qca_job_create(dm, "/x", "/y", NULL, 0, NULL, NULL, NULL) == QCA_ERR_NULL_POINTER);
+        bo.core[0] = 8; /* a core edge given, the others not */
+        CHECK(qca_job_create(dm, "/x", "/y", NULL, 0, NULL, &bo, &job) == QCA_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(qca_last_error(), "core") != NULL && job == (QcaJob *)0x1);
+        CHECK(qca_job_open("/nonexistent/x.qcanet-job", &job) == QCA_ERR_IO && job == (QcaJob *)0x1);
+        size_t one = 7, three[3] = {7, 7, 7}, idx[3] = {0, 0, 0};
+        uint32_t nn = 7;
+        CHECK(qca_job_grid(NULL, &one, three, three, three, three) == QCA_ERR_NULL_POINTER && one == 7);
+        CHECK(qca_job_scale(NULL, dm, 0) == QCA_ERR_NULL_POINTER);
+        CHECK(qca_job_segment_block(NULL, dm, 0, idx, NULL) == QCA_ERR_NULL_POINTER);
+        CHECK(qca_job_stitch(NULL, 0, &nn) == QCA_ERR_NULL_POINTER && nn == 7);
+        CHECK(qca_job_prepare_output(NULL) == QCA_ERR_NULL_POINTER);
+        CHECK(qca_job_write_block(NULL, 0, idx) == QCA_ERR_NULL_POINTER);
+        CHECK(qca_job_finish(NULL) == QCA_ERR_NULL_POINTER);
+        CHECK(qca_job_path(NULL, 0, NULL, 0, &one) == QCA_ERR_NULL_POINTER && one == 7);
+        qca_job_free(NULL);
         qca_model_free(dm);
     }
 
