@@ -110,7 +110,7 @@ venv: $(VENV)/.stamp-base
 $(VENV)/.stamp-base: bindings/python/pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet "numpy>=1.26" "scipy>=1.11" "scikit-image==0.26.0" "tifffile>=2024.1" "pytest>=8" "onnx>=1.16" "ome-zarr>=0.11" "py-ctcmetrics==1.3.3" "dask[distributed]>=2024.8" "onnxruntime==$(ORT_VERSION)"
+	$(VPY) -m pip install --quiet "numpy>=1.26" "scipy>=1.11" "scikit-image==0.26.0" "tifffile>=2024.1" "pytest>=8" "onnx>=1.16" "ome-zarr>=0.11" "py-ctcmetrics==1.3.3" "dask[distributed]>=2024.8" "dask-jobqueue>=0.9" "onnxruntime==$(ORT_VERSION)"
 	touch $@
 
 venv-train: $(VENV)/.stamp-train

@@ -1046,7 +1046,7 @@ QcaStatus qca_block_options_default(struct QcaBlockOptions *o, size_t struct_siz
 /*
  Starts (or resumes) a job that segments the OME-Zarr image `source` block by block
  into a new OME-Zarr at `target`, or, with `target` NULL, into `source/labels/<labels_name>`.
- The job lives in a folder beside the target (`qca_job_dir`) that any process may open
+ The job lives in a folder beside the target (`qca_job_path`) that any process may open
  with `qca_job_open` to run steps: for every frame t `qca_job_scale`, then
  `qca_job_segment_block` for every block, then `qca_job_stitch`; then once
  `qca_job_prepare_output`, `qca_job_write_block` for every frame and block, and
@@ -1069,7 +1069,7 @@ QcaStatus qca_job_create(const struct QcaModel *model,
                          struct QcaJob **out);
 
 /*
- Opens the job in folder `dir` (from `qca_job_dir` of the process that created it).
+ Opens the job in folder `dir` (`qca_job_path` of the process that created it).
  Free `*out` with `qca_job_free`.
 
  # Safety

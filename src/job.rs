@@ -229,6 +229,10 @@ impl Job {
     /// Opens the job in `dir` (made by [`Job::create`]).
     pub fn open(dir: &Path) -> Result<Job> {
         let path = dir.join("job.json");
+        let len = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+        if len > 1 << 20 {
+            return Err(bad_file(&path, "larger than any job description"));
+        }
         let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let spec: JobSpec = serde_json::from_slice(&text).map_err(|e| bad_file(&path, &format!("not a qcanet job ({e})")))?;
         if spec.format != JOB_FORMAT {
@@ -367,6 +371,9 @@ impl Job {
         let words = decode(&path, 1 + 6 * (1 + 2 * face_max))?;
         let mut w = Words { rest: &words, path: &path };
         let pieces = w.one()?;
+        if pieces as usize > c.iter().product::<usize>() {
+            return Err(bad_file(&path, "more pieces than voxels"));
+        }
         let mut faces: Vec<Option<FaceView>> = Vec::with_capacity(6);
         for _ in 0..6 {
             let n = w.one()? as usize;
@@ -390,8 +397,13 @@ impl Job {
         }
         let mut stitch = Stitcher::default();
         let mut firsts = Vec::with_capacity(self.spec.grid.len());
+        let mut total = 0u64;
         for block in self.spec.grid.blocks() {
             let mut b = self.read_faces(t, &block)?;
+            total += b.pieces as u64;
+            if total >= u32::MAX as u64 {
+                return Err(Error::invalid(format!("frame {t} has more than 2^32 pieces")));
+            }
             firsts.push(stitch.add(&block, &mut b));
         }
         let (map, n) = stitch.pieces.numbering();
@@ -465,7 +477,7 @@ impl Job {
         let block = self.block(t, index)?;
         let (_, firsts, map) = self.relabel(t)?;
         let linear = (index[0] * self.spec.grid.count[1] + index[1]) * self.spec.grid.count[2] + index[2];
-        let before = firsts[linear] - 1;
+        let before = firsts[linear].checked_sub(1).ok_or_else(|| bad_file(&self.relabel_path(t), "a block without a first piece"))?;
         let path = self.block_path(t, index, "core");
         let c = block.core_dims();
         let mut core = decode(&path, c.iter().product())?;
@@ -474,7 +486,8 @@ impl Job {
         }
         for l in &mut core {
             if *l != 0 {
-                *l = *map.get((*l + before) as usize).ok_or_else(|| bad_file(&path, "a piece the stitch does not know"))?;
+                let id = l.checked_add(before).and_then(|id| map.get(id as usize));
+                *l = *id.ok_or_else(|| bad_file(&path, "a piece the stitch does not know"))?;
             }
         }
         let image = self.label_image()?;

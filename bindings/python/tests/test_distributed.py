@@ -168,3 +168,14 @@ def test_a_worker_killed_mid_run_leaves_the_output_whole(image, tmp_path):
     assert result and result["nuclei"][0] > 10
     check_same(levels(out), ref)
     assert not job_dir.exists()
+
+
+def test_the_readme_slurm_cluster_builds_its_job_script():
+    """The README's SLURM example as far as it runs without SLURM: the cluster object and
+    the batch script it would submit (4 worker processes per job, the partition, the time)."""
+    jobqueue = pytest.importorskip("dask_jobqueue")
+    with jobqueue.SLURMCluster(cores=4, processes=4, memory="16GB", walltime="02:00:00",
+                               job_extra_directives=["--partition=cpu"]) as cluster:
+        script = cluster.job_script()
+    assert "#SBATCH --partition=cpu" in script and "#SBATCH -t 02:00:00" in script
+    assert "--nworkers 4" in script and "--nthreads 1" in script
