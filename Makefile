@@ -176,6 +176,8 @@ bench: build venv
 # the program finds beside itself (the OpenVINO build when fetched), not the tests' pinned one.
 bench-scale: build venv
 	env -u ORT_DYLIB_PATH $(VPY) benches/scale.py $(REL)/qcanet $(if $(SCALE_STACK),--stack $(SCALE_STACK) --whole)
+	env -u ORT_DYLIB_PATH QCANET_LIBRARY=$(CURDIR)/$(REL)/libqcanet.so PYTHONPATH=$(CURDIR)/bindings/python \
+	    $(VPY) benches/dask_workers.py $(REL)/qcanet --dims 102,480,480 --block 51,240,240 --frames 2
 
 # The ImageJ/Fiji plugin: target/fiji/Fiji.app (copy its contents into a Fiji installation).
 fiji-plugin: build

@@ -173,12 +173,16 @@ impl Network {
             if ep == Provider::OpenVino {
                 // OpenVINO's CPU plugin compiles the network for this CPU (AVX-512, VNNI, ...);
                 // fp32 precision keeps its outputs those of the default provider
-                let ov = ort::ep::OpenVINO::default()
-                    .with_device_type("CPU")
-                    .with_precision("FP32")
-                    .with_num_threads(threads)
-                    .build()
-                    .error_on_failure();
+                let mut ov = ort::ep::OpenVINO::default().with_device_type("CPU").with_precision("FP32").with_num_threads(threads);
+                if threads < num_cpus() {
+                    // OpenVINO pins its threads to cores, the same first cores in every
+                    // process: two 1-thread processes (Dask workers) would share one core and
+                    // leave the other idle (measured: each at half speed). A process given
+                    // part of the machine leaves placement to the kernel.
+                    use ort::ep::ArbitrarilyConfigurableExecutionProvider;
+                    ov = ov.with_arbitrary_config("load_config", r#"{"CPU":{"ENABLE_CPU_PINNING":"NO"}}"#);
+                }
+                let ov = ov.build().error_on_failure();
                 b = b.with_execution_providers([ov]).map_err(|e| Error::Model(format!("OpenVINO could not start: {e}")))?;
             }
             if ep == Provider::Cuda {

@@ -65,9 +65,11 @@ def _scale(job_dir, model_args, t):
 
 
 def _segment_block(job_dir, model_args, t, index, _scaled):
+    from distributed import get_worker
     t0 = time.perf_counter()
     skipped = _job(job_dir).segment_block(_model(model_args), t, index)
-    return {"t": t, "index": index, "skipped": skipped, "seconds": time.perf_counter() - t0}
+    return {"t": t, "index": index, "skipped": skipped, "seconds": time.perf_counter() - t0,
+            "worker": get_worker().address, "start": t0, "pid": os.getpid()}
 
 
 def _stitch(job_dir, t, _blocks):
@@ -186,6 +188,8 @@ def segment(src, dst=None, *, client=None, voxel_size=None, block=None, halo=Non
         if own is not None:
             client.close()
             own.close()
+    global _LAST_BLOCKS
+    _LAST_BLOCKS = done
     return {"output": output, "frames": frames, "nuclei": nuclei, "blocks": len(indices),
             "blocks_computed": sum(not d["skipped"] for d in done), "blocks_skipped": sum(d["skipped"] for d in done),
             "block_seconds": sum(d["seconds"] for d in done if not d["skipped"]),
