@@ -522,7 +522,7 @@ typedef struct QcaBlockOptions {
    */
   uint32_t struct_size;
   /*
-   Core of a block (z, y, x input voxels), rounded down to whole chunks of the image;
+   Core of a block (z, y, x input voxels), rounded down to whole chunks of the image (at least one chunk);
    all 0: from `block_voxels`.
    */
   size_t core[3];

@@ -1651,7 +1651,7 @@ pub unsafe extern "C" fn qca_tracking_free(r: *mut QcaTracking) {
 pub struct QcaBlockOptions {
     /// `sizeof(QcaBlockOptions)` as the caller knows it.
     pub struct_size: u32,
-    /// Core of a block (z, y, x input voxels), rounded down to whole chunks of the image;
+    /// Core of a block (z, y, x input voxels), rounded down to whole chunks of the image (at least one chunk);
     /// all 0: from `block_voxels`.
     pub core: [usize; 3],
     /// Halo on each side of a core (z, y, x input voxels); all 0: the networks' measured

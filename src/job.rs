@@ -188,11 +188,18 @@ impl Job {
             JobTarget::NewImage { path } => JobTarget::NewImage { path: absolute(&path)? },
             t => t,
         };
-        // the target is checked before any work: never an existing image or label image
-        target.labels_target().path(&image)?;
+        let dir = job_dir(&source, &target)?;
+        if !dir.join("job.json").exists() {
+            // a new job: its target is checked before any work (never an existing image or
+            // label image); a job being resumed may have moved its labels there already
+            target.labels_target().path(&image)?;
+        }
         let dims = image.dims();
         let params = params.clone().calibrated(image.voxel_size_um());
-        let grid = BlockGrid::aligned(&blocks::grid_for(model, dims, &params, opts)?, image.chunk_zyx())?;
+        // the core asked for (or the one the memory budget gives), cut to whole chunks
+        let fitted = blocks::grid_for(model, dims, &params, opts)?;
+        let want = BlockGrid { core: opts.core.unwrap_or(fitted.core), ..fitted };
+        let grid = BlockGrid::aligned(&want, image.chunk_zyx())?;
         if grid.len() > MAX_BLOCKS {
             return Err(Error::invalid(format!("{} blocks per frame, more than {MAX_BLOCKS}: choose larger blocks", grid.len())));
         }
@@ -208,7 +215,6 @@ impl Job {
             model: model.name.clone(),
             precision: model.precision_used().to_string(),
         };
-        let dir = job_dir(&source, &spec.target)?;
         let spec_path = dir.join("job.json");
         if spec_path.exists() {
             let job = Job::open(&dir)?;
@@ -241,6 +247,12 @@ impl Job {
         let image = OmeZarr::open(&spec.source)?;
         if image.dims() != spec.grid.dims || image.frames() != spec.frames {
             return Err(bad_file(&path, "the image changed since the job started"));
+        }
+        // the grid as this job's rules make it, not as the file says
+        let g = &spec.grid;
+        let rebuilt = BlockGrid::aligned(g, image.chunk_zyx()).map_err(|_| bad_file(&path, "not a valid block grid"))?;
+        if rebuilt != *g || g.len() > MAX_BLOCKS {
+            return Err(bad_file(&path, "not a valid block grid"));
         }
         Ok(Job { dir: dir.to_path_buf(), spec, image })
     }
@@ -484,7 +496,11 @@ impl Job {
         if core.len() != c.iter().product::<usize>() {
             return Err(bad_file(&path, "not the size of its block"));
         }
+        let pieces = self.read_faces(t, &block)?.pieces;
         for l in &mut core {
+            if *l > pieces {
+                return Err(bad_file(&path, "a piece its block does not have"));
+            }
             if *l != 0 {
                 let id = l.checked_add(before).and_then(|id| map.get(id as usize));
                 *l = *id.ok_or_else(|| bad_file(&path, "a piece the stitch does not know"))?;
@@ -505,9 +521,15 @@ impl Job {
 
     /// Writes the label image's other levels and metadata, moves it to the target and
     /// removes the job folder. Every block must be written.
+    /// A finish that failed after the move (listing the labels in the input, removing the
+    /// job folder) completes when run again.
     pub fn finish(self) -> Result<PathBuf> {
-        let image = self.label_image()?;
-        let target = image.finish(self.spec.frames)?;
+        let target = self.target_path()?;
+        if !self.labels_folder().exists() && target.exists() {
+            LabelImage::list_in_input(&self.image, &self.spec.target.labels_target())?;
+        } else {
+            self.label_image()?.finish(self.spec.frames)?;
+        }
         std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         Ok(target)
     }

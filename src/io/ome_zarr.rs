@@ -486,6 +486,8 @@ impl LabelImage {
     /// [`LabelImage::create`] in the folder `folder` (created; it must not exist), which
     /// stays when this value is dropped: a job resumed by another process reopens it with
     /// [`LabelImage::reopen`], and [`LabelImage::finish`] moves it to the target.
+    /// Its chunks are one frame deep along t, so that processes writing different frames
+    /// never share a chunk.
     pub fn create_in(image: &OmeZarr, target: LabelsTarget, folder: &Path, max_label: u32) -> Result<LabelImage> {
         std::fs::create_dir(folder).map_err(|e| Error::io(folder, e))?;
         let image = Self::layout(image, target, folder.to_path_buf(), false)?;
@@ -496,6 +498,16 @@ impl LabelImage {
     /// The label image [`LabelImage::create_in`] made in `folder`.
     pub fn reopen(image: &OmeZarr, target: LabelsTarget, folder: &Path) -> Result<LabelImage> {
         Self::layout(image, target, folder.to_path_buf(), false)
+    }
+
+    /// Puts a label image already moved to `target` in place for good: lists it in the
+    /// input's `labels/` when it was written there (what [`LabelImage::finish`] does after
+    /// the move; for a job resumed after a failure between the two).
+    pub fn list_in_input(image: &OmeZarr, target: &LabelsTarget) -> Result<()> {
+        match target {
+            LabelsTarget::IntoInput { name } => add_to_labels_list(&image.root, image.version, name),
+            LabelsTarget::NewImage(_) => Ok(()),
+        }
     }
 
     /// The label image of `image` (its axes without the channel, its levels and chunks),
@@ -513,9 +525,13 @@ impl LabelImage {
                 transforms: l.transforms.iter().map(|t| without_axis(t, image.c_axis)).collect(),
             })
             .collect();
-        let chunks: Vec<u64> = keep.iter().map(|&k| image.chunks[k]).collect();
+        let mut chunks: Vec<u64> = keep.iter().map(|&k| image.chunks[k]).collect();
         let pos = |k: usize| keep.iter().position(|&x| x == k).expect("kept axis");
         let (t_axis, zyx) = (image.t_axis.map(pos), image.zyx.map(pos));
+        if let (false, Some(k)) = (owned, t_axis) {
+            // a job's frames are written by different processes: one frame per chunk
+            chunks[k] = 1;
+        }
         let target_path = target.path(image)?;
         let into_input = match target {
             LabelsTarget::NewImage(_) => None,
@@ -700,6 +716,11 @@ impl LabelImage {
             }
         };
         write_group(&self.tmp, self.version, attrs)?;
+        if self.into_input.is_some() {
+            // the input's labels/ group may not exist yet
+            let parent = crate::io::atomic::folder_of(&self.target);
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
         // in place: the temporary folder renamed to the target (one step on one filesystem)
         std::fs::rename(&self.tmp, &self.target)
             .map_err(|e| Error::Write { path: self.target.display().to_string(), msg: e.to_string() })?;

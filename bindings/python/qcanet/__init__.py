@@ -406,7 +406,7 @@ class Job:
         """Starts (or resumes: the same settings find the same folder) the job that segments
         the OME-Zarr ``source`` into a new OME-Zarr ``target``, or into
         ``source/labels/<labels_name>``. ``block``: core size (z, y, x voxels; rounded down to
-        whole chunks of the image), ``halo``: voxels on each side (default: the networks'
+        whole chunks of the image, at least one), ``halo``: voxels on each side (default: the networks'
         measured context plus the radius of the largest nucleus, ``max_nucleus_um``)."""
         lib = _lib()
         if (target is None) == (labels_name is None):

@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,16 @@ def _model(model_args: tuple):
 
 
 def _job(job_dir: str):
+    """This process's handle of the job in ``job_dir``, opened again when the folder holds
+    another job than the one cached (a finished job's folder reused by a later call)."""
     import qcanet
-    j = _JOBS.get(job_dir)
+    st = os.stat(os.path.join(job_dir, "job.json"))
+    key = (job_dir, st.st_ino, st.st_mtime_ns)
+    j = _JOBS.get(key)
     if j is None:
-        j = _JOBS[job_dir] = qcanet.Job.open(job_dir)
+        for old in [k for k in _JOBS if k[0] == job_dir]:
+            _JOBS.pop(old).close()
+        j = _JOBS[key] = qcanet.Job.open(job_dir)
     return j
 
 
@@ -85,10 +92,9 @@ def _write_block(job_dir, t, index, _prepared):
 
 
 def _finish(job_dir, _written):
-    j = _job(job_dir)
-    j.finish()
-    _JOBS.pop(job_dir, None)
-    j.close()
+    _job(job_dir).finish()
+    for k in [k for k in _JOBS if k[0] == job_dir]:
+        _JOBS.pop(k).close()
 
 
 def _as_source(src, dst, voxel_size, chunks):
@@ -104,13 +110,28 @@ def _as_source(src, dst, voxel_size, chunks):
         raise ValueError("an array source needs dst (its labels cannot go into an image that does not exist)")
     if voxel_size is None or len(voxel_size) != 3:
         raise ValueError("an array source needs voxel_size=(z, y, x) in micrometres")
-    arr = src if isinstance(src, da.Array) else da.from_array(np.asarray(src), chunks=chunks or "auto")
+    arr = src if isinstance(src, da.Array) else da.from_array(np.asarray(src))
     if arr.ndim not in (3, 4):
         raise ValueError(f"expected a (z, y, x) or (t, z, y, x) array, got shape {arr.shape}")
+    # one frame per chunk; blocks of `chunks` (the block cores) when given
+    if arr.ndim == 4:
+        arr = arr.rechunk({0: 1})
+    if chunks is not None:
+        arr = arr.rechunk((1, *chunks) if arr.ndim == 4 else tuple(chunks))
     path = Path(str(dst) + ".source.ome.zarr")
-    if not path.exists():
+    if path.exists():
+        import zarr
+        group = zarr.open_group(str(path), mode="r")
+        attrs = group.attrs.asdict()
+        level0 = group[attrs.get("ome", attrs)["multiscales"][0]["datasets"][0]["path"]]
+        if level0.shape != arr.shape or level0.dtype != arr.dtype:
+            raise ValueError(f"{path} holds a {level0.shape} {level0.dtype} image, not this {arr.shape} "
+                             f"{arr.dtype} array: remove it, or give another dst")
+    else:
         axes = "zyx" if arr.ndim == 3 else "tzyx"
         scale = dict(zip("zyx", map(float, voxel_size)))
+        if arr.ndim == 4:
+            scale["t"] = 1.0            # frames, without a known interval
         part = path.with_name(path.name + ".part")
         if part.exists():
             import shutil
@@ -166,8 +187,10 @@ def segment(src, dst=None, *, client=None, voxel_size=None, block=None, halo=Non
         frames = grid["frames"]
         cz, cy, cx = grid["count"]
         indices = [(z, y, x) for z in range(cz) for y in range(cy) for x in range(cx)]
-        submit = lambda f, *a, key: client.submit(f, *a, key=f"qcanet-{key}-{Path(job_dir).name}", retries=retries,
-                                                  pure=False)
+        # keys unique to this call: two calls on one client never share a task (a rerun
+        # resumes through the job's files, not through Dask's memory of results)
+        call = uuid.uuid4().hex[:12]
+        submit = lambda f, *a, key: client.submit(f, *a, key=f"qcanet-{key}-{call}", retries=retries, pure=False)
         scaled = {t: submit(_scale, job_dir, model_args, t, key=f"scale-{t}") for t in range(frames)}
         blocks = {(t, i): submit(_segment_block, job_dir, model_args, t, i, scaled[t], key=f"block-{t}-{i}")
                   for t in range(frames) for i in indices}

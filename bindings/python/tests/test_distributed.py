@@ -96,6 +96,10 @@ def test_dask_labels_equal_the_cli_run(image, tmp_path):
     assert s["blocks_computed"] == 16 and s["blocks_skipped"] == 0
     labels = levels(out)
     check_same(labels, ref)
+    # here the CLI's even grid is the aligned one (the dims divide by the blocks): the same
+    # blocks, the same stitch, the same numbering
+    for lab, r in zip(labels, ref):
+        np.testing.assert_array_equal(lab, r)
     assert s["nuclei"] == [len(np.unique(labels[0][t])) - 1 for t in range(2)]
     # NGFF labels: image-label metadata, the image's axes and chunks
     attrs = zarr.open_group(str(out), mode="r").attrs.asdict()["ome"]
@@ -123,6 +127,24 @@ def test_rerun_recomputes_only_a_deleted_block(image, tmp_path):
     assert (s["blocks_computed"], s["blocks_skipped"]) == (1, 15)
     check_same(levels(out), ref)
     assert not job_dir.exists()
+
+
+def test_labels_into_the_input_in_one_process(image, tmp_path):
+    """Every step in this process (Job.run), labels into a copy of the image's own labels/
+    (which it lacks): listed there, equal to the CLI's, one frame per chunk along t."""
+    import shutil
+    img, ref = image
+    copy = tmp_path / "in.ome.zarr"
+    shutil.copytree(img, copy)
+    with qcanet.Model(threads=1, **MODEL) as m, qcanet.Job.create(m, copy, labels_name="nuclei", block=BLOCK) as job:
+        assert job.target == str(copy / "labels" / "nuclei")
+        job_dir = Path(job.dir)
+        assert job_dir.parent == tmp_path          # beside the image, not inside it
+        assert job.run(m) == [len(np.unique(ref[0][t])) - 1 for t in range(2)]
+    assert not job_dir.exists()
+    assert zarr.open_group(str(copy / "labels"), mode="r").attrs.asdict()["ome"]["labels"] == ["nuclei"]
+    np.testing.assert_array_equal(levels(copy / "labels" / "nuclei")[0], ref[0])
+    assert zarr.open_group(str(copy / "labels" / "nuclei"), mode="r")["s0"].chunks == (1, *BLOCK)
 
 
 def test_another_job_in_the_folder_is_refused(image, tmp_path):
