@@ -23,19 +23,8 @@ from ome_zarr.writer import write_image
 import qcanet
 import qcanet.distributed as qd
 
-
-def agreement(a, b):
-    """Share of the foreground in nuclei that a and b pair one to one (largest overlaps)."""
-    fg = (a > 0) | (b > 0)
-    pairs, counts = np.unique(np.stack([a[fg], b[fg]]), axis=1, return_counts=True)
-    best_a, best_b = {}, {}
-    for (x, y), n in zip(pairs.T, counts):
-        if x and y:
-            if n > best_a.get(x, (0, 0))[1]:
-                best_a[x] = (y, n)
-            if n > best_b.get(y, (0, 0))[1]:
-                best_b[y] = (x, n)
-    return sum(n for x, (y, n) in best_a.items() if best_b[y][0] == x) / fg.sum()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from compare_labels import agreement  # noqa: E402  (the project's rule: `qcanet compare`)
 
 
 def level0(path):
@@ -89,7 +78,7 @@ def main():
                 client.run(lambda: None)
                 s = qd.segment(img, out, client=client, block=block, threads=1)
             labels = level0(out)
-            agree = min(agreement(labels[t], ref_labels[t]) for t in range(a.frames))
+            agree = min(agreement(labels[t], ref_labels[t])["agreement"] for t in range(a.frames))
             print(f"| qcanet.distributed, {workers} worker(s) x 1 thread | {s['seconds']:.1f} | "
                   f"{voxels / s['seconds'] / 1e6:.3f} | {s['nuclei']} | {agree:.4f} |")
 

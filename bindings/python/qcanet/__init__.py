@@ -136,7 +136,28 @@ def _nvidia_wheel_dirs():
     return dirs
 
 
-class Model:
+class _Handle:
+    """A handle of the library, freed once: by ``close()``, at the end of a ``with`` block,
+    or when collected. ``_free`` names the C function that frees it."""
+    _free = ""
+    _h = None
+
+    def close(self):
+        if getattr(self, "_h", None):
+            getattr(_lib(), self._free)(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Model(_Handle):
     """NSN + NDN networks (or one joint network). ``Model()`` loads the embedded default.
 
     device: "auto" (CUDA when the GPU build of ONNX Runtime, a driver and a GPU are
@@ -146,6 +167,8 @@ class Model:
     CUDA's libraries are searched as the library does (README: GPU) and also in this
     interpreter's NVIDIA wheels (``pip install nvidia-cudnn-cu13 ...``).
     """
+
+    _free = "qca_model_free"
 
     def __init__(self, nsn=None, ndn=None, device="auto", threads=0, device_id=0, precision="auto"):
         lib = _lib()
@@ -166,20 +189,6 @@ class Model:
             _check(lib.qca_model_load(str(nsn).encode(), None if ndn is None else str(ndn).encode(),
                                       C.byref(o), C.byref(h)))
         self._h = h
-
-    def close(self):
-        if getattr(self, "_h", None):
-            _lib().qca_model_free(self._h)
-            self._h = None
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def describe(self) -> str:
         n = C.c_size_t()
@@ -292,7 +301,7 @@ def _record(row) -> dict:
     return out
 
 
-class Tracking:
+class Tracking(_Handle):
     """Tracks, divisions and criteria of a time lapse (from :func:`track`). Every table is a
     list of dicts, ready for ``pandas.DataFrame``: ``tracks`` (id, parent, start, end: the
     CTC ``L B E P``), ``divisions`` (frame, parent, daughters), ``points`` (one row per
@@ -300,6 +309,8 @@ class Tracking:
     mean_intensity), ``criteria`` (one row per frame: nuclei, volume and surface sum/mean/SD,
     sphericity_mean, mean_intensity, nearest_neighbour_um_mean, divisions, time) and
     ``rounds`` (one row per round of divisions: first/last frame, spread, mean, SD)."""
+
+    _free = "qca_tracking_free"
 
     def __init__(self, handle):
         self._h = handle
@@ -322,13 +333,6 @@ class Tracking:
         """The CTC ``res_track.txt``: ``L B E P`` per track."""
         return "".join(f"{t['id']} {t['start']} {t['end']} {t['parent']}\n" for t in self.tracks)
 
-    def close(self):
-        if getattr(self, "_h", None):
-            _lib().qca_tracking_free(self._h)
-            self._h = None
-
-    def __del__(self):
-        self.close()
 
 
 def track(frames, voxel_size, images=None, interval=None, **params) -> Tracking:
@@ -388,7 +392,7 @@ def _zyx_sizes(name, v):
     return t
 
 
-class Job:
+class Job(_Handle):
     """A block job on disk: one OME-Zarr image segmented block by block by any number of
     processes (what ``qcanet.distributed.segment`` runs on Dask workers). Every step is a
     method; each may run again after a failure, in any process that opened the job
@@ -396,6 +400,8 @@ class Job:
     ``segment_block(model, t, index)`` for every ``index`` in ``blocks()``, then
     ``stitch(t)``; then ``prepare_output()``, ``write_block(t, index)`` for every frame
     and block, and ``finish()``. README: "Past one machine"."""
+
+    _free = "qca_job_free"
 
     def __init__(self, handle):
         self._h = handle
@@ -503,20 +509,6 @@ class Job:
                 self.write_block(t, i)
         self.finish()
         return nuclei
-
-    def close(self):
-        if getattr(self, "_h", None):
-            _lib().qca_job_free(self._h)
-            self._h = None
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def postprocess(nsn_prob, ndn_prob, voxel_size=(1.0, 1.0, 1.0), **post) -> np.ndarray:

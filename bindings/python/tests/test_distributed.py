@@ -4,6 +4,7 @@ that leaves the output whole. The image is a generated 2-frame embryo (t, z, y, 
 8 blocks per frame."""
 import os
 import signal
+import sys
 import subprocess
 import threading
 import time
@@ -17,7 +18,10 @@ from ome_zarr.format import FormatV05
 from ome_zarr.writer import write_image
 
 import qcanet
-from conftest import QCANET
+from conftest import QCANET, ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+from compare_labels import agreement  # noqa: E402  (the project's rule: `qcanet compare`)
 
 distributed = pytest.importorskip("distributed")
 from qcanet import distributed as qd  # noqa: E402
@@ -54,28 +58,6 @@ def levels(path):
     return [np.asarray(g[d["path"]]) for d in ms["datasets"]]
 
 
-def agreement(a, b):
-    """Share of the foreground voxels (of either) in nuclei that a and b pair one to one
-    (each the other's largest overlap): 1.0 for the same partition, whatever the numbering."""
-    fg = (a > 0) | (b > 0)
-    pairs, counts = np.unique(np.stack([a[fg], b[fg]]), axis=1, return_counts=True)
-    best_a, best_b = {}, {}
-    for (x, y), n in zip(pairs.T, counts):
-        if x and y:
-            if n > best_a.get(x, (0, 0))[1]:
-                best_a[x] = (y, n)
-            if n > best_b.get(y, (0, 0))[1]:
-                best_b[y] = (x, n)
-    agreed = sum(n for x, (y, n) in best_a.items() if best_b[y][0] == x)
-    return agreed / fg.sum()
-
-
-def test_agreement_measure():
-    a = np.array([[[0, 1, 1, 2, 2]]], np.uint32)
-    assert agreement(a, a * 7) == 1.0
-    assert agreement(a, np.array([[[0, 1, 1, 1, 1]]], np.uint32)) == 0.5
-
-
 def check_same(labels, ref):
     """The issue's rule for block runs: nuclei within 0.5 %, partitions agreeing on 99.5 %
     of the foreground, every level of the image."""
@@ -83,7 +65,7 @@ def check_same(labels, ref):
     for t in range(ref[0].shape[0]):
         n, n_ref = len(np.unique(labels[0][t])) - 1, len(np.unique(ref[0][t])) - 1
         assert n_ref > 10 and abs(n - n_ref) <= 0.005 * n_ref, (t, n, n_ref)
-        assert agreement(labels[0][t], ref[0][t]) >= 0.995
+        assert agreement(labels[0][t], ref[0][t])["agreement"] >= 0.995
     for lo, lo_ref in zip(labels[1:], ref[1:]):
         assert (lo == lo_ref).mean() >= 0.99
 
