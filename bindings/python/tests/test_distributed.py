@@ -183,3 +183,19 @@ def test_the_readme_slurm_cluster_builds_its_job_script():
         script = cluster.job_script()
     assert "#SBATCH --partition=cpu" in script and "#SBATCH -t 02:00:00" in script
     assert "--nworkers 4" in script and "--nthreads 1" in script
+
+
+def test_the_qcanet_dask_command(image, tmp_path, capsys):
+    img, ref = image
+    out = tmp_path / "out.ome.zarr"
+    assert qd.main([str(img), str(out), "--block", ",".join(map(str, BLOCK)), "--workers", "2", "--precision", "fp32",
+                    "-q"]) == 0
+    said = capsys.readouterr().out
+    nuclei = [len(np.unique(ref[0][t])) - 1 for t in range(2)]
+    assert f"{out}: 2 frame(s), nuclei {nuclei}, 8 blocks per frame (16 computed, 0 already done)" in said
+    np.testing.assert_array_equal(levels(out)[0], ref[0])
+    # an existing target: refused with the library's message, nothing written
+    assert qd.main([str(img), str(out), "--block", ",".join(map(str, BLOCK)), "--workers", "1", "-q"]) == 1
+    assert "exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        qd.main([str(img)])                     # neither OUTPUT nor --labels-into-input
