@@ -4,7 +4,11 @@ the OpenVINO build with its OpenVINO provider, so that the provider and the runt
 be told apart; then the embedded model's int8 version under OpenVINO (the CPU default where
 OpenVINO runs on AVX2), with its agreement with the fp32 labels.
 
-    python benches/providers.py QCANET_BINARY PLAIN_LIBONNXRUNTIME OPENVINO_LIBONNXRUNTIME [FOLDER]
+    python benches/providers.py QCANET_BINARY PLAIN_LIBONNXRUNTIME|- OPENVINO_LIBONNXRUNTIME [FOLDER]
+
+`-` for the plain runtime leaves its column out (a machine it was not carried to).
+QCANET_BENCH_ROUNDS sets the rounds (default 5). Under `taskset` the cores counted are the
+process's own (sched_getaffinity), as qcanet counts them.
 
 Runs `qcanet segment FOLDER --device cpu --timings` with each runtime in turn, ROUNDS times
 (alternating, so machine noise hits both alike), then one volume alone (a process start,
@@ -21,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROUNDS = 5
+ROUNDS = int(os.environ.get("QCANET_BENCH_ROUNDS", "5"))
 
 
 def timings(line):
@@ -52,10 +56,11 @@ def main():
             for i in range(6):
                 subprocess.run([binary, "synth", "-o", str(folder / f"e{i}.tif"), "--labels", str(work / f"gt{i}.tif"),
                                 "--nuclei", str(8 + 6 * i), "--seed", str(i), "--time", str(0.1 * i)],
-                               env=dict(os.environ, ORT_DYLIB_PATH=plain), check=True, capture_output=True)
+                               env=dict(os.environ, ORT_DYLIB_PATH=ov), check=True, capture_output=True)
     files = sorted(folder.glob("*.tif"))
     configs = (("default", plain, {}, "fp32"), ("ov-build-default", ov, {"QCANET_OPENVINO": "0"}, "fp32"),
                ("openvino", ov, {}, "fp32"), ("openvino-int8", ov, {}, "int8"))
+    configs = tuple(c for c in configs if c[1] != "-")
     res = {c[0]: [] for c in configs}
     single = {c[0]: [] for c in configs}
     for r in range(ROUNDS):
@@ -73,15 +78,22 @@ def main():
         _, out = run(binary, ov, ["compare", str(work / "out_openvino" / f.name), str(work / "out_openvino-int8" / f.name), "--json"])
         a = json.loads(out)
         fg, differ = fg + a["fg_voxels"], differ + a["differing_voxels"]
-    print(f"{len(files)} volumes from {folder}, {ROUNDS} alternating rounds, {os.cpu_count()} cores")
-    print(f"{'':28} {'1.31.1 default':>15} {'1.24.1 default':>15} {'1.24.1 OpenVINO':>16} {'OpenVINO int8':>14} "
-          f"{'OV fp32 / 1.31':>15} {'int8 / 1.31':>12}")
+    cores = len(os.sched_getaffinity(0))
+    print(f"{len(files)} volumes from {folder}, {ROUNDS} alternating rounds, {cores} cores")
+    titles = {"default": "1.31.1 default", "ov-build-default": "1.24.1 default", "openvino": "1.24.1 OpenVINO",
+              "openvino-int8": "OpenVINO int8"}
+    base = configs[0][0]
+    # ratios against the first column (the plain runtime where it ran, else the OpenVINO build's default provider)
+    ratios = (("openvino", f"OV fp32 / {titles[base][:6]}"), ("openvino-int8", f"int8 / {titles[base][:6]}"))
+    print(f"{'':28}" + "".join(f" {titles[c[0]]:>16}" for c in configs) + "".join(f" {r[1]:>16}" for r in ratios))
     rows = [(key, [statistics.median(t[key] for t in res[c[0]]) for c in configs]) for key in
             ("median_network_ms", "median_post_ms", "wall_per_volume_ms")]
     rows.append(("one volume, whole command s", [statistics.median(single[c[0]]) for c in configs]))
-    for key, (a, b, c, d) in rows:
-        print(f"{key:28} {a:15.3f} {b:15.3f} {c:16.3f} {d:14.3f} {a / c:15.2f} {a / d:12.2f}")
-    print(f"fp32 labels identical on every volume, all three runtimes: {same}")
+    names = [c[0] for c in configs]
+    for key, values in rows:
+        by = dict(zip(names, values))
+        print(f"{key:28}" + "".join(f" {v:16.3f}" for v in values) + "".join(f" {by[base] / by[r[0]]:16.2f}" for r in ratios))
+    print(f"fp32 labels identical on every volume, all {len(fp32)} fp32 runtimes: {same}")
     print(f"int8 against OpenVINO fp32: {100 * (1 - differ / max(fg, 1)):.2f} % of {fg} foreground voxels in the same nucleus")
     return 0 if same else 1
 
