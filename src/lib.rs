@@ -13,7 +13,6 @@
 
 pub mod blocks;
 pub mod capi;
-pub mod compile_cache;
 pub mod contract;
 pub mod criteria;
 pub mod cuda_libs;

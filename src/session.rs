@@ -169,7 +169,6 @@ impl Network {
         let build_as = |ep: Provider, auto_int8: bool| -> Result<(Session, Precision)> {
             let (bytes, precision) = variant(ep, auto_int8)?;
             let mut b = Session::builder(env).map_err(|e| model_err(name, e))?;
-            let mut cache = None;
             b = b.with_intra_threads(threads).map_err(|e| model_err(name, e))?;
             if ep == Provider::OpenVino {
                 // OpenVINO's CPU plugin compiles the network for this CPU (AVX-512, VNNI, ...);
@@ -182,11 +181,6 @@ impl Network {
                     // part of the machine leaves placement to the kernel.
                     use ort::ep::ArbitrarilyConfigurableExecutionProvider;
                     ov = ov.with_arbitrary_config("load_config", r#"{"CPU":{"ENABLE_CPU_PINNING":"NO"}}"#);
-                }
-                // the compiled network is kept between processes (see compile_cache)
-                cache = crate::compile_cache::Slot::open(&ort::info().to_string());
-                if let Some(dir) = cache.as_ref().and_then(|c| c.dir().to_str()) {
-                    ov = ov.with_cache_dir(dir);
                 }
                 let ov = ov.build().error_on_failure();
                 b = b.with_execution_providers([ov]).map_err(|e| Error::Model(format!("OpenVINO could not start: {e}")))?;
@@ -205,9 +199,6 @@ impl Network {
                 b = b.with_execution_providers([ep]).map_err(|e| Error::Model(format!("CUDA could not start: {e}")))?;
             }
             let session = b.commit_from_memory(bytes).map_err(|e| Error::Model(format!("{name}: not a loadable ONNX model ({e})")))?;
-            if let Some(c) = cache {
-                c.publish();
-            }
             Ok((session, precision))
         };
         let build = |ep: Provider| build_as(ep, true);

@@ -8,7 +8,6 @@
 #     post-processing, per volume over a folder, one volume as a whole command);
 #   - accuracy (qcanet evaluate) of fp32 and int8 on the validation embryos, and the int8 labels
 #     (brought back in $OUT to compare with another machine's);
-#   - OpenVINO's compiled-model cache (QCANET_CACHE_DIR) against none: model load time.
 # Writes report.txt, and labels-int8.tar.zst, to $OUT.
 #
 # Needs, from the repository root:
@@ -70,27 +69,6 @@ for p in fp32 int8; do
     say "$p: $(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); m=m.get('mean', m); print(' '.join(f'{k}={m[k]:.4f}' for k in ('iou','seg','mucov','f1') if k in m))" "$WORK/eval-$p.json")"
 done
 tar -C "$WORK" -cf - labels-int8 | "${ZSTD[@]}" -q -19 -o "$OUT/labels-int8.tar.zst"
-
-say ""
-say "== OpenVINO compiled-model cache, one volume as a whole command on 2 cores (alternating, 5 each)"
-one=${FILES[0]}
-for i in 1 2 3 4 5; do
-    for mode in off "$WORK/cache"; do
-        rm -f "$WORK/one.tif"
-        t0=$(date +%s.%N)
-        QCANET_CACHE_DIR=$mode "${PIN[@]}" "$BIN" segment "$one" -o "$WORK/one.tif" -q --device cpu --voxel-size "$VOXEL" --timings > "$WORK/t.txt"
-        t1=$(date +%s.%N)
-        echo "$([ "$mode" = off ] && echo off || echo on) $(python3 -c "print(f'{$t1-$t0:.3f}')") $(grep -o 'load_ms=[0-9.]*' "$WORK/t.txt" | cut -d= -f2)" >> "$WORK/cache.txt"
-    done
-done
-python3 - "$WORK/cache.txt" <<'EOF' | tee -a "$REPORT"
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-for mode in ("off", "on"):
-    r = [(float(w), float(l)) for m, w, l in rows if m == mode]
-    print(f"cache {mode}: whole command median {statistics.median(w for w, _ in r):.3f} s, model load median {statistics.median(l for _, l in r):.1f} ms ({len(r)} runs)")
-EOF
-ls -la "$WORK/cache"/* 2>&1 | head -5 | tee -a "$REPORT"
 
 say ""
 say "== all $(nproc) cores, folder of ${#FILES[@]} (one run each)"
