@@ -251,8 +251,13 @@ pub trait VolumeSource {
     fn dims(&self) -> [usize; 3];
     /// The voxels of `[start, end)` (z, y, x order) as f32.
     fn read(&mut self, start: [usize; 3], end: [usize; 3]) -> Result<Vec<f32>>;
-    /// Calls `visit` on every z plane (for the volume's intensity statistics).
+    /// Calls `visit` on pieces that cover the volume once, in no promised shape (z planes,
+    /// or slabs cut into bands): for statistics that take the values in any order.
     fn for_each_plane(&mut self, visit: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>;
+    /// How many z planes are best read together (a chunk's depth: each chunk decoded once).
+    fn z_step(&self) -> usize {
+        1
+    }
 }
 
 /// Where the provisional labels of the cores go.
@@ -375,6 +380,9 @@ impl VolumeSource for TiffSource {
     }
 }
 
+/// Most raw voxels [`ScratchLabels::measure`] holds at once (64 MB of f32).
+const MEASURE_SLAB_VOXELS: usize = 16 << 20;
+
 /// Provisional labels in a scratch file beside the output (4 bytes a voxel), for volumes
 /// whose labels do not fit in memory.
 pub struct ScratchLabels {
@@ -402,6 +410,31 @@ impl ScratchLabels {
 }
 
 impl ScratchLabels {
+    /// The per-nucleus measurements of a frame segmented block by block: the final labels
+    /// (these provisional ones through `run`) plane by plane, with the raw intensities of
+    /// `source` (the frame's channel, unscaled). Memory: a slab of `source.z_step()` planes
+    /// and a row per nucleus.
+    pub fn measure(&self, run: &BlockRun, source: &mut dyn VolumeSource, voxel: [f64; 3]) -> Result<Vec<crate::Nucleus>> {
+        if source.dims() != self.dims {
+            return Err(Error::Internal(format!("measuring labels of {:?} with an image of {:?}", self.dims, source.dims())));
+        }
+        let mut m = crate::measure::PlaneMeasure::new(self.dims, run.n_nuclei)?;
+        let [nz, ny, nx] = self.dims;
+        // a chunk's depth, but never more than MEASURE_SLAB_VOXELS at once (a deeper chunk is
+        // then decoded once per slab: time, not memory)
+        let step = source.z_step().min(MEASURE_SLAB_VOXELS / (ny * nx).max(1)).clamp(1, nz.max(1));
+        for z0 in (0..nz).step_by(step) {
+            let z1 = (z0 + step).min(nz);
+            let raw = source.read([z0, 0, 0], [z1, ny, nx])?;
+            for (z, raw) in (z0..z1).zip(raw.chunks_exact(ny * nx)) {
+                let mut labels = self.plane(z)?;
+                run.apply(&mut labels);
+                m.add(&labels, Some(raw))?;
+            }
+        }
+        m.finish(voxel)
+    }
+
     /// The labels of `[start, end)` (z, y, x order), read row by row.
     pub fn region(&self, start: [usize; 3], end: [usize; 3]) -> Result<Vec<u32>> {
         use std::os::unix::fs::FileExt;

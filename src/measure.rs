@@ -145,23 +145,8 @@ pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Opt
         .fold(
             || vec![Acc::new(); index.len()],
             |mut acc, z| {
-                for i in z * plane..(z + 1) * plane {
-                    let l = labels[i] as usize;
-                    if l == 0 {
-                        continue;
-                    }
-                    let c = [z as u32, ((i / dims[2]) % dims[1]) as u32, (i % dims[2]) as u32];
-                    let a = &mut acc[index.index(l as u32)];
-                    a.n += 1;
-                    for k in 0..3 {
-                        a.sum[k] += c[k] as f64;
-                        a.min[k] = a.min[k].min(c[k]);
-                        a.max[k] = a.max[k].max(c[k]);
-                    }
-                    if let Some(iv) = intensity {
-                        a.isum += iv[i] as f64;
-                    }
-                }
+                let at = z * plane..(z + 1) * plane;
+                add_plane(&mut acc, |l| index.index(l), z, &labels[at.clone()], intensity.map(|i| &i[at]), dims[2]);
                 acc
             },
         )
@@ -174,10 +159,36 @@ pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Opt
                 a
             },
         );
+    Ok(nuclei(&accs, &index.labels, voxel))
+}
+
+/// Adds plane `z` (labels, and intensities of the same length) to the table; `slot` gives a
+/// label's row. The one place where a voxel is counted.
+fn add_plane(accs: &mut [Acc], slot: impl Fn(u32) -> usize, z: usize, labels: &[u32], intensity: Option<&[f32]>, nx: usize) {
+    for (i, &l) in labels.iter().enumerate() {
+        if l == 0 {
+            continue;
+        }
+        let c = [z as u32, (i / nx) as u32, (i % nx) as u32];
+        let a = &mut accs[slot(l)];
+        a.n += 1;
+        for k in 0..3 {
+            a.sum[k] += c[k] as f64;
+            a.min[k] = a.min[k].min(c[k]);
+            a.max[k] = a.max[k].max(c[k]);
+        }
+        if let Some(iv) = intensity {
+            a.isum += iv[i] as f64;
+        }
+    }
+}
+
+/// The nuclei of a table whose rows belong to `labels` (rows with no voxel are skipped).
+fn nuclei(accs: &[Acc], labels: &[u32], voxel: [f64; 3]) -> Vec<Nucleus> {
     let vv = voxel[0] * voxel[1] * voxel[2];
-    Ok(accs
-        .iter()
-        .zip(&index.labels)
+    accs.iter()
+        .zip(labels)
+        .filter(|(a, _)| a.n > 0)
         .map(|(a, &l)| {
             let c = [a.sum[0] / a.n as f64, a.sum[1] / a.n as f64, a.sum[2] / a.n as f64];
             Nucleus {
@@ -192,7 +203,55 @@ pub fn measure(labels: &[u32], dims: [usize; 3], voxel: [f64; 3], intensity: Opt
                 total_intensity: a.isum,
             }
         })
-        .collect())
+        .collect()
+}
+
+/// [`measure`] for a volume that is never whole in memory (segmented block by block): planes
+/// are added in z order, and the labels are `1..=max_label`, as a block run numbers them, so
+/// the table is sized by the nuclei. Gives exactly what [`measure`] gives on the whole volume.
+pub struct PlaneMeasure {
+    dims: [usize; 3],
+    accs: Vec<Acc>,
+    next_z: usize,
+}
+
+impl PlaneMeasure {
+    /// Refuses more than [`MAX_DISTINCT_LABELS`] labels.
+    pub fn new(dims: [usize; 3], max_label: u32) -> Result<PlaneMeasure> {
+        voxel_count(dims)?;
+        if max_label as usize > MAX_DISTINCT_LABELS {
+            return Err(Error::invalid(format!("{max_label} labels; at most {MAX_DISTINCT_LABELS} are measured")));
+        }
+        Ok(PlaneMeasure { dims, accs: vec![Acc::new(); max_label as usize], next_z: 0 })
+    }
+
+    /// Adds the next z plane: its labels and, optionally, its intensities.
+    pub fn add(&mut self, labels: &[u32], intensity: Option<&[f32]>) -> Result<()> {
+        let plane = self.dims[1] * self.dims[2];
+        if self.next_z >= self.dims[0] {
+            return Err(Error::invalid(format!("plane {} added to a volume of {} planes", self.next_z, self.dims[0])));
+        }
+        if labels.len() != plane || intensity.is_some_and(|i| i.len() != plane) {
+            return Err(Error::invalid(format!("a plane of {:?} holds {plane} values", &self.dims[1..])));
+        }
+        let top = self.accs.len() as u32;
+        if let Some(&l) = labels.iter().find(|&&l| l > top) {
+            return Err(Error::invalid(format!("label {l} in plane {}; the labels measured are 1..={top}", self.next_z)));
+        }
+        add_plane(&mut self.accs, |l| l as usize - 1, self.next_z, labels, intensity, self.dims[2]);
+        self.next_z += 1;
+        Ok(())
+    }
+
+    /// The nuclei, sorted by label, once every plane was added.
+    pub fn finish(self, voxel: [f64; 3]) -> Result<Vec<Nucleus>> {
+        if self.next_z != self.dims[0] {
+            return Err(Error::invalid(format!("{} of {} planes measured", self.next_z, self.dims[0])));
+        }
+        crate::plan::check_voxel_size(voxel, "the voxel size")?;
+        let labels: Vec<u32> = (1..=self.accs.len() as u32).collect();
+        Ok(nuclei(&self.accs, &labels, voxel))
+    }
 }
 
 /// CSV with a header row; one line per nucleus.
@@ -254,6 +313,32 @@ mod tests {
         assert_eq!((n.mean_intensity, n.total_intensity), (2.0, 16.0));
         assert!(to_csv(&m).lines().nth(1).unwrap().starts_with("3,8,4.0000,"));
         assert!(measure(&lab[..5], dims, [1.0; 3], None).is_err());
+    }
+
+    #[test]
+    fn planes_added_one_by_one_measure_as_the_whole_volume() {
+        let v = crate::synth::generate(&crate::synth::SynthParams { n_nuclei: 9, seed: 3, ..Default::default() });
+        let img: Vec<f32> = v.image.iter().map(|&a| a as f32).collect();
+        let voxel = [1.75, 0.8, 0.8];
+        let whole = measure(&v.labels, v.dims, voxel, Some(&img)).unwrap();
+        let top = *v.labels.iter().max().unwrap();
+        let plane = v.dims[1] * v.dims[2];
+        let mut m = PlaneMeasure::new(v.dims, top).unwrap();
+        for (l, i) in v.labels.chunks(plane).zip(img.chunks(plane)) {
+            m.add(l, Some(i)).unwrap();
+        }
+        assert_eq!(m.finish(voxel).unwrap(), whole);
+        // refusals: a label over the count, a short plane, too many or too few planes
+        let mut m = PlaneMeasure::new([2, 1, 2], 1).unwrap();
+        assert!(m.add(&[0, 2], None).is_err());
+        assert!(m.add(&[0], None).is_err());
+        m.add(&[1, 0], None).unwrap();
+        assert!(PlaneMeasure::new([2, 1, 2], 1).unwrap().finish([1.0; 3]).is_err());
+        m.add(&[0, 1], None).unwrap();
+        assert!(m.add(&[0, 1], None).is_err());
+        let n = m.finish([1.0; 3]).unwrap();
+        assert_eq!((n[0].voxels, n[0].bbox_min, n[0].bbox_max), (2, [0, 0, 0], [1, 0, 1]));
+        assert!(PlaneMeasure::new([1, 1, 1], MAX_DISTINCT_LABELS as u32 + 1).is_err());
     }
 
     #[test]

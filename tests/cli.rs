@@ -205,8 +205,15 @@ fn block_by_block_streams_a_time_series_and_keeps_its_calibration() {
     // no scratch file left beside the output
     let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 3, "{left:?}");
-    // --measure is not offered block by block yet: said, and nothing written
+    // --measure block by block: the CSV `qcanet measure` gives for the same labels and image,
+    // byte for byte, both frames
     let m = d.path().join("m.tif");
-    one_error_line(&qcanet(&["segment", s(&p), "-o", s(&m), "-q", "--blocks", "20,32,48", "--measure"]), "--measure is not available");
-    assert!(!m.exists());
+    ok(&qcanet(&["segment", s(&p), "-o", s(&m), "-q", "--blocks", "20,32,48", "--measure"]));
+    let reference = d.path().join("reference.csv");
+    ok(&qcanet(&["measure", s(&m), "--image", s(&p), "-o", s(&reference)]));
+    let (got, want) = (std::fs::read_to_string(d.path().join("m.csv")).unwrap(), std::fs::read_to_string(&reference).unwrap());
+    assert_eq!(got, want);
+    let frames: std::collections::BTreeSet<_> = got.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();
+    assert_eq!(frames.into_iter().collect::<Vec<_>>(), ["0", "1"]);
+    assert!(got.lines().count() > 5, "{got}");
 }

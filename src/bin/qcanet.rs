@@ -737,7 +737,7 @@ fn segment(
                     let r = tiff::write_labels_timed(&f.output, &labels, f.dims, f.frames, f.voxel_size, f.frame_interval.as_ref())
                         .and_then(|_| {
                             if want.csv {
-                                qcanet::io::atomic::write_bytes(&f.output.with_extension("csv"), csv.as_bytes())
+                                qcanet::io::atomic::write_bytes(&measurements_path(&f.output), csv.as_bytes())
                             } else {
                                 Ok(())
                             }
@@ -998,11 +998,6 @@ fn segment_streamed(
     quiet: bool,
 ) -> Result<Vec<u32>> {
     use qcanet::blocks::{self, ScratchLabels, TiffSource};
-    if want.csv {
-        return Err(Error::invalid(
-            "--measure is not available for stacks segmented block by block yet: run `qcanet measure` on the labels, or --blocks whole",
-        ));
-    }
     if channel >= big.channels() {
         return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", big.channels())));
     }
@@ -1092,6 +1087,25 @@ fn segment_streamed(
         };
         done.push((store, run));
     }
+    // --measure: the frames' final labels plane by plane against the raw planes (one more
+    // pass over both, never a whole volume), written once the labels are
+    let mut csv = String::new();
+    if want.csv {
+        let voxel = used_voxel.unwrap_or([1.0; 3]);
+        for (t, (store, run)) in done.iter().enumerate() {
+            let nuclei = match big {
+                BigInput::Tiff(_) => {
+                    let r = reader.take().ok_or_else(|| Error::Internal("the TIFF reader is gone".into()))?;
+                    let mut source = TiffSource::new(r, t, channel)?;
+                    let m = store.measure(run, &mut source, voxel)?;
+                    reader = Some(source.into_reader());
+                    m
+                }
+                BigInput::Zarr(z) => store.measure(run, &mut ome_zarr::ZarrSource { image: z, t, c: channel }, voxel)?,
+            };
+            push_frame_csv(&mut csv, t, &nuclei);
+        }
+    }
     let t_write = Instant::now();
     let max = done.iter().map(|(_, r)| r.n_nuclei).max().unwrap_or(0);
     match big {
@@ -1118,6 +1132,9 @@ fn segment_streamed(
                 Ok(tiff::label_page(&plane, kind))
             })?;
         }
+    }
+    if want.csv {
+        qcanet::io::atomic::write_bytes(&measurements_path(output), csv.as_bytes())?;
     }
     if want.timings {
         let voxels = dims.iter().map(|&d| d as f64).product::<f64>() * frames as f64;
@@ -1180,6 +1197,17 @@ fn not_an_input(out: &Path, inputs: &[&Path]) -> Result<()> {
     }
 }
 
+/// Where `--measure` writes a result's measurements: NAME.csv beside it (`x.tif`,
+/// `x.ome.tif` and `x.ome.zarr` give `x.csv`).
+fn measurements_path(result: &Path) -> PathBuf {
+    let name = result.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
+    match [".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr"].iter().find(|s| lower.ends_with(*s) && lower.len() > s.len()) {
+        Some(suffix) => result.with_file_name(format!("{}.csv", &name[..name.len() - suffix.len()])),
+        None => result.with_extension("csv"),
+    }
+}
+
 /// Where each input's result goes. Refused before any work: a result that would land on
 /// an input (`-o` naming an input, or the input folder itself), two inputs with one
 /// result name, a `.tif` file name given for several results.
@@ -1201,7 +1229,7 @@ fn plan_outputs(files: &[PathBuf], output: &Path, to_folder: bool, csv: bool) ->
     for f in files {
         let name = f.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file name", f.display())))?;
         let o = if to_folder { output.join(name) } else { output.to_path_buf() };
-        let written = if csv { vec![o.clone(), o.with_extension("csv")] } else { vec![o.clone()] };
+        let written = if csv { vec![o.clone(), measurements_path(&o)] } else { vec![o.clone()] };
         for w in written {
             not_an_input(&w, &inputs)?;
             if let Some(prev) = by_output.insert(w.clone(), f) {

@@ -364,6 +364,9 @@ impl crate::blocks::VolumeSource for ZarrSource<'_> {
         }
         Ok(())
     }
+    fn z_step(&self) -> usize {
+        (self.image.chunks[self.image.zyx[0]] as usize).max(1)
+    }
 }
 
 /// Where a label image goes.

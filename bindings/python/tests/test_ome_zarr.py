@@ -111,3 +111,32 @@ def test_a_time_series_is_segmented_frame_by_frame(synth_embryo, tmp_path):
     ms = zarr.open_group(str(out), mode="r").attrs.asdict()["ome"]["multiscales"][0]
     assert ms["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
     assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][0] == 60.0
+
+
+def test_measure_block_by_block_names_the_csv_after_the_image_and_counts_every_voxel(synth_embryo, tmp_path):
+    raw, _, _, _ = synth_embryo
+    series = np.stack([raw, raw[:, :, ::-1]])
+    path = tmp_path / "tzyx.ome.zarr"
+    write_image(series, str(path), scale_factors=[], fmt=FormatV05(), axes="tzyx",
+                scale={"t": 60.0, **VOXEL}, axes_units={"t": "second", **{k: "micrometer" for k in "zyx"}},
+                storage_options={"chunks": (1, 16, 64, 64)})
+    out = tmp_path / "out.ome.zarr"
+    segment(path, "-o", out, "--blocks", "16,64,64", "--measure")
+    assert not (tmp_path / "out.ome.csv").exists()
+    rows = (tmp_path / "out.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    table = [dict(zip(head, r.split(","))) for r in rows[1:]]
+    _, labels = read_labels(out)
+    # every nucleus of every frame, with its voxels, intensity sum and centroid from the
+    # labels and the raw image as numpy computes them
+    for t in range(2):
+        got = {int(r["label"]): r for r in table if r["frame"] == str(t)}
+        ids = [i for i in np.unique(labels[t]) if i]
+        assert sorted(got) == ids and len(ids) > 3
+        for i in ids:
+            where = labels[t] == i
+            assert int(got[i]["voxels"]) == where.sum()
+            assert float(got[i]["total_intensity"]) == pytest.approx(series[t][where].astype(float).sum(), rel=1e-9)
+            zyx = np.argwhere(where).mean(axis=0)
+            assert [float(got[i][f"centroid_{a}"]) for a in "zyx"] == pytest.approx(zyx, abs=1e-3)
+            assert float(got[i]["volume_um3"]) == pytest.approx(where.sum() * 1.75 * 0.8 * 0.8, rel=1e-4)
