@@ -283,6 +283,53 @@ typedef struct QcaModelOptions {
 typedef int32_t (*QcaProgressFn)(float fraction, void *user_data);
 
 /*
+ Seconds spent in each stage of one `qca_segment_*` call (see `QcaSegmentParams.timings`):
+ the breakdown `qcanet segment --timings` prints. `prepare_s` is timed around
+ `normalise_s` and `resample_s`, `post_s` around the post-processing steps and
+ `resample_back_s`.
+ */
+typedef struct QcaTimings {
+  /*
+   `sizeof(QcaTimings)` as the caller knows it.
+   */
+  uint32_t struct_size;
+  /*
+   Normalisation and resampling to the model grid.
+   */
+  double prepare_s;
+  double normalise_s;
+  double resample_s;
+  /*
+   The networks over all tiles (host/device copies included).
+   */
+  double network_s;
+  /*
+   Everything after the networks.
+   */
+  double post_s;
+  /*
+   Threshold and fill holes.
+   */
+  double mask_s;
+  /*
+   Markers (components, or smoothing + local maxima).
+   */
+  double markers_s;
+  /*
+   The landscape (distance transform).
+   */
+  double landscape_s;
+  /*
+   The flood, the unmarked components and the relabelling.
+   */
+  double watershed_s;
+  /*
+   Labels back to the input grid.
+   */
+  double resample_back_s;
+} QcaTimings;
+
+/*
  Per-call settings. Fill with `qca_segment_params_default(&p, sizeof p)` first: every field then
  means "as the model says", and you change only what you want.
  */
@@ -349,6 +396,11 @@ typedef struct QcaSegmentParams {
    the plan reports it.
    */
   int32_t voxel_size_source;
+  /*
+   Where this call's stage times go (NULL: not reported): set `timings->struct_size`
+   to `sizeof(QcaTimings)` first. Filled only when the call succeeds.
+   */
+  struct QcaTimings *timings;
 } QcaSegmentParams;
 
 /*
@@ -658,7 +710,7 @@ const char *qca_runtime_info(void);
 /*
  This library's size of a struct of this API by name ("QcaModelOptions",
  "QcaSegmentParams", "QcaImageInfo", "QcaTrackParams", "QcaTrack", "QcaDivision",
- "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound"), 0 for another name or NULL. For hosts that declare the structs at run
+ "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound", "QcaBlockOptions", "QcaTimings"), 0 for another name or NULL. For hosts that declare the structs at run
  time from the header shipped with this library (MATLAB's `loadlibrary`) and so cannot
  take `sizeof`; a C caller passes `sizeof` of its own struct instead.
 

@@ -176,6 +176,56 @@ pub struct QcaSegmentParams {
     /// `QCA_VOXEL_SIZE_FILE` (the image's own calibration, e.g. read with `qca_image_info`);
     /// the plan reports it.
     pub voxel_size_source: i32,
+    /// Where this call's stage times go (NULL: not reported): set `timings->struct_size`
+    /// to `sizeof(QcaTimings)` first. Filled only when the call succeeds.
+    pub timings: *mut QcaTimings,
+}
+
+/// Seconds spent in each stage of one `qca_segment_*` call (see `QcaSegmentParams.timings`):
+/// the breakdown `qcanet segment --timings` prints. `prepare_s` is timed around
+/// `normalise_s` and `resample_s`, `post_s` around the post-processing steps and
+/// `resample_back_s`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaTimings {
+    /// `sizeof(QcaTimings)` as the caller knows it.
+    pub struct_size: u32,
+    /// Normalisation and resampling to the model grid.
+    pub prepare_s: f64,
+    pub normalise_s: f64,
+    pub resample_s: f64,
+    /// The networks over all tiles (host/device copies included).
+    pub network_s: f64,
+    /// Everything after the networks.
+    pub post_s: f64,
+    /// Threshold and fill holes.
+    pub mask_s: f64,
+    /// Markers (components, or smoothing + local maxima).
+    pub markers_s: f64,
+    /// The landscape (distance transform).
+    pub landscape_s: f64,
+    /// The flood, the unmarked components and the relabelling.
+    pub watershed_s: f64,
+    /// Labels back to the input grid.
+    pub resample_back_s: f64,
+}
+
+impl QcaTimings {
+    fn of(t: &crate::StageTimes) -> QcaTimings {
+        QcaTimings {
+            struct_size: std::mem::size_of::<QcaTimings>() as u32,
+            prepare_s: t.prepare_s,
+            normalise_s: t.normalise_s,
+            resample_s: t.resample_s,
+            network_s: t.network_s,
+            post_s: t.post_s,
+            mask_s: t.post.mask_s,
+            markers_s: t.post.markers_s,
+            landscape_s: t.post.landscape_s,
+            watershed_s: t.post.watershed_s,
+            resample_back_s: t.resample_back_s,
+        }
+    }
 }
 
 /// `QcaSegmentParams.voxel_size_source`: the caller chose the voxel size.
@@ -555,7 +605,7 @@ unsafe fn write_versioned<T: Copy>(
 
 /// This library's size of a struct of this API by name ("QcaModelOptions",
 /// "QcaSegmentParams", "QcaImageInfo", "QcaTrackParams", "QcaTrack", "QcaDivision",
-/// "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound"), 0 for another name or NULL. For hosts that declare the structs at run
+/// "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound", "QcaBlockOptions", "QcaTimings"), 0 for another name or NULL. For hosts that declare the structs at run
 /// time from the header shipped with this library (MATLAB's `loadlibrary`) and so cannot
 /// take `sizeof`; a C caller passes `sizeof` of its own struct instead.
 ///
@@ -577,6 +627,7 @@ pub unsafe extern "C" fn qca_struct_size(name: *const c_char) -> usize {
         b"QcaFrameCriteria" => std::mem::size_of::<QcaFrameCriteria>(),
         b"QcaDivisionRound" => std::mem::size_of::<QcaDivisionRound>(),
         b"QcaBlockOptions" => std::mem::size_of::<QcaBlockOptions>(),
+        b"QcaTimings" => std::mem::size_of::<QcaTimings>(),
         _ => 0,
     }
 }
@@ -710,9 +761,25 @@ pub unsafe extern "C" fn qca_segment_params_default(p: *mut QcaSegmentParams, st
     guard(|| write_versioned(p, struct_size, default_params(), &params_fields(), "QcaSegmentParams"))
 }
 
-fn params_fields() -> [(usize, usize); 15] {
+fn params_fields() -> [(usize, usize); 16] {
     field_spans!(QcaSegmentParams: struct_size, voxel_size, fg_threshold, centre_threshold, markers, marker_sigma_um,
-        landscape, fill_holes, min_volume_um3, connectivity, tile, overlap, progress, user_data, voxel_size_source)
+        landscape, fill_holes, min_volume_um3, connectivity, tile, overlap, progress, user_data, voxel_size_source, timings)
+}
+
+fn timings_fields() -> [(usize, usize); 11] {
+    field_spans!(QcaTimings: struct_size, prepare_s, normalise_s, resample_s, network_s, post_s, mask_s, markers_s,
+        landscape_s, watershed_s, resample_back_s)
+}
+
+/// The caller's `QcaTimings` size, checked before any work (so that a bad one fails the
+/// call with nothing written).
+unsafe fn timings_size(t: *mut QcaTimings) -> std::result::Result<usize, (QcaStatus, String)> {
+    let size = std::ptr::read_unaligned(t as *const u32) as usize;
+    let n = size.min(std::mem::size_of::<QcaTimings>());
+    if size < 4 || cuts_a_field(&timings_fields(), n) {
+        return Err(invalid(format!("timings->struct_size is {size}: set it to sizeof(QcaTimings)")));
+    }
+    Ok(n)
 }
 
 fn default_params() -> QcaSegmentParams {
@@ -732,6 +799,7 @@ fn default_params() -> QcaSegmentParams {
         progress: None,
         user_data: std::ptr::null_mut(),
         voxel_size_source: QCA_VOXEL_SIZE_CALLER,
+        timings: std::ptr::null_mut(),
     }
 }
 
@@ -851,10 +919,16 @@ unsafe fn segment_typed<T: Voxels>(
                 None => true,
             }
         };
+        let timings_n = if c.timings.is_null() { None } else { Some(timings_size(c.timings)?) };
         let seg = m.inner.segment(&vol, d, &params, Some(&progress)).c()?;
         std::ptr::copy_nonoverlapping(seg.labels.as_ptr(), labels_out, n);
         if !n_nuclei.is_null() {
             *n_nuclei = seg.n_nuclei;
+        }
+        if let Some(tn) = timings_n {
+            let mut full = QcaTimings::of(&seg.timings);
+            full.struct_size = tn as u32;
+            std::ptr::copy_nonoverlapping(&full as *const QcaTimings as *const u8, c.timings as *mut u8, tn);
         }
         Ok(())
     })

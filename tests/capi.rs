@@ -302,6 +302,57 @@ fn absurd_sizes_are_errors_not_crashes() {
 /// (a field boundary or the whole struct) or refused with QCA_ERR_INVALID_ARGUMENT; none
 /// reads past what the caller owns or crashes.
 #[test]
+fn stage_times_are_reported_only_on_success_and_only_as_far_as_the_callers_struct() {
+    let m = threshold_pair();
+    let dims = [8usize, 24, 24];
+    let v: Vec<f32> = (0..8 * 24 * 24).map(|i| if (i / 24) % 24 > 12 { 1.0 } else { 0.1 }).collect();
+    let mut lab = vec![7u32; v.len()];
+    let mut k = 0u32;
+    let sentinel =
+        QcaTimings { struct_size: std::mem::size_of::<QcaTimings>() as u32, network_s: -5.0, watershed_s: -5.0, ..Default::default() };
+    let mut t = sentinel;
+    let mut p = params();
+    p.timings = &mut t;
+    unsafe {
+        assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_OK, "{}", last_error());
+        assert_eq!(qca_struct_size(c"QcaTimings".as_ptr()), std::mem::size_of::<QcaTimings>());
+    }
+    assert!(t.network_s > 0.0 && t.watershed_s >= 0.0 && t.post_s > 0.0, "{t:?}");
+    // stages are timed around their steps
+    assert!(t.normalise_s + t.resample_s <= t.prepare_s + 1e-6, "{t:?}");
+    let steps = t.mask_s + t.markers_s + t.landscape_s + t.watershed_s + t.resample_back_s;
+    assert!(steps <= t.post_s + 1e-3, "{t:?}");
+    assert_eq!(t.struct_size as usize, std::mem::size_of::<QcaTimings>());
+    // a failing call leaves them as they were, and so does a bad struct_size (refused
+    // before any work: the labels are untouched too)
+    let mut t = sentinel;
+    let mut bad = params();
+    bad.timings = &mut t;
+    bad.markers = 9;
+    unsafe { assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &bad, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT) };
+    assert_eq!((t.network_s, t.watershed_s), (-5.0, -5.0));
+    let mut lab2 = vec![7u32; v.len()];
+    for size in [0u32, 3, 12] {
+        let mut t = QcaTimings { struct_size: size, network_s: -5.0, ..Default::default() };
+        let mut p = params();
+        p.timings = &mut t;
+        unsafe { assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab2.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT) };
+        assert!(last_error().contains("timings->struct_size"), "{}", last_error());
+        assert_eq!(t.network_s, -5.0);
+        assert!(lab2.iter().all(|&l| l == 7));
+    }
+    // an older caller's shorter struct: filled up to its last field, not a byte further
+    let short = std::mem::offset_of!(QcaTimings, network_s) + 8;
+    let mut t = QcaTimings { struct_size: short as u32, network_s: -5.0, post_s: -5.0, ..Default::default() };
+    let mut p = params();
+    p.timings = &mut t;
+    unsafe { assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &p, lab.as_mut_ptr(), &mut k), QCA_OK) };
+    assert!(t.network_s > 0.0);
+    assert_eq!((t.struct_size as usize, t.post_s), (short, -5.0));
+    unsafe { qca_model_free(m) };
+}
+
+#[test]
 fn every_struct_size_is_accepted_or_refused() {
     let m = threshold_pair();
     let dims = [4usize, 16, 16];
@@ -328,6 +379,7 @@ fn every_struct_size_is_accepted_or_refused() {
         (offset_of!(QcaSegmentParams, progress), size_of_val(&q.progress)),
         (offset_of!(QcaSegmentParams, user_data), size_of_val(&q.user_data)),
         (offset_of!(QcaSegmentParams, voxel_size_source), size_of_val(&q.voxel_size_source)),
+        (offset_of!(QcaSegmentParams, timings), size_of_val(&q.timings)),
     ];
     for size in 0..full + 16 {
         let mut p = params();

@@ -10,6 +10,7 @@
  * failure qca_last_error() says why. Compiles as C99 and as C++.
  */
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "qcanet.h"
@@ -61,11 +62,17 @@ int main(int argc, char **argv) {
     double vs[3] = {1.75, 0.8, 0.8};
     if (info.has_voxel_size) { vs[0] = info.voxel_size_um[0]; vs[1] = info.voxel_size_um[1]; vs[2] = info.voxel_size_um[2]; }
     p.voxel_size[0] = vs[0]; p.voxel_size[1] = vs[1]; p.voxel_size[2] = vs[2];
+    QcaTimings t; /* where the time went (optional: leave p.timings NULL) */
+    memset(&t, 0, sizeof t);
+    t.struct_size = sizeof t;
+    p.timings = &t;
     uint32_t count = 0;
     s = qca_segment_f32(model, voxels, info.dims, &p, labels, &count);
     qca_model_free(model);
     if (s != QCA_OK) return fail("qca_segment_f32", s);
     printf("nuclei: %u\n", count);
+    printf("seconds: prepare %.3f, network %.3f, post-processing %.3f (markers %.3f, watershed %.3f)\n",
+           t.prepare_s, t.network_s, t.post_s, t.markers_s, t.watershed_s);
 
     /* 4. measure: volume, centroid and mean intensity of each nucleus */
     QcaMeasurements *m = NULL;

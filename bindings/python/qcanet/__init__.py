@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes as C
 import os
+import time
 
 import numpy as np
 
@@ -181,6 +182,7 @@ class Model(_Handle):
                 os.environ["QCANET_CUDA_LIBS"] = os.pathsep.join(wheels)
         o.device, o.num_threads, o.device_id, o.precision = dev, int(threads), int(device_id), prec
         h = C.c_void_p()
+        t0 = time.perf_counter()
         if nsn is None:
             if ndn is not None:
                 raise ValueError("give nsn with ndn")
@@ -189,6 +191,8 @@ class Model(_Handle):
             _check(lib.qca_model_load(str(nsn).encode(), None if ndn is None else str(ndn).encode(),
                                       C.byref(o), C.byref(h)))
         self._h = h
+        #: Seconds the load took (runtime start on the first model, model compilation).
+        self.load_seconds = time.perf_counter() - t0
 
     def describe(self) -> str:
         n = C.c_size_t()
@@ -221,13 +225,16 @@ class Model(_Handle):
         _check(_lib().qca_plan_json(self._h, dims, C.byref(p), buf, need.value, None))
         return json.loads(buf.value.decode())
 
-    def segment(self, volume: np.ndarray, voxel_size=None, progress=None, **post) -> np.ndarray:
+    def segment(self, volume: np.ndarray, voxel_size=None, progress=None, return_timings=False, **post):
         """Labels (uint32, same shape) for a (z, y, x) uint8/uint16/float volume.
 
         ``progress(fraction) -> bool`` may return False to cancel.  Keyword
         arguments override post-processing (fg_threshold, centre_threshold,
         markers, marker_sigma_um, landscape, fill_holes, min_volume_um3,
-        connectivity, tile, overlap).
+        connectivity, tile, overlap).  With ``return_timings=True`` the result is
+        ``(labels, timings)``, timings a dict of seconds per stage as ``qcanet segment
+        --timings`` prints them (prepare_s, normalise_s, resample_s, network_s, post_s,
+        mask_s, markers_s, landscape_s, watershed_s, resample_back_s).
         """
         if not self._h:
             raise ValueError("model is closed")
@@ -244,9 +251,14 @@ class Model(_Handle):
         if progress is not None:
             cb = N.PROGRESS_FN(lambda f, _u: 0 if progress(float(f)) is not False else 1)
             p.progress = cb
+        t = N.QcaTimings(struct_size=C.sizeof(N.QcaTimings))
+        if return_timings:
+            p.timings = C.pointer(t)
         out = np.empty(v.shape, np.uint32)
         n = C.c_uint32()
         _check(fn(self._h, _ptr(v), _dims(v), C.byref(p), _ptr(out), C.byref(n)))
+        if return_timings:
+            return out, {name: getattr(t, name) for name, _ in N.QcaTimings._fields_[1:]}
         return out
 
 

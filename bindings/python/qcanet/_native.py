@@ -16,12 +16,20 @@ class QcaModelOptions(C.Structure):
 PROGRESS_FN = C.CFUNCTYPE(C.c_int32, C.c_float, C.c_void_p)
 
 
+class QcaTimings(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("prepare_s", C.c_double), ("normalise_s", C.c_double),
+                ("resample_s", C.c_double), ("network_s", C.c_double), ("post_s", C.c_double), ("mask_s", C.c_double),
+                ("markers_s", C.c_double), ("landscape_s", C.c_double), ("watershed_s", C.c_double),
+                ("resample_back_s", C.c_double)]
+
+
 class QcaSegmentParams(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("voxel_size", C.c_double * 3), ("fg_threshold", C.c_double),
                 ("centre_threshold", C.c_double), ("markers", C.c_int32), ("marker_sigma_um", C.c_double),
                 ("landscape", C.c_int32), ("fill_holes", C.c_int32), ("min_volume_um3", C.c_double),
                 ("connectivity", C.c_int32), ("tile", C.c_uint32 * 3), ("overlap", C.c_int32 * 3),
-                ("progress", PROGRESS_FN), ("user_data", C.c_void_p), ("voxel_size_source", C.c_int32)]
+                ("progress", PROGRESS_FN), ("user_data", C.c_void_p), ("voxel_size_source", C.c_int32),
+                ("timings", C.POINTER(QcaTimings))]
 
 
 class QcaMetrics(C.Structure):

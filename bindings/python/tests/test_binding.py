@@ -24,6 +24,29 @@ def test_segment_generated_embryo(synth_embryo):
     assert seen and seen[-1] == pytest.approx(1.0)
 
 
+def test_stage_timings_and_load_time(synth_embryo):
+    raw, _, _, _ = synth_embryo
+    with qcanet.Model(threads=2) as m:
+        plain = m.segment(raw, voxel_size=(1.75, 0.8, 0.8))
+        lab, t = m.segment(raw, voxel_size=(1.75, 0.8, 0.8), return_timings=True)
+        assert m.load_seconds > 0
+    np.testing.assert_array_equal(lab, plain)
+    assert set(t) == {"prepare_s", "normalise_s", "resample_s", "network_s", "post_s", "mask_s", "markers_s",
+                      "landscape_s", "watershed_s", "resample_back_s"}
+    assert t["network_s"] > 0 and t["post_s"] > 0 and t["watershed_s"] > 0
+    # each stage is timed around its steps
+    assert t["normalise_s"] + t["resample_s"] <= t["prepare_s"] + 1e-6
+    assert t["mask_s"] + t["markers_s"] + t["landscape_s"] + t["watershed_s"] + t["resample_back_s"] <= t["post_s"] + 1e-3
+
+
+def test_ctypes_structs_have_the_librarys_sizes():
+    lib = qcanet._lib()
+    import ctypes as C
+    from qcanet import _native as N
+    for name in ("QcaModelOptions", "QcaSegmentParams", "QcaTimings", "QcaImageInfo"):
+        assert C.sizeof(getattr(N, name)) == lib.qca_struct_size(name.encode()), name
+
+
 def test_cancel_from_progress(synth_embryo):
     raw, _, _, _ = synth_embryo
     with qcanet.Model() as m:
