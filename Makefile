@@ -258,7 +258,8 @@ test-python-install: build
 	$(PYTHON) -m venv $(PYI)/venv-src
 	$(PYI)/venv-src/bin/python -m pip install --quiet --upgrade pip
 	SECONDS=0
-	CARGO_TARGET_DIR=$(CURDIR)/$(PYI)/target $(PYI)/venv-src/bin/python -m pip install --quiet $(PYI)/src/bindings/python
+	CARGO_TARGET_DIR=$(CURDIR)/$(PYI)/target QCANET_ORT_OPENVINO_DIR=$(CURDIR)/$(ORT_OV_DIR) \
+	    $(PYI)/venv-src/bin/python -m pip install --quiet $(PYI)/src/bindings/python
 	echo "(3) pip install <clean clone>/bindings/python: $${SECONDS}s"
 	(cd /tmp && env -u QCANET_LIBRARY -u ORT_DYLIB_PATH -u PYTHONPATH \
 	    $(CURDIR)/$(PYI)/venv-src/bin/python -I $(CHECK_PY) installed $(CURDIR)/$(PYI)/venv-src)

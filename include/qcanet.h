@@ -397,8 +397,10 @@ typedef struct QcaSegmentParams {
    */
   int32_t voxel_size_source;
   /*
-   Where this call's stage times go (NULL: not reported): set `timings->struct_size`
-   to `sizeof(QcaTimings)` first. Filled only when the call succeeds.
+   Where the stage times of a `qca_segment_u8/u16/f32` call go (NULL: not reported; the
+   other functions taking these parameters ignore it): set `timings->struct_size` to
+   `sizeof(QcaTimings)` first. Filled only when the call succeeds. A library older than
+   this field ignores it too: `qca_struct_size("QcaTimings")` is 0 there.
    */
   struct QcaTimings *timings;
 } QcaSegmentParams;

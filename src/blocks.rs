@@ -420,8 +420,8 @@ impl ScratchLabels {
         }
         let mut m = crate::measure::PlaneMeasure::new(self.dims, run.n_nuclei)?;
         let [nz, ny, nx] = self.dims;
-        // a chunk's depth, but never more than MEASURE_SLAB_VOXELS at once (a deeper chunk is
-        // then decoded once per slab: time, not memory)
+        // a chunk's depth, but at most MEASURE_SLAB_VOXELS at once (one plane when a plane is
+        // larger); a deeper chunk is then decoded once per slab: time, not memory
         let step = source.z_step().min(MEASURE_SLAB_VOXELS / (ny * nx).max(1)).clamp(1, nz.max(1));
         for z0 in (0..nz).step_by(step) {
             let z1 = (z0 + step).min(nz);

@@ -208,7 +208,8 @@ fn nuclei(accs: &[Acc], labels: &[u32], voxel: [f64; 3]) -> Vec<Nucleus> {
 
 /// [`measure`] for a volume that is never whole in memory (segmented block by block): planes
 /// are added in z order, and the labels are `1..=max_label`, as a block run numbers them, so
-/// the table is sized by the nuclei. Gives exactly what [`measure`] gives on the whole volume.
+/// the table is sized by the nuclei. Gives what [`measure`] gives on the whole volume: exactly
+/// for integer intensities (f32 ones are summed in another order, so the last bits may differ).
 pub struct PlaneMeasure {
     dims: [usize; 3],
     accs: Vec<Acc>,

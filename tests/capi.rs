@@ -298,9 +298,6 @@ fn absurd_sizes_are_errors_not_crashes() {
     assert!(last_error().contains("marker smoothing"), "{}", last_error());
 }
 
-/// Every struct_size a caller could pass, from 0 to past the end: each is either accepted
-/// (a field boundary or the whole struct) or refused with QCA_ERR_INVALID_ARGUMENT; none
-/// reads past what the caller owns or crashes.
 #[test]
 fn stage_times_are_reported_only_on_success_and_only_as_far_as_the_callers_struct() {
     let m = threshold_pair();
@@ -331,6 +328,19 @@ fn stage_times_are_reported_only_on_success_and_only_as_far_as_the_callers_struc
     bad.markers = 9;
     unsafe { assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &bad, lab.as_mut_ptr(), &mut k), QCA_ERR_INVALID_ARGUMENT) };
     assert_eq!((t.network_s, t.watershed_s), (-5.0, -5.0));
+    // a call that fails during the segmentation itself (cancelled from its progress callback)
+    let mut t = sentinel;
+    let mut cancelled = params();
+    cancelled.timings = &mut t;
+    cancelled.progress = Some(cancel_at_once);
+    unsafe { assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &cancelled, lab.as_mut_ptr(), &mut k), QCA_ERR_CANCELLED) };
+    assert_eq!((t.network_s, t.watershed_s), (-5.0, -5.0));
+    // a caller built before the field: its struct ends where `timings` starts, and whatever
+    // lies beyond (here a junk pointer) is never read
+    let mut old = params();
+    old.struct_size = std::mem::offset_of!(QcaSegmentParams, timings) as u32;
+    old.timings = 0x10 as *mut QcaTimings;
+    unsafe { assert_eq!(qca_segment_f32(m, v.as_ptr(), dims.as_ptr(), &old, lab.as_mut_ptr(), &mut k), QCA_OK, "{}", last_error()) };
     let mut lab2 = vec![7u32; v.len()];
     for size in [0u32, 3, 12] {
         let mut t = QcaTimings { struct_size: size, network_s: -5.0, ..Default::default() };
@@ -352,6 +362,9 @@ fn stage_times_are_reported_only_on_success_and_only_as_far_as_the_callers_struc
     unsafe { qca_model_free(m) };
 }
 
+/// Every struct_size a caller could pass, from 0 to past the end: each is either accepted
+/// (a field boundary or the whole struct) or refused with QCA_ERR_INVALID_ARGUMENT; none
+/// reads past what the caller owns or crashes.
 #[test]
 fn every_struct_size_is_accepted_or_refused() {
     let m = threshold_pair();

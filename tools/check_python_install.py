@@ -1,13 +1,13 @@
 """Checks of the Python package as users get it (`make test-python-install`).
 
     python tools/check_python_install.py wheel WHEEL
-        the wheel is tagged for a platform (not *-none-any) and carries qcanet/lib/libqcanet.so
-        and qcanet/lib/libonnxruntime.so
+        the wheel is tagged for a platform (not *-none-any) and carries qcanet/lib/libqcanet.so,
+        qcanet/lib/libonnxruntime.so and the OpenVINO build in qcanet/lib/onnxruntime-openvino/
 
     VENV/bin/python -I tools/check_python_install.py installed VENV
         run from outside the source tree with QCANET_LIBRARY and ORT_DYLIB_PATH unset: qcanet
-        imports from VENV, segments a small generated volume, and both native libraries were
-        loaded from the installed package's lib/ folder
+        imports from VENV, segments a small generated volume, and libqcanet.so, ONNX Runtime,
+        its OpenVINO provider and OpenVINO's CPU plugin were loaded from the installed package
 """
 import os
 import sys
@@ -15,6 +15,12 @@ import zipfile
 from pathlib import Path
 
 LIBS = ("libqcanet.so", "libonnxruntime.so")
+# the OpenVINO build, which the runtime search prefers on the CPU (bundled from the
+# repository's .cache/onnxruntime-openvino or QCANET_ORT_OPENVINO_DIR)
+OPENVINO = tuple(f"onnxruntime-openvino/{n}" for n in (
+    "libonnxruntime.so", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_openvino.so",
+    "libopenvino.so.2541", "libopenvino_intel_cpu_plugin.so", "libopenvino_onnx_frontend.so.2541",
+    "libopenvino_auto_plugin.so", "libopenvino_hetero_plugin.so", "libtbb.so.12", "libtbbmalloc.so.2"))
 
 
 def check_wheel(wheel: Path):
@@ -27,7 +33,7 @@ def check_wheel(wheel: Path):
     assert tags, f"{wheel.name}: no Tag in {meta}"
     for t in tags + [wheel.stem.split("-", 2)[2]]:
         assert not t.endswith("-any"), f"{wheel.name}: tag {t} claims any platform"
-    for lib in LIBS:
+    for lib in LIBS + OPENVINO:
         assert f"qcanet/lib/{lib}" in names, f"{wheel.name}: no qcanet/lib/{lib} in {names}"
     print(f"wheel {wheel.name}: tag {', '.join(tags)}, {wheel.stat().st_size / 1e6:.1f} MB; "
           + ", ".join(f"{lib} {sizes['qcanet/lib/' + lib] / 1e6:.1f} MB" for lib in LIBS))
@@ -54,11 +60,17 @@ def check_installed(venv: Path):
             parts = line.split(None, 5)
             if len(parts) == 6 and parts[5].strip().startswith("/"):
                 mapped.add(Path(parts[5].strip()))
-    for lib in LIBS:
+    # on the CPU the OpenVINO build is searched first: its runtime, its provider and OpenVINO
+    want = {"libqcanet.so": pkg / "lib" / "libqcanet.so",
+            "libonnxruntime.so": pkg / "lib" / "onnxruntime-openvino" / "libonnxruntime.so",
+            "libonnxruntime_providers_openvino.so": pkg / "lib" / "onnxruntime-openvino" / "libonnxruntime_providers_openvino.so",
+            "libopenvino_intel_cpu_plugin.so": pkg / "lib" / "onnxruntime-openvino" / "libopenvino_intel_cpu_plugin.so"}
+    for lib, path in want.items():
         found = sorted(str(p) for p in mapped if p.name == lib or p.name.startswith(lib + "."))
-        assert found == [str(pkg / "lib" / lib)], f"{lib}: loaded {found}, expected {pkg / 'lib' / lib}"
+        assert found == [str(path)], f"{lib}: loaded {found}, expected {path}"
     print(f"installed package {pkg} (version {qcanet.version()}) segmented from {os.getcwd()}: "
-          f"{int(labels.max())} label(s); libqcanet.so and libonnxruntime.so from {pkg / 'lib'}")
+          f"{int(labels.max())} label(s); libqcanet.so from {pkg / 'lib'}, ONNX Runtime with OpenVINO "
+          f"from {pkg / 'lib' / 'onnxruntime-openvino'}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 # gpu/data (images/Emb11_t501.tif) and gpu/bin (zstd), with python3 + numpy + tifffile there:
 #   OUT=/tmp/report bash tools/cpu_big_stack.sh          (D=51,300,300 for a quick dry run;
 #   PY=.venv/bin/python where the system python has no numpy)
-set -eo pipefail; PY=${PY:-python3}; W=/tmp/q; rm -rf $W; mkdir -p $W; Z="env LD_LIBRARY_PATH=$PWD/gpu/bin $PWD/gpu/bin/zstd"; D=${D:-153,1024,1024}
+set -eo pipefail; OUT=${OUT:?set OUT to a report folder}; mkdir -p "$OUT"; PY=${PY:-python3}; W=/tmp/q; rm -rf $W; mkdir -p $W; Z="env LD_LIBRARY_PATH=$PWD/gpu/bin $PWD/gpu/bin/zstd"; D=${D:-153,1024,1024}
 $Z -d -q gpu/xfer/qcanet.zst -o $W/qcanet; chmod +x $W/qcanet; $Z -d -q -c gpu/xfer/onnxruntime-openvino.tar.zst | tar -C $W -xf -
 export ORT_DYLIB_PATH=$W/onnxruntime-openvino/libonnxruntime.so
 $PY tools/mirror_volume.py gpu/data/images/Emb11_t501.tif $W/big.tif --dims $D | tee "$OUT"/log.txt

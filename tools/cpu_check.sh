@@ -58,7 +58,7 @@ say "volumes: ${#FILES[@]} in $DATA/images"
 
 say ""
 say "== benches/providers.py on 2 cores ($ROUNDS rounds)"
-QCANET_BENCH_ROUNDS=$ROUNDS "${PIN[@]}" python3 benches/providers.py "$BIN" - "$ORT_DYLIB_PATH" "$DATA/images" 2>&1 | tee -a "$REPORT"
+QCANET_BENCH_ROUNDS=$ROUNDS "${PIN[@]}" python3 benches/providers.py "$BIN" - "$ORT_DYLIB_PATH" "$DATA/images" 2>&1 | tee -a "$REPORT" || say "providers.py failed (status $?): fp32 labels differ between runtimes, or it could not run"
 
 say ""
 say "== accuracy on 2 cores (qcanet evaluate against $DATA/instances)"
@@ -68,7 +68,7 @@ for p in fp32 int8; do
     "$BIN" evaluate "$WORK/labels-$p" "$DATA/instances" -q --json "$WORK/eval-$p.json" > /dev/null
     say "$p: $(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); m=m.get('mean', m); print(' '.join(f'{k}={m[k]:.4f}' for k in ('iou','seg','mucov','f1') if k in m))" "$WORK/eval-$p.json")"
 done
-tar -C "$WORK" -cf - labels-int8 | "${ZSTD[@]}" -q -19 -o "$OUT/labels-int8.tar.zst"
+tar -C "$WORK" -cf - labels-int8 | "${ZSTD[@]}" -q -f -19 -o "$OUT/labels-int8.tar.zst"
 
 say ""
 say "== all $(nproc) cores, folder of ${#FILES[@]} (one run each)"

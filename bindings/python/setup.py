@@ -20,7 +20,15 @@ What ``pip wheel ./bindings/python`` / ``pip install ./bindings/python`` do (in-
      runtime search finds it beside libqcanet.so; taken from, in order: $QCANET_ORT_LIBRARY,
      the ``onnxruntime==1.31.1`` wheel installed in the build environment (build-system.requires),
      the repository's .cache/onnxruntime/ (``make runtime``);
-  4. tag the wheel ``py3-none-<platform>``: it holds native code for one platform but no
+  4. copy ONNX Runtime's OpenVINO build (runtime 1.24.1, its OpenVINO provider and OpenVINO's
+     CPU plugin, ~130 MB) to qcanet/lib/onnxruntime-openvino/, where the runtime search looks
+     first on the CPU (int8 and fp32 through OpenVINO, README "OpenVINO on the CPU"); taken
+     from $QCANET_ORT_OPENVINO_DIR, else the repository's .cache/onnxruntime-openvino/
+     (``make runtime-openvino``, part of ``make build``). Not from a build requirement: the
+     onnxruntime-openvino wheel installs into the same ``onnxruntime`` package as step 3's.
+     Without it the wheel is built all the same and runs ONNX Runtime's own CPU kernels (a
+     note says so);
+  5. tag the wheel ``py3-none-<platform>``: it holds native code for one platform but no
      CPython extension, so any Python 3 on that platform can use it.
 """
 from __future__ import annotations
@@ -71,6 +79,37 @@ def _onnxruntime_library() -> Path:
         f" repository or set QCANET_ORT_LIBRARY to a libonnxruntime.so.{ORT_VERSION}.")
 
 
+ORT_OV_VERSION = "1.24.1"  # keep in step with the Makefile's ORT_OV_VERSION
+# the OpenVINO build's files as the package holds them: (name in the package, name in the
+# runtime folder); wheels hold no symbolic links, so each name the loader asks for is a file
+OPENVINO_FILES = [("libonnxruntime.so", f"libonnxruntime.so.{ORT_OV_VERSION}")] + [
+    (n, n) for n in ("libonnxruntime_providers_shared.so", "libonnxruntime_providers_openvino.so",
+                     "libopenvino.so.2541", "libopenvino_intel_cpu_plugin.so", "libopenvino_onnx_frontend.so.2541",
+                     "libopenvino_auto_plugin.so", "libopenvino_hetero_plugin.so", "libtbb.so.12")
+] + [("libtbbmalloc.so.2", "libtbbmalloc.so")]
+
+
+def _openvino_folder():
+    """The OpenVINO build's folder to bundle, or None (see the module docstring)."""
+    env = os.environ.get("QCANET_ORT_OPENVINO_DIR")
+    d = Path(env) if env else ROOT / ".cache" / "onnxruntime-openvino"
+    missing = [src for _, src in OPENVINO_FILES if not (d / src).is_file()]
+    if not missing:
+        return d
+    if env:
+        raise RuntimeError(f"QCANET_ORT_OPENVINO_DIR={env}: missing {', '.join(missing)}")
+    print(f"qcanet: no OpenVINO build in {d} (make runtime-openvino): this wheel runs ONNX Runtime's "
+          "own CPU kernels, without OpenVINO and its int8 model")
+    return None
+
+
+def _copy(src: Path, dest: Path):
+    tmp = dest.with_name(dest.name + "~")
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dest)
+
+
 class BuildRust(build_rust):
     """build_rust that names the library libqcanet.so (not a CPython extension file name) and
     bundles ONNX Runtime beside it."""
@@ -81,17 +120,22 @@ class BuildRust(build_rust):
 
     def run(self):
         self._ort = _onnxruntime_library()   # before cargo: a missing runtime fails fast
+        self._openvino = _openvino_folder()
         super().run()
 
     def install_extension(self, ext, dylib_paths, build_artifact_dir):
         super().install_extension(ext, dylib_paths, build_artifact_dir)
-        dest = Path(self.get_dylib_ext_path(ext, ext.name)).parent / "libonnxruntime.so"
-        src = self._ort
-        print(f"qcanet: bundling {src} as {dest}")
-        tmp = dest.with_name(dest.name + "~")
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)
+        lib = Path(self.get_dylib_ext_path(ext, ext.name)).parent
+        print(f"qcanet: bundling {self._ort} as {lib / 'libonnxruntime.so'}")
+        _copy(self._ort, lib / "libonnxruntime.so")
+        ov = lib / "onnxruntime-openvino"
+        if ov.exists():
+            shutil.rmtree(ov)   # never a stale copy from an earlier build
+        if self._openvino is not None:
+            print(f"qcanet: bundling the OpenVINO build {self._openvino} as {ov}")
+            ov.mkdir()
+            for name, src in OPENVINO_FILES:
+                _copy(self._openvino / src, ov / name)
 
 
 class PlatformWheel(bdist_wheel):

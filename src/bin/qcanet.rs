@@ -580,6 +580,26 @@ fn segment(
             if output.is_some() {
                 return Err(Error::invalid("--labels-into-input writes inside each input image: give no -o"));
             }
+            if want.csv {
+                // the CSVs go beside the inputs: never onto an input, never two into one
+                let inputs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+                let mut seen = std::collections::HashMap::new();
+                for f in &files {
+                    if f.file_name().is_none() {
+                        return Err(Error::invalid(format!("{}: name the image (not . or ..) for --measure's CSV", f.display())));
+                    }
+                    let csv = measurements_path(f);
+                    not_an_input(&csv, &inputs)?;
+                    if let Some(prev) = seen.insert(csv.clone(), f) {
+                        return Err(Error::invalid(format!(
+                            "{} and {} would both be measured into {}; rename one",
+                            prev.display(),
+                            f.display(),
+                            csv.display()
+                        )));
+                    }
+                }
+            }
             (Path::new("."), false, files.clone())
         }
         (Some(output), false) => {
@@ -1197,12 +1217,12 @@ fn not_an_input(out: &Path, inputs: &[&Path]) -> Result<()> {
     }
 }
 
-/// Where `--measure` writes a result's measurements: NAME.csv beside it (`x.tif`,
-/// `x.ome.tif` and `x.ome.zarr` give `x.csv`).
+/// Where `--measure` writes a result's measurements: NAME.csv beside it (`x.tif` gives
+/// `x.csv`, as does `x.ome.zarr`; `x.ome.tif` keeps giving `x.ome.csv`).
 fn measurements_path(result: &Path) -> PathBuf {
     let name = result.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let lower = name.to_ascii_lowercase();
-    match [".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr"].iter().find(|s| lower.ends_with(*s) && lower.len() > s.len()) {
+    match [".ome.zarr", ".zarr"].iter().find(|s| lower.ends_with(*s) && lower.len() > s.len()) {
         Some(suffix) => result.with_file_name(format!("{}.csv", &name[..name.len() - suffix.len()])),
         None => result.with_extension("csv"),
     }

@@ -29,7 +29,6 @@ def test_stage_timings_and_load_time(synth_embryo):
     with qcanet.Model(threads=2) as m:
         plain = m.segment(raw, voxel_size=(1.75, 0.8, 0.8))
         lab, t = m.segment(raw, voxel_size=(1.75, 0.8, 0.8), return_timings=True)
-        assert m.load_seconds > 0
     np.testing.assert_array_equal(lab, plain)
     assert set(t) == {"prepare_s", "normalise_s", "resample_s", "network_s", "post_s", "mask_s", "markers_s",
                       "landscape_s", "watershed_s", "resample_back_s"}

@@ -140,3 +140,17 @@ def test_measure_block_by_block_names_the_csv_after_the_image_and_counts_every_v
             zyx = np.argwhere(where).mean(axis=0)
             assert [float(got[i][f"centroid_{a}"]) for a in "zyx"] == pytest.approx(zyx, abs=1e-3)
             assert float(got[i]["volume_um3"]) == pytest.approx(where.sum() * 1.75 * 0.8 * 0.8, rel=1e-4)
+
+
+def test_measure_into_the_input_writes_beside_it_and_never_two_csvs_into_one(synth_embryo, tmp_path):
+    raw, _, _, _ = synth_embryo
+    a = ome_image(tmp_path / "emb.ome.zarr", raw, FormatV05())
+    segment(a, "--labels-into-input", "--measure", "--blocks", "whole")
+    rows = (tmp_path / "emb.csv").read_text().splitlines()
+    assert rows[0].startswith("frame,label,voxels") and len(rows) > 3
+    # emb.zarr would be measured into the same emb.csv: refused before any work
+    b = ome_image(tmp_path / "emb.zarr", raw, FormatV05())
+    r = subprocess.run([str(QCANET), "-q", "segment", str(a), str(b), "--labels-into-input", "--measure",
+                        "--labels-name", "again"], capture_output=True, text=True)
+    assert r.returncode != 0 and "would both be measured into" in r.stderr, r.stderr
+    assert not (b / "labels").exists()
