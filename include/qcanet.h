@@ -760,7 +760,7 @@ QcaStatus qca_model_load_default(const struct QcaModelOptions *o, struct QcaMode
 void qca_model_free(struct QcaModel *m);
 
 /*
- Describes a model: its name, device and metadata, as one line of text written
+ Describes a model: its name, device, provider and precision, and metadata, as one line of text written
  into `buf` (NUL-terminated, cut to `capacity`). `*needed` (may be NULL) gets the full length + 1.
 
  # Safety

@@ -717,7 +717,7 @@ pub unsafe extern "C" fn qca_model_free(m: *mut QcaModel) {
     }
 }
 
-/// Describes a model: its name, device and metadata, as one line of text written
+/// Describes a model: its name, device, provider and precision, and metadata, as one line of text written
 /// into `buf` (NUL-terminated, cut to `capacity`). `*needed` (may be NULL) gets the full length + 1.
 ///
 /// # Safety
@@ -730,7 +730,14 @@ pub unsafe extern "C" fn qca_model_describe(m: *const QcaModel, buf: *mut c_char
         let mut keys: Vec<_> = i.raw.iter().filter(|(k, _)| k.starts_with("qcanet.") && k.as_str() != "qcanet.architecture").collect();
         keys.sort();
         let meta: Vec<String> = keys.iter().map(|(k, v)| format!("{}={}", &k[7..], v)).collect();
-        let s = format!("{} on {}; {}", m.inner.name, m.inner.device_used(), meta.join("; "));
+        let s = format!(
+            "{} on {} ({} provider, {}); {}",
+            m.inner.name,
+            m.inner.device_used(),
+            m.inner.provider(),
+            m.inner.precision_used(),
+            meta.join("; ")
+        );
         write_text(&s, buf, capacity, needed)
     })
 }

@@ -23,5 +23,7 @@ ap90 = Table.get("AP90", 0, "Segmentation scores");
 s = "title=" + lab + "\nbitdepth=" + bd + "\nslices=" + ns + "\nvoxel=" + d + "," + h + "," + w + "\nunit=" + unit;
 s = s + "\nmeasured=" + nuclei + "\nn_gt=" + ngt + "\nseg=" + seg + "\niou=" + iou;
 s = s + "\nap50=" + ap50 + "\nap70=" + ap70 + "\nap90=" + ap90 + "\n";
+// versions, runtime and model in the Log: the plugin ships ONNX Runtime's OpenVINO build
+run("About QCANet");
 File.saveString(s, args[2]);
 print(s);

@@ -20,6 +20,8 @@ public class About implements PlugIn {
             s.append("Problem: ").append(t.getMessage());
         }
         IJ.log(s.toString());
-        IJ.showMessage("About QCANet", s.toString());
+        // in batch mode or headless a modal dialog would wait for a click that never comes
+        if (!ij.macro.Interpreter.isBatchMode() && !java.awt.GraphicsEnvironment.isHeadless())
+            IJ.showMessage("About QCANet", s.toString());
     }
 }
