@@ -20,9 +20,9 @@ export ORT_DYLIB_PATH := $(CURDIR)/$(ORT_LIB)
 ORT_OV_VERSION := 1.24.1
 ORT_OV_DIR  := $(CACHE)/onnxruntime-openvino
 ORT_OV_LIB  := $(ORT_OV_DIR)/libonnxruntime.so.$(ORT_OV_VERSION)
-ORT_OV_FILES := libonnxruntime.so.$(ORT_OV_VERSION) libonnxruntime_providers_shared.so libonnxruntime_providers_openvino.so \
-    libopenvino.so.2541 libopenvino_intel_cpu_plugin.so libopenvino_onnx_frontend.so.2541 libopenvino_auto_plugin.so \
-    libopenvino_hetero_plugin.so libtbb.so.12 libtbbmalloc.so
+# the files taken from the wheel (tools/openvino_files.txt: the one list, also for the Python
+# wheel and the Fiji plugin)
+ORT_OV_FILES := $(shell awk '!/^\#/ && NF { print (NF > 1 ? $$2 : $$1) }' tools/openvino_files.txt)
 ORT_GPU_DIR := $(CACHE)/onnxruntime-gpu
 ORT_GPU_LIB := $(ORT_GPU_DIR)/libonnxruntime.so.$(ORT_VERSION)
 GPU_PACK    := gpu/pack

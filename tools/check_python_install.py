@@ -17,10 +17,9 @@ from pathlib import Path
 LIBS = ("libqcanet.so", "libonnxruntime.so")
 # the OpenVINO build, which the runtime search prefers on the CPU (bundled from the
 # repository's .cache/onnxruntime-openvino or QCANET_ORT_OPENVINO_DIR)
-OPENVINO = tuple(f"onnxruntime-openvino/{n}" for n in (
-    "libonnxruntime.so", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_openvino.so",
-    "libopenvino.so.2541", "libopenvino_intel_cpu_plugin.so", "libopenvino_onnx_frontend.so.2541",
-    "libopenvino_auto_plugin.so", "libopenvino_hetero_plugin.so", "libtbb.so.12", "libtbbmalloc.so.2"))
+OPENVINO = tuple(f"onnxruntime-openvino/{line.split()[0]}" for line in
+                 (Path(__file__).with_name("openvino_files.txt")).read_text().splitlines()
+                 if line.strip() and not line.startswith("#"))
 
 
 def check_wheel(wheel: Path):

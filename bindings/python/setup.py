@@ -79,14 +79,11 @@ def _onnxruntime_library() -> Path:
         f" repository or set QCANET_ORT_LIBRARY to a libonnxruntime.so.{ORT_VERSION}.")
 
 
-ORT_OV_VERSION = "1.24.1"  # keep in step with the Makefile's ORT_OV_VERSION
 # the OpenVINO build's files as the package holds them: (name in the package, name in the
-# runtime folder); wheels hold no symbolic links, so each name the loader asks for is a file
-OPENVINO_FILES = [("libonnxruntime.so", f"libonnxruntime.so.{ORT_OV_VERSION}")] + [
-    (n, n) for n in ("libonnxruntime_providers_shared.so", "libonnxruntime_providers_openvino.so",
-                     "libopenvino.so.2541", "libopenvino_intel_cpu_plugin.so", "libopenvino_onnx_frontend.so.2541",
-                     "libopenvino_auto_plugin.so", "libopenvino_hetero_plugin.so", "libtbb.so.12")
-] + [("libtbbmalloc.so.2", "libtbbmalloc.so")]
+# runtime folder), from the repository's one list; wheels hold no symbolic links, so each name
+# the loader asks for is a file
+OPENVINO_FILES = [(w[0], w[-1]) for w in (line.split() for line in (ROOT / "tools" / "openvino_files.txt")
+                                          .read_text().splitlines()) if w and not w[0].startswith("#")]
 
 
 def _openvino_folder():
