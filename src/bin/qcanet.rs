@@ -582,23 +582,15 @@ fn segment(
             }
             if want.csv {
                 // the CSVs go beside the inputs: never onto an input, never two into one
-                let inputs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-                let mut seen = std::collections::HashMap::new();
-                for f in &files {
-                    if f.file_name().is_none() {
-                        return Err(Error::invalid(format!("{}: name the image (not . or ..) for --measure's CSV", f.display())));
-                    }
-                    let csv = measurements_path(f);
-                    not_an_input(&csv, &inputs)?;
-                    if let Some(prev) = seen.insert(csv.clone(), f) {
-                        return Err(Error::invalid(format!(
-                            "{} and {} would both be measured into {}; rename one",
-                            prev.display(),
-                            f.display(),
-                            csv.display()
-                        )));
-                    }
-                }
+                claim_results(
+                    &files,
+                    |f| match f.file_name() {
+                        Some(_) => Ok(vec![measurements_path(f)]),
+                        None => Err(Error::invalid(format!("{}: name the image (not . or ..) for --measure's CSV", f.display()))),
+                    },
+                    "measured into",
+                    "rename one",
+                )?;
             }
             (Path::new("."), false, files.clone())
         }
@@ -1243,27 +1235,43 @@ fn plan_outputs(files: &[PathBuf], output: &Path, to_folder: bool, csv: bool) ->
             files.len()
         )));
     }
-    let inputs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let mut by_output: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
     let mut outs = Vec::with_capacity(files.len());
     for f in files {
         let name = f.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file name", f.display())))?;
-        let o = if to_folder { output.join(name) } else { output.to_path_buf() };
-        let written = if csv { vec![o.clone(), measurements_path(&o)] } else { vec![o.clone()] };
-        for w in written {
+        outs.push(if to_folder { output.join(name) } else { output.to_path_buf() });
+    }
+    let mut planned = outs.iter();
+    claim_results(
+        files,
+        |_| {
+            let o = planned.next().ok_or_else(|| Error::Internal("fewer results than inputs".into()))?;
+            Ok(if csv { vec![o.clone(), measurements_path(o)] } else { vec![o.clone()] })
+        },
+        "written to",
+        "choose other output names or folders",
+    )?;
+    Ok(outs)
+}
+
+/// Refuses, before any work, a result that would land on an input or that two inputs would
+/// both write: `results(f)` lists the paths input `f` writes, in input order.
+fn claim_results(files: &[PathBuf], mut results: impl FnMut(&Path) -> Result<Vec<PathBuf>>, verb: &str, advice: &str) -> Result<()> {
+    let inputs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let mut claimed: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
+    for f in files {
+        for w in results(f)? {
             not_an_input(&w, &inputs)?;
-            if let Some(prev) = by_output.insert(w.clone(), f) {
+            if let Some(prev) = claimed.insert(w.clone(), f) {
                 return Err(Error::invalid(format!(
-                    "{} and {} would both be written to {}; choose other output names or folders",
+                    "{} and {} would both be {verb} {}; {advice}",
                     prev.display(),
                     f.display(),
                     w.display()
                 )));
             }
         }
-        outs.push(o);
     }
-    Ok(outs)
+    Ok(())
 }
 
 fn read_labels(p: &Path) -> Result<(Vec<u32>, [usize; 3], usize)> {

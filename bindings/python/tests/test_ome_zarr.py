@@ -25,6 +25,17 @@ def ome_image(path, image, fmt, chunks=(16, 64, 64)):
     return path
 
 
+def tzyx_series(raw, tmp_path):
+    """Two frames (the volume, then its mirror in x) as a TZYX OME-Zarr (NGFF 0.5, 60 s a frame,
+    chunks of one frame x 16 x 64 x 64): (the series, its path)."""
+    series = np.stack([raw, raw[:, :, ::-1]])
+    path = tmp_path / "tzyx.ome.zarr"
+    write_image(series, str(path), scale_factors=[], fmt=FormatV05(), axes="tzyx",
+                scale={"t": 60.0, **VOXEL}, axes_units={"t": "second", **{k: "micrometer" for k in "zyx"}},
+                storage_options={"chunks": (1, 16, 64, 64)})
+    return series, path
+
+
 def segment(*args):
     r = subprocess.run([str(QCANET), "-q", "segment", *map(str, args)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -94,11 +105,7 @@ def test_labels_into_the_input_and_never_over_existing_ones(synth_embryo, tmp_pa
 
 def test_a_time_series_is_segmented_frame_by_frame(synth_embryo, tmp_path):
     raw, _, _, _ = synth_embryo
-    series = np.stack([raw, raw[:, :, ::-1]])
-    path = tmp_path / "tzyx.ome.zarr"
-    write_image(series, str(path), scale_factors=[], fmt=FormatV05(), axes="tzyx",
-                scale={"t": 60.0, **VOXEL}, axes_units={"t": "second", **{k: "micrometer" for k in "zyx"}},
-                storage_options={"chunks": (1, 16, 64, 64)})
+    series, path = tzyx_series(raw, tmp_path)
     out = tmp_path / "out.ome.zarr"
     segment(path, "-o", out, "--blocks", "whole")
     _, labels = read_labels(out)
@@ -115,11 +122,7 @@ def test_a_time_series_is_segmented_frame_by_frame(synth_embryo, tmp_path):
 
 def test_measure_block_by_block_names_the_csv_after_the_image_and_counts_every_voxel(synth_embryo, tmp_path):
     raw, _, _, _ = synth_embryo
-    series = np.stack([raw, raw[:, :, ::-1]])
-    path = tmp_path / "tzyx.ome.zarr"
-    write_image(series, str(path), scale_factors=[], fmt=FormatV05(), axes="tzyx",
-                scale={"t": 60.0, **VOXEL}, axes_units={"t": "second", **{k: "micrometer" for k in "zyx"}},
-                storage_options={"chunks": (1, 16, 64, 64)})
+    series, path = tzyx_series(raw, tmp_path)
     out = tmp_path / "out.ome.zarr"
     segment(path, "-o", out, "--blocks", "16,64,64", "--measure")
     assert not (tmp_path / "out.ome.csv").exists()
