@@ -1,12 +1,29 @@
 //! Volumes larger than memory, segmented block by block.
 //!
-//! The volume is cut into a grid of *cores* that tile it exactly. Each block is read
-//! with a *halo* around its core and segmented on its own, the whole pipeline
-//! (normalisation with the whole volume's scaling, tiled networks, post-processing) on
-//! core + halo. The halo is the networks' measured context ([`Model::context`]) plus the
-//! radius of the largest nucleus, so every label a block gives inside its core is the one
-//! the whole volume would give there: probabilities there saw all they depend on, and a
-//! nucleus reaching into the core is seen whole.
+//! The volume is cut into a grid of *cores* that tile it exactly. Each block is its core
+//! with a *halo* around it. How a block gets its probabilities ([`BlockMethod`]):
+//!
+//! - **Lattice** (volumes on the model's grid). The networks run on the tiles a whole
+//!   run would lay over the whole volume ([`Model::tile_grid`]: starts on the networks'
+//!   pooling phase, the same size, overlap and batches), each tile once, only when a block
+//!   first needs it, its outputs kept (a scratch folder) until the last block that reads
+//!   them is done. A block blends the tiles that reach into its core + halo
+//!   ([`crate::tiling::Blend`]) in the whole run's order, so its probabilities are the
+//!   whole run's bit for bit. The halo then only holds what post-processing looks at: the
+//!   radius of the largest nucleus and the markers' smoothing ([`post_halo`]).
+//!   Why not each block through the networks on its own: the networks' outputs depend
+//!   on where a tile's edges fall, by enough to move 5 % of the foreground of a BBBC050
+//!   volume across the threshold, so blocks with their own tiles could never give the
+//!   whole run's labels; and they paid for the networks' context twice (halo and tiles).
+//! - **Independent** (volumes the model resamples, and block jobs, [`crate::job`]). Each
+//!   block is read with its halo and segmented on its own, the whole pipeline
+//!   (normalisation with the whole volume's scaling, tiled networks, post-processing) on
+//!   core + halo. The halo is the networks' measured context ([`Model::context`]) plus the
+//!   radius of the largest nucleus.
+//!
+//! Either way every label a block gives inside its core is the one the whole volume
+//! would give there, up to what lies beyond the halo: a nucleus reaching into the core is
+//! seen whole.
 //!
 //! Only the core of each block is kept. A nucleus that crosses a face between two cores
 //! is then two *pieces*, one per block; they are joined by comparing the two blocks'
@@ -19,11 +36,12 @@
 //! views never agree across the contact. Joins go into a union-find; one relabelling pass
 //! at the end numbers the nuclei 1..=n without gaps.
 //!
-//! Memory is bounded by the block, not the volume: one block's buffers, the planes of the
-//! current slab of blocks (streamed sources), the face planes of blocks whose neighbour
-//! is not done yet, and one table entry per piece. Labels go to a [`LabelStore`] (a
-//! scratch file on disk for large volumes) as provisional ids, and are renumbered when
-//! written out.
+//! Memory is bounded by the block, not the volume: one block's buffers, one batch of
+//! tiles, the planes a tile or block reads (streamed sources), the face planes of blocks
+//! whose neighbour is not done yet, and one table entry per piece. The tiles' outputs
+//! waiting for their blocks go to disk (8 bytes a voxel of a tile; at most the tiles that
+//! reach into blocks not done yet). Labels go to a [`LabelStore`] (a scratch file on disk
+//! for large volumes) as provisional ids, and are renumbered when written out.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -575,6 +593,9 @@ pub struct BlockTimes {
 #[derive(Clone, Debug, Serialize)]
 pub struct BlockRun {
     pub grid: BlockGrid,
+    pub method: BlockMethod,
+    /// Tiles of the whole volume's lattice run ([`BlockMethod::Lattice`]; 0 otherwise).
+    pub tiles: usize,
     pub n_nuclei: u32,
     /// Pieces joined across faces.
     pub joins: usize,
@@ -594,6 +615,34 @@ impl BlockRun {
     }
 }
 
+/// Where a block's network outputs come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockMethod {
+    /// The whole volume's own tiles ([`Lattice`]): each tile is run once, in the order and
+    /// batches of a whole run, and kept until the last block that reads it is done. A
+    /// block's probabilities are then the whole run's bit for bit, and its halo only has
+    /// to hold what post-processing looks at (a nucleus's radius and the markers' reach).
+    /// For volumes on the model's grid (no resampling).
+    Lattice,
+    /// Each block through the whole pipeline on its own, core + halo, the halo holding the
+    /// networks' context too. For volumes the model resamples (a block's resampled grid is
+    /// not the whole volume's), and for block jobs ([`crate::job`]: processes that share
+    /// only files, one block each).
+    Independent,
+}
+
+/// The method [`segment_blocks`] uses for a volume under `params` (see [`BlockMethod`]).
+pub fn method_for(model: &Model, dims: [usize; 3], params: &SegmentParams) -> Result<BlockMethod> {
+    Ok(if probe_plan(model, dims, params)?.resampled() { BlockMethod::Independent } else { BlockMethod::Lattice })
+}
+
+/// The plan of a small piece of the volume: its voxel size and the model's.
+fn probe_plan(model: &Model, dims: [usize; 3], params: &SegmentParams) -> Result<crate::plan::Plan> {
+    let probe: [usize; 3] = std::array::from_fn(|k| dims[k].min(64));
+    model.plan(probe, params)
+}
+
 /// The halo (input voxels) for a model on an input of `input_um` voxels whose model grid
 /// has `model_um` voxels: the networks' context plus the radius of the largest nucleus.
 pub fn halo_for(context: [usize; 3], input_um: [f64; 3], model_um: [f64; 3], max_nucleus_um: f64) -> [usize; 3] {
@@ -603,18 +652,26 @@ pub fn halo_for(context: [usize; 3], input_um: [f64; 3], model_um: [f64; 3], max
     })
 }
 
-/// The grid `segment_blocks` will use for a volume of `dims` under `params`.
-pub fn grid_for(model: &Model, dims: [usize; 3], params: &SegmentParams, opts: &BlockOptions) -> Result<BlockGrid> {
+/// The halo (voxels of the model's grid, which is the input's) of [`BlockMethod::Lattice`]
+/// blocks: the radius of the largest nucleus and how far the markers look, so that a
+/// nucleus reaching into a core is seen whole, with its marker.
+pub fn post_halo(post: &crate::postprocess::PostParams, voxel_um: [f64; 3], max_nucleus_um: f64) -> [usize; 3] {
+    let reach = post.marker_reach(voxel_um);
+    std::array::from_fn(|k| (max_nucleus_um / 2.0 / voxel_um[k]).ceil() as usize + reach[k])
+}
+
+/// The grid `segment_blocks` (or a block job, `method` [`BlockMethod::Independent`]) will
+/// use for a volume of `dims` under `params`.
+pub fn grid_for(model: &Model, dims: [usize; 3], params: &SegmentParams, opts: &BlockOptions, method: BlockMethod) -> Result<BlockGrid> {
     let max_nucleus = opts.max_nucleus_um.unwrap_or(DEFAULT_MAX_NUCLEUS_UM);
     if !(max_nucleus.is_finite() && (0.0..=1000.0).contains(&max_nucleus)) {
         return Err(Error::invalid(format!("largest nucleus {max_nucleus} um: give 0..=1000")));
     }
-    // the grids of a small piece of the volume: its voxel size and the model's
-    let probe: [usize; 3] = std::array::from_fn(|k| dims[k].min(64));
-    let plan = model.plan(probe, params)?;
-    let halo = match opts.halo {
-        Some(h) => h,
-        None => halo_for(model.context()?, plan.input_voxel_size(), plan.model_voxel_size(), max_nucleus),
+    let plan = probe_plan(model, dims, params)?;
+    let halo = match (opts.halo, method) {
+        (Some(h), _) => h,
+        (None, BlockMethod::Lattice) => post_halo(&plan.post, plan.model_voxel_size(), max_nucleus),
+        (None, BlockMethod::Independent) => halo_for(model.context()?, plan.input_voxel_size(), plan.model_voxel_size(), max_nucleus),
     };
     match opts.core {
         Some(core) => BlockGrid::new(dims, core, halo),
@@ -629,33 +686,56 @@ pub fn grid_for(model: &Model, dims: [usize; 3], params: &SegmentParams, opts: &
 }
 
 /// Segments the volume of `source` block by block into `store` (provisional ids; apply
-/// [`BlockRun::relabel`] when reading them back). See the module docs.
+/// [`BlockRun::relabel`] when reading them back). See the module docs. The networks'
+/// outputs wait in `scratch` (a folder; memory when `None`) until the blocks that read
+/// them are done ([`BlockMethod::Lattice`]).
 pub fn segment_blocks(
     model: &Model,
     source: &mut dyn VolumeSource,
     store: &mut dyn LabelStore,
     params: &SegmentParams,
     opts: &BlockOptions,
+    scratch: Option<&std::path::Path>,
     progress: Option<Progress>,
 ) -> Result<BlockRun> {
     let mut times = BlockTimes::default();
     let dims = source.dims();
     let t = std::time::Instant::now();
-    let grid = grid_for(model, dims, params, opts)?;
+    let method = method_for(model, dims, params)?;
+    let grid = grid_for(model, dims, params, opts, method)?;
     times.grid_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let scaling = model.scaling_streamed(&mut |visit| source.for_each_plane(visit))?;
     times.scaling_s = t.elapsed().as_secs_f64();
-    let params = &with_common_tile(model, &grid, params)?;
+    let params = &match method {
+        BlockMethod::Lattice => params.clone(),
+        BlockMethod::Independent => with_common_tile(model, &grid, params)?,
+    };
+    let mut lattice = match method {
+        BlockMethod::Lattice => Some(Lattice::new(model, &grid, params, scaling, scratch)?),
+        BlockMethod::Independent => None,
+    };
     let mut stitch = Stitcher::default();
     let total = grid.len();
     for (done, block) in grid.blocks().enumerate() {
-        if let Some(p) = progress {
-            if !p(done as f32 / total as f32) {
-                return Err(Error::Cancelled);
+        let mut b = match lattice.as_mut() {
+            Some(l) => {
+                // the networks' share of the work is the tiles': progress counts both
+                let tiles_total = l.origins.len() as f32;
+                let report = |tiles: usize| -> bool {
+                    progress.is_none_or(|p| p(0.9 * tiles as f32 / tiles_total + 0.1 * done as f32 / total as f32))
+                };
+                l.segment_block(model, source, &block, done, params, &mut times, &report)?
             }
-        }
-        let mut b = segment_block(model, source, &block, params, scaling, &mut times)?;
+            None => {
+                if let Some(p) = progress {
+                    if !p(done as f32 / total as f32) {
+                        return Err(Error::Cancelled);
+                    }
+                }
+                segment_block(model, source, &block, params, scaling, &mut times)?
+            }
+        };
         let t = std::time::Instant::now();
         stitch.add(&block, &mut b);
         store.write(block.core_start, block.core_end, &b.core)?;
@@ -663,7 +743,198 @@ pub fn segment_blocks(
     }
     let joins = stitch.joins;
     let (relabel, n_nuclei) = stitch.pieces.numbering();
-    Ok(BlockRun { grid, n_nuclei, joins, relabel, scaling: format!("{scaling:?}"), timings: times })
+    let tiles = lattice.as_ref().map_or(0, |l| l.origins.len());
+    Ok(BlockRun { grid, method, tiles, n_nuclei, joins, relabel, scaling: format!("{scaling:?}"), timings: times })
+}
+
+/// Network outputs of the tiles of a [`Lattice`], each until the last block that reads it
+/// is done: in memory, or one file per tile in a scratch folder (named like a part file,
+/// so that a run that dies leaves nothing [`crate::io::atomic::clean_stale`] keeps).
+enum TileStore {
+    Memory(HashMap<usize, (Vec<f32>, Vec<f32>)>),
+    Folder(std::path::PathBuf),
+}
+
+impl TileStore {
+    fn path(dir: &std::path::Path, i: usize) -> std::path::PathBuf {
+        dir.join(format!("tile-{i}.f32"))
+    }
+
+    fn put(&mut self, i: usize, p: &[f32], c: &[f32]) -> Result<()> {
+        match self {
+            TileStore::Memory(m) => {
+                m.insert(i, (p.to_vec(), c.to_vec()));
+            }
+            TileStore::Folder(dir) => {
+                let path = Self::path(dir, i);
+                let bytes: Vec<u8> = p.iter().chain(c).flat_map(|v| v.to_ne_bytes()).collect();
+                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tile `i`'s outputs (each `n` values).
+    fn get(&self, i: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        match self {
+            TileStore::Memory(m) => m.get(&i).cloned().ok_or_else(|| Error::Internal(format!("tile {i} was not run or is gone"))),
+            TileStore::Folder(dir) => {
+                let path = Self::path(dir, i);
+                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                if bytes.len() != 8 * n {
+                    return Err(Error::Internal(format!("{} holds {} bytes, not {}", path.display(), bytes.len(), 8 * n)));
+                }
+                let mut v = bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                let p: Vec<f32> = v.by_ref().take(n).collect();
+                Ok((p, v.collect()))
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        match self {
+            TileStore::Memory(m) => {
+                m.remove(&i);
+            }
+            TileStore::Folder(dir) => {
+                let _ = std::fs::remove_file(Self::path(dir, i));
+            }
+        }
+    }
+}
+
+impl Drop for TileStore {
+    fn drop(&mut self) {
+        if let TileStore::Folder(dir) = self {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The whole volume's tile lattice for [`BlockMethod::Lattice`]: the tiles a whole run
+/// would lay ([`Model::tile_grid`]), run in its order and batches (so that each output is
+/// the whole run's, whatever the runtime does with a batch), only when a block first needs
+/// them, and dropped after the last block that needs them.
+struct Lattice {
+    grid: crate::tiling::TileGrid,
+    origins: Vec<[isize; 3]>,
+    batch: usize,
+    scaling: Scaling,
+    /// Tiles run so far (0..next).
+    next: usize,
+    /// Per tile, the last block (raster position) whose core + halo it reaches into.
+    last_user: Vec<usize>,
+    store: TileStore,
+}
+
+impl Lattice {
+    fn new(
+        model: &Model,
+        blocks: &BlockGrid,
+        params: &SegmentParams,
+        scaling: Scaling,
+        scratch: Option<&std::path::Path>,
+    ) -> Result<Lattice> {
+        let grid = model.tile_grid(blocks.dims, params)?;
+        let origins = grid.tile_starts();
+        let mut last_user = vec![0usize; origins.len()];
+        for (b, block) in blocks.blocks().enumerate() {
+            for i in grid.meeting(block.start, block.end) {
+                last_user[i] = b;
+            }
+        }
+        let store = match scratch {
+            None => TileStore::Memory(HashMap::new()),
+            Some(dir) => TileStore::Folder(crate::io::atomic::scratch_dir(dir)?),
+        };
+        let batch = model.batch_size(grid.tile).clamp(1, origins.len().max(1));
+        Ok(Lattice { grid, origins, batch, scaling, next: 0, last_user, store })
+    }
+
+    /// Runs the tiles up to `upto` (inclusive), a whole run's batches at a time, reading
+    /// each tile's voxels from `source` (scaled as the whole volume).
+    fn run_up_to(
+        &mut self,
+        model: &Model,
+        source: &mut dyn VolumeSource,
+        upto: usize,
+        times: &mut BlockTimes,
+        report: &dyn Fn(usize) -> bool,
+    ) -> Result<()> {
+        let tile = self.grid.tile;
+        let tile_n: usize = tile.iter().product();
+        let dims = self.grid.dims;
+        while self.next <= upto && self.next < self.origins.len() {
+            let group = self.next..(self.next + self.batch).min(self.origins.len());
+            let mut buf = vec![0f32; group.len() * tile_n];
+            for (k, i) in group.clone().enumerate() {
+                let t = std::time::Instant::now();
+                let (lo, hi) = self.grid.source_window(self.origins[i]);
+                let mut window = source.read(lo, hi)?;
+                times.read_s += t.elapsed().as_secs_f64();
+                let t = std::time::Instant::now();
+                crate::preprocess::check_finite(&window)?;
+                self.scaling.apply_in_place(&mut window);
+                let win_dims = std::array::from_fn(|a| hi[a] - lo[a]);
+                crate::tiling::gather(&window, lo, win_dims, dims, &[self.origins[i]], tile, &mut buf[k * tile_n..(k + 1) * tile_n]);
+                times.network_s += t.elapsed().as_secs_f64();
+            }
+            let t = std::time::Instant::now();
+            let (p, c) = model.run_tiles(&buf, group.len(), tile)?;
+            times.network_s += t.elapsed().as_secs_f64();
+            for (k, i) in group.clone().enumerate() {
+                self.store.put(i, &p[k * tile_n..(k + 1) * tile_n], &c[k * tile_n..(k + 1) * tile_n])?;
+            }
+            self.next = group.end;
+            if !report(self.next) {
+                return Err(Error::Cancelled);
+            }
+        }
+        Ok(())
+    }
+
+    /// Block `block` (the `position`-th in raster order): its probabilities blended from
+    /// the tiles that reach into it, post-processed, its core's pieces and faces kept.
+    #[allow(clippy::too_many_arguments)]
+    fn segment_block(
+        &mut self,
+        model: &Model,
+        source: &mut dyn VolumeSource,
+        block: &Block,
+        position: usize,
+        params: &SegmentParams,
+        times: &mut BlockTimes,
+        report: &dyn Fn(usize) -> bool,
+    ) -> Result<BlockPieces> {
+        let need = self.grid.meeting(block.start, block.end);
+        let last = *need.last().ok_or_else(|| Error::Internal(format!("no tile reaches block {:?}", block.index)))?;
+        self.run_up_to(model, source, last, times, report)?;
+        let t = std::time::Instant::now();
+        let tile_n: usize = self.grid.tile.iter().product();
+        let mut blend = crate::tiling::Blend::new(&self.grid, block.start, block.end)?;
+        for &i in &need {
+            let (p, c) = self.store.get(i, tile_n)?;
+            blend.add(self.origins[i], &p, &c);
+        }
+        let (foreground, centre) = blend.finish()?;
+        times.network_s += t.elapsed().as_secs_f64();
+        let plan = model.plan(block.dims(), params)?;
+        if plan.resampled() {
+            return Err(Error::Internal("a lattice block on a resampled grid".into()));
+        }
+        let probs = crate::model::Probabilities { foreground, centre, plan, timings: Default::default() };
+        let seg = model.finish(probs)?;
+        times.post_s += seg.timings.post_s;
+        for &i in &need {
+            if self.last_user[i] <= position {
+                self.store.remove(i);
+            }
+        }
+        let t = std::time::Instant::now();
+        let pieces = block_pieces(block, source.dims(), &seg.labels, seg.n_nuclei);
+        times.stitch_s += t.elapsed().as_secs_f64();
+        Ok(pieces)
+    }
 }
 
 /// Joins the pieces of blocks given in raster order (see the module docs): each block's
@@ -771,12 +1042,19 @@ pub fn segment_block(
     scaling: Scaling,
     times: &mut BlockTimes,
 ) -> Result<BlockPieces> {
-    let dims = source.dims();
     let t = std::time::Instant::now();
     let vol = source.read(block.start, block.end)?;
     times.read_s += t.elapsed().as_secs_f64();
     let (labels, n_local) = segment_one(model, vol, block.dims(), params, scaling, times)?;
     let t = std::time::Instant::now();
+    let pieces = block_pieces(block, source.dims(), &labels, n_local);
+    times.stitch_s += t.elapsed().as_secs_f64();
+    Ok(pieces)
+}
+
+/// The pieces a block owns, from its labels `1..=n_local` over core + halo (`labels`, a
+/// volume of `dims`): its core's labels and its views of the faces with its neighbours.
+fn block_pieces(block: &Block, dims: [usize; 3], labels: &[u32], n_local: u32) -> BlockPieces {
     // the block's own ids for the labels present in the core, in the order of the labels
     // (a block that is the whole volume keeps the whole volume's labels)
     let ext = block.dims();
@@ -825,8 +1103,7 @@ pub fn segment_block(
     let lower = std::array::from_fn(|k| {
         (block.index[k] > 0 && block.start[k] < block.core_start[k]).then(|| face_view(k, block.core_start[k] - 1))
     });
-    times.stitch_s += t.elapsed().as_secs_f64();
-    Ok(BlockPieces { pieces, core, lower, upper })
+    BlockPieces { pieces, core, lower, upper }
 }
 
 /// One block through the whole pipeline: labels (1..=n) on the block's own grid.
@@ -861,7 +1138,7 @@ pub fn segment_in_memory(
         return Err(Error::invalid(format!("volume holds {} values, dims {dims:?} need {n}", vol.len())));
     }
     let mut store = MemoryLabels { labels: vec![0; n], dims };
-    let run = segment_blocks(model, &mut MemorySource { volume: vol, dims }, &mut store, params, opts, progress)?;
+    let run = segment_blocks(model, &mut MemorySource { volume: vol, dims }, &mut store, params, opts, None, progress)?;
     let mut labels = store.labels;
     run.apply(&mut labels);
     Ok((labels, run))

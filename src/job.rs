@@ -197,7 +197,7 @@ impl Job {
         let dims = image.dims();
         let params = params.clone().calibrated(image.voxel_size_um());
         // the core asked for (or the one the memory budget gives), cut to whole chunks
-        let fitted = blocks::grid_for(model, dims, &params, opts)?;
+        let fitted = blocks::grid_for(model, dims, &params, opts, blocks::BlockMethod::Independent)?;
         let want = BlockGrid { core: opts.core.unwrap_or(fitted.core), ..fitted };
         let grid = BlockGrid::aligned(&want, image.chunk_zyx())?;
         if grid.len() > MAX_BLOCKS {

@@ -167,6 +167,33 @@ impl Model {
         crate::plan::resolve(&self.nsn.info, self.ndn.as_ref().map(|d| &d.info), dims, p)
     }
 
+    /// The tiles of a model grid of `model_dims` under `p` (as [`Model::plan`] lays them;
+    /// no limit on the volume's size: a block's lattice over a whole large volume).
+    pub fn tile_grid(&self, model_dims: [usize; 3], p: &SegmentParams) -> Result<crate::tiling::TileGrid> {
+        crate::plan::tile_grid(&self.nsn.info, self.ndn.as_ref().map(|d| &d.info), model_dims, p)
+    }
+
+    /// Tiles per network call for tiles of `tile` voxels (the same for a whole volume and
+    /// its blocks: batching must not change a result).
+    pub fn batch_size(&self, tile: [usize; 3]) -> usize {
+        let tile_n: usize = tile.iter().product();
+        self.nsn.batch_size(tile_n).min(self.ndn.as_ref().map_or(usize::MAX, |d| d.batch_size(tile_n)))
+    }
+
+    /// Both outputs (foreground, centre) of `b` tiles of `shape`, one after the other in
+    /// `tiles` (scaled as the networks want).
+    pub fn run_tiles(&self, tiles: &[f32], b: usize, shape: [usize; 3]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = b * shape.iter().product::<usize>();
+        if tiles.len() != n {
+            return Err(Error::Internal(format!("{b} tiles of {shape:?} in {} values", tiles.len())));
+        }
+        let (p, c) = self.run_networks(tiles, b, shape)?;
+        if p.len() != n || c.len() != n {
+            return Err(Error::Internal(format!("{b} tiles of {n} voxels in all gave outputs of {} and {} values", p.len(), c.len())));
+        }
+        Ok((p, c))
+    }
+
     /// The first half of [`Model::segment`]: normalise, resample, run the networks.
     /// Splitting here lets a caller post-process one volume while the next one runs on
     /// the device (`qcanet segment` over a folder does).
@@ -213,9 +240,8 @@ impl Model {
         let resample_s = t_resample.elapsed().as_secs_f64();
         let prepare_s = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
-        let tile_n: usize = plan.tiles.tile.iter().product();
-        let batch = self.nsn.batch_size(tile_n).min(self.ndn.as_ref().map_or(usize::MAX, |d| d.batch_size(tile_n)));
         let shape = plan.tiles.tile;
+        let batch = self.batch_size(shape);
         let (foreground, centre) = run_tiled(&plan.tiles, &work, batch, |tiles, b| self.run_networks(tiles, b, shape), progress)?;
         let timings = StageTimes { prepare_s, normalise_s, resample_s, network_s: t1.elapsed().as_secs_f64(), ..StageTimes::default() };
         Ok(Probabilities { foreground, centre, plan, timings })

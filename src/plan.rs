@@ -161,6 +161,21 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// The tiles the networks run on over a model grid of `model_dims` under `p`: the one
+/// place tile size and overlap are resolved ([`resolve`], and the whole volume's lattice
+/// that blocks share, [`crate::blocks`]).
+pub fn tile_grid(nsn: &NetInfo, ndn: Option<&NetInfo>, model_dims: [usize; 3], p: &SegmentParams) -> Result<TileGrid> {
+    // both networks see the same tiles: a multiple of what each accepts
+    let mut multiple = nsn.spatial_multiple;
+    if let Some(d) = ndn {
+        for k in 0..3 {
+            let (a, b) = (multiple[k], d.spatial_multiple[k]);
+            multiple[k] = a / gcd(a, b) * b;
+        }
+    }
+    TileGrid::new(model_dims, p.tile.unwrap_or(nsn.tile), p.overlap.unwrap_or(nsn.overlap), multiple)
+}
+
 /// Resolves and checks the plan for a volume of `dims` with a model of `nsn` (and `ndn`
 /// when the NDN is a network of its own) under the caller's `p`.
 pub fn resolve(nsn: &NetInfo, ndn: Option<&NetInfo>, dims: [usize; 3], p: &SegmentParams) -> Result<Plan> {
@@ -198,15 +213,7 @@ pub fn resolve(nsn: &NetInfo, ndn: Option<&NetInfo>, dims: [usize; 3], p: &Segme
     } else {
         (dims, in_vox)
     };
-    // both networks see the same tiles: a multiple of what each accepts
-    let mut multiple = nsn.spatial_multiple;
-    if let Some(d) = ndn {
-        for k in 0..3 {
-            let (a, b) = (multiple[k], d.spatial_multiple[k]);
-            multiple[k] = a / gcd(a, b) * b;
-        }
-    }
-    let tiles = TileGrid::new(model_dims, p.tile.unwrap_or(nsn.tile), p.overlap.unwrap_or(nsn.overlap), multiple)?;
+    let tiles = tile_grid(nsn, ndn, model_dims, p)?;
     let mut base = nsn.post.clone();
     // a separate NDN model knows its own centre threshold
     if let Some(d) = ndn {

@@ -111,6 +111,17 @@ impl PostParams {
     fn sigma_voxels(&self, voxel: [f64; 3]) -> [f64; 3] {
         voxel.map(|v| self.marker_sigma_um / v)
     }
+
+    /// How far (voxels of a grid of `voxel` um) the markers look around a voxel: the
+    /// smoothing of the centre map and the maximum filter (0 for components).
+    pub fn marker_reach(&self, voxel: [f64; 3]) -> [usize; 3] {
+        match self.markers {
+            // the smoothing's kernel, then the 3x3x3 maximum filter
+            MarkerMode::LocalMaxima if self.marker_sigma_um > 0.0 => self.sigma_voxels(voxel).map(|s| gaussian_radius(s) + 1),
+            MarkerMode::LocalMaxima => [1; 3],
+            MarkerMode::Components => [0; 3],
+        }
+    }
 }
 
 /// Runs the post-processing on probability volumes of shape `dims` (z, y, x)
@@ -271,8 +282,13 @@ pub fn fill_holes(mask: &mut [bool], dims: [usize; 3]) {
 }
 
 /// Radius and normalised weights of a Gaussian kernel truncated at 2 sigma (scipy's `truncate=2.0`).
+/// How far (voxels) [`gaussian`] of `sigma` voxels reaches: its kernel's radius.
+pub fn gaussian_radius(sigma: f64) -> usize {
+    (2.0 * sigma + 0.5) as usize
+}
+
 fn gaussian_kernel(sigma: f64) -> (isize, Vec<f64>) {
-    let r = (2.0 * sigma + 0.5) as isize;
+    let r = gaussian_radius(sigma) as isize;
     let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i * i) as f64 / (sigma * sigma)).exp()).collect();
     let s: f64 = k.iter().sum();
     k.iter_mut().for_each(|a| *a /= s);

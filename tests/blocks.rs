@@ -1,5 +1,5 @@
 //! Block-wise segmentation against the whole-volume run, on a generated volume cut into
-//! eight blocks with the halo chosen from the model's measured context.
+//! eight blocks.
 mod common;
 
 use qcanet::blocks::{self, BlockOptions};
@@ -21,19 +21,20 @@ fn blocks_agree_with_the_whole_volume() {
         run.grid.count, run.grid.halo, whole.n_nuclei, run.n_nuclei, run.joins
     );
     assert_eq!(run.grid.count, [2, 2, 2]);
-    // the halo comes from the measured context, not a constant
-    let ctx = model.context().unwrap();
-    assert!(ctx.iter().all(|&c| (8..=64).contains(&c)), "{ctx:?}");
-    assert_eq!(run.grid.halo, blocks::halo_for(ctx, v.voxel_size, v.voxel_size, blocks::DEFAULT_MAX_NUCLEUS_UM));
+    // the networks ran on the whole volume's own tiles, each once
+    assert_eq!(run.method, blocks::BlockMethod::Lattice);
+    assert_eq!(run.tiles, model.plan(v.dims, &params).unwrap().tiles().len());
+    // so the halo only holds post-processing's reach: the largest nucleus's radius and the
+    // markers' smoothing, not the networks' context
+    let plan = model.plan(v.dims, &params).unwrap();
+    assert_eq!(run.grid.halo, blocks::post_halo(plan.post(), v.voxel_size, blocks::DEFAULT_MAX_NUCLEUS_UM));
     // nuclei crossing faces were joined, none lost or doubled, the partition the same
     assert!(run.joins >= 10, "{}", run.joins);
-    let (w, b) = (whole.n_nuclei as f64, run.n_nuclei as f64);
-    assert!((w - b).abs() <= (0.005 * w).max(0.0), "whole {w}, blocks {b}");
-    // Measured here: 99.98 % (23 of 94,785 voxels), with every block's tiles of one shape.
-    // On real data the networks' sensitivity to where tile edges fall is larger (the whole
-    // run of a BBBC050 volume moves by 5 % under another tile size; see the README's "Large
-    // volumes"), and blocks differ from the whole run by as much there.
-    assert!(a.agreement >= 0.995, "{a:?}");
+    assert_eq!(whole.n_nuclei, run.n_nuclei);
+    // Measured here: every voxel the same (the blocks' probabilities are the whole run's
+    // bit for bit; only post-processing sees less than the whole volume, and its halo
+    // holds what it looks at).
+    assert!(a.agreement >= 0.9995, "{a:?}");
     // labels 1..=n without gaps
     let mut seen = vec![false; run.n_nuclei as usize + 1];
     labels.iter().for_each(|&l| seen[l as usize] = true);
@@ -55,7 +56,7 @@ fn a_stack_on_disk_streams_through_the_same_blocks() {
     let reader = qcanet::io::tiff::StackReader::open(&raw).unwrap();
     let mut source = blocks::TiffSource::new(reader, 0, 0).unwrap();
     let mut store = blocks::ScratchLabels::new(d.path(), v.dims).unwrap();
-    let streamed = blocks::segment_blocks(&model, &mut source, &mut store, &params, &opts, None).unwrap();
+    let streamed = blocks::segment_blocks(&model, &mut source, &mut store, &params, &opts, Some(d.path()), None).unwrap();
     assert_eq!((streamed.n_nuclei, streamed.grid.count), (run.n_nuclei, [1, 2, 2]));
     let mut labels = Vec::new();
     for z in 0..v.dims[0] {

@@ -111,8 +111,9 @@ struct BlockArgs {
     /// whole), whole (never), or the largest block core Z,Y,X in voxels
     #[arg(long, value_name = "auto|whole|Z,Y,X", default_value = "auto")]
     blocks: qcanet::blocks::BlockChoice,
-    /// Halo around each block core, Z,Y,X voxels (default: the networks' measured context
-    /// plus the radius of the largest nucleus)
+    /// Halo around each block core, Z,Y,X voxels (default: the radius of the largest
+    /// nucleus plus the markers' reach; on a resampled grid also the networks' measured
+    /// context)
     #[arg(long, value_name = "Z,Y,X", value_parser = parse_triple_usize)]
     halo: Option<[usize; 3]>,
     /// Voxels of one block, core and halo, when the core is chosen automatically (memory
@@ -1040,21 +1041,26 @@ fn segment_streamed(
     if ba.blocks == qcanet::blocks::BlockChoice::Whole {
         opts.core = Some(dims);
     }
-    // the first call measures the networks' context (once per model)
+    // on a resampled grid the first call measures the networks' context (once per model)
     let t_grid = Instant::now();
-    let grid = blocks::grid_for(model, dims, &params, &opts)?;
+    let method = blocks::method_for(model, dims, &params)?;
+    let grid = blocks::grid_for(model, dims, &params, &opts, method)?;
     let grid_s = t_grid.elapsed().as_secs_f64();
     // the plan of one block says what the file's calibration resolves to
     let plan = model.plan(grid.block([0, 0, 0]).dims(), &params)?;
     if want.verbose && !quiet {
         pb.suspend(|| {
             eprintln!(
-                "{}:\n{plan}\nblocks      {} of core {:?}, halo {:?} ({:?} along z, y, x)",
+                "{}:\n{plan}\nblocks      {} of core {:?}, halo {:?} ({:?} along z, y, x), {}",
                 input.display(),
                 grid.len(),
                 grid.core,
                 grid.halo,
-                grid.count
+                grid.count,
+                match method {
+                    blocks::BlockMethod::Lattice => "networks on the whole volume's tiles",
+                    blocks::BlockMethod::Independent => "each block through the networks on its own (resampled grid)",
+                }
             )
         });
     }
@@ -1088,13 +1094,13 @@ fn segment_streamed(
             BigInput::Tiff(_) => {
                 let r = reader.take().ok_or_else(|| Error::Internal("the TIFF reader is gone".into()))?;
                 let mut source = TiffSource::new(r, t, channel)?;
-                let run = blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?;
+                let run = blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&scratch_dir), Some(&cb))?;
                 reader = Some(source.into_reader());
                 run
             }
             BigInput::Zarr(z) => {
                 let mut source = ome_zarr::ZarrSource { image: z, t, c: channel };
-                blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&cb))?
+                blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&scratch_dir), Some(&cb))?
             }
         };
         done.push((store, run));
