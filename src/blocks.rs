@@ -594,7 +594,8 @@ pub struct BlockTimes {
 pub struct BlockRun {
     pub grid: BlockGrid,
     pub method: BlockMethod,
-    /// Tiles of the whole volume's lattice run ([`BlockMethod::Lattice`]; 0 otherwise).
+    /// Tiles of the whole volume's lattice run ([`BlockMethod::Lattice`]: each once; 0
+    /// otherwise).
     pub tiles: usize,
     pub n_nuclei: u32,
     /// Pieces joined across faces.
@@ -616,7 +617,7 @@ impl BlockRun {
 }
 
 /// Where a block's network outputs come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BlockMethod {
     /// The whole volume's own tiles ([`Lattice`]): each tile is run once, in the order and
@@ -712,7 +713,14 @@ pub fn segment_blocks(
         BlockMethod::Independent => with_common_tile(model, &grid, params)?,
     };
     let mut lattice = match method {
-        BlockMethod::Lattice => Some(Lattice::new(model, &grid, params, scaling, scratch)?),
+        BlockMethod::Lattice => {
+            let store = match scratch {
+                Some(dir) => TileStore::scratch_in(dir)?,
+                None => TileStore::Memory(HashMap::new()),
+            };
+            let batch = model.batch_size(model.tile_grid(dims, params)?.tile);
+            Some(Lattice::new(model, &grid, params, scaling, batch, store, true)?)
+        }
         BlockMethod::Independent => None,
     };
     let mut stitch = Stitcher::default();
@@ -721,7 +729,7 @@ pub fn segment_blocks(
         let mut b = match lattice.as_mut() {
             Some(l) => {
                 // the networks' share of the work is the tiles': progress counts both
-                let tiles_total = l.origins.len() as f32;
+                let tiles_total = l.len() as f32;
                 let report = |tiles: usize| -> bool {
                     progress.is_none_or(|p| p(0.9 * tiles as f32 / tiles_total + 0.1 * done as f32 / total as f32))
                 };
@@ -743,160 +751,194 @@ pub fn segment_blocks(
     }
     let joins = stitch.joins;
     let (relabel, n_nuclei) = stitch.pieces.numbering();
-    let tiles = lattice.as_ref().map_or(0, |l| l.origins.len());
+    let tiles = lattice.as_ref().map_or(0, |l| l.tiles_run);
     Ok(BlockRun { grid, method, tiles, n_nuclei, joins, relabel, scaling: format!("{scaling:?}"), timings: times })
 }
 
-/// Network outputs of the tiles of a [`Lattice`], each until the last block that reads it
-/// is done: in memory, or one file per tile in a scratch folder (named like a part file,
-/// so that a run that dies leaves nothing [`crate::io::atomic::clean_stale`] keeps).
-enum TileStore {
+/// Network outputs of the tiles of a [`Lattice`].
+pub enum TileStore {
+    /// In this process's memory.
     Memory(HashMap<usize, (Vec<f32>, Vec<f32>)>),
-    Folder(std::path::PathBuf),
+    /// One file per tile in a private scratch folder (named like a part file, so that a
+    /// run that dies leaves nothing [`crate::io::atomic::clean_stale`] keeps), removed
+    /// with the store.
+    Scratch(std::path::PathBuf),
+    /// One file per tile in a folder several processes share (a block job's): each tile
+    /// written atomically (two processes that run the same tile write the same bytes),
+    /// kept until the job removes the folder.
+    Shared(std::path::PathBuf),
 }
 
 impl TileStore {
-    fn path(dir: &std::path::Path, i: usize) -> std::path::PathBuf {
-        dir.join(format!("tile-{i}.f32"))
+    /// A private scratch folder in `dir`.
+    pub fn scratch_in(dir: &std::path::Path) -> Result<TileStore> {
+        Ok(TileStore::Scratch(crate::io::atomic::scratch_dir(dir)?))
+    }
+
+    fn path(&self, i: usize) -> Option<std::path::PathBuf> {
+        match self {
+            TileStore::Memory(_) => None,
+            TileStore::Scratch(dir) | TileStore::Shared(dir) => Some(dir.join(format!("tile-{i}.f32"))),
+        }
+    }
+
+    fn has(&self, i: usize) -> bool {
+        match (self, self.path(i)) {
+            (TileStore::Memory(m), _) => m.contains_key(&i),
+            (_, Some(path)) => path.exists(),
+            _ => false,
+        }
     }
 
     fn put(&mut self, i: usize, p: &[f32], c: &[f32]) -> Result<()> {
-        match self {
-            TileStore::Memory(m) => {
+        let bytes = || -> Vec<u8> { p.iter().chain(c).flat_map(|v| v.to_le_bytes()).collect() };
+        let path = self.path(i);
+        match (self, path) {
+            (TileStore::Memory(m), _) => {
                 m.insert(i, (p.to_vec(), c.to_vec()));
             }
-            TileStore::Folder(dir) => {
-                let path = Self::path(dir, i);
-                let bytes: Vec<u8> = p.iter().chain(c).flat_map(|v| v.to_ne_bytes()).collect();
-                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+            (TileStore::Scratch(_), Some(path)) => std::fs::write(&path, bytes()).map_err(|e| Error::io(&path, e))?,
+            (TileStore::Shared(dir), Some(path)) => {
+                std::fs::create_dir_all(&*dir).map_err(|e| Error::io(&*dir, e))?;
+                crate::io::atomic::write_bytes(&path, &bytes())?
             }
+            _ => return Err(Error::Internal("a tile store without a place".into())),
         }
         Ok(())
     }
 
     /// Tile `i`'s outputs (each `n` values).
     fn get(&self, i: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        match self {
-            TileStore::Memory(m) => m.get(&i).cloned().ok_or_else(|| Error::Internal(format!("tile {i} was not run or is gone"))),
-            TileStore::Folder(dir) => {
-                let path = Self::path(dir, i);
+        match (self, self.path(i)) {
+            (TileStore::Memory(m), _) => m.get(&i).cloned().ok_or_else(|| Error::Internal(format!("tile {i} was not run or is gone"))),
+            (_, Some(path)) => {
                 let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
                 if bytes.len() != 8 * n {
-                    return Err(Error::Internal(format!("{} holds {} bytes, not {}", path.display(), bytes.len(), 8 * n)));
+                    return Err(Error::Unsupported(format!(
+                        "{}: {} bytes, not a tile's {} (damaged: remove it to run the tile again)",
+                        path.display(),
+                        bytes.len(),
+                        8 * n
+                    )));
                 }
-                let mut v = bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                let mut v = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 let p: Vec<f32> = v.by_ref().take(n).collect();
                 Ok((p, v.collect()))
             }
+            _ => Err(Error::Internal("a tile store without a place".into())),
         }
     }
 
     fn remove(&mut self, i: usize) {
-        match self {
-            TileStore::Memory(m) => {
+        let path = self.path(i);
+        match (self, path) {
+            (TileStore::Memory(m), _) => {
                 m.remove(&i);
             }
-            TileStore::Folder(dir) => {
-                let _ = std::fs::remove_file(Self::path(dir, i));
+            (_, Some(path)) => {
+                let _ = std::fs::remove_file(path);
             }
+            _ => {}
         }
     }
 }
 
 impl Drop for TileStore {
     fn drop(&mut self) {
-        if let TileStore::Folder(dir) = self {
+        if let TileStore::Scratch(dir) = self {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
 
 /// The whole volume's tile lattice for [`BlockMethod::Lattice`]: the tiles a whole run
-/// would lay ([`Model::tile_grid`]), run in its order and batches (so that each output is
-/// the whole run's, whatever the runtime does with a batch), only when a block first needs
-/// them, and dropped after the last block that needs them.
-struct Lattice {
+/// would lay ([`Model::tile_grid`]), run in its batches (tile `i` with the others of batch
+/// `i / batch`, so that each output is the whole run's whatever the runtime does with a
+/// batch), when a block first needs them, and kept in a [`TileStore`].
+pub struct Lattice {
     grid: crate::tiling::TileGrid,
     origins: Vec<[isize; 3]>,
     batch: usize,
     scaling: Scaling,
-    /// Tiles run so far (0..next).
-    next: usize,
-    /// Per tile, the last block (raster position) whose core + halo it reaches into.
-    last_user: Vec<usize>,
     store: TileStore,
+    /// Per tile, the last block (raster position) whose core + halo it reaches into: a
+    /// tile is dropped after it (one process running the blocks in order). `None`: kept.
+    last_user: Option<Vec<usize>>,
+    /// Tiles run by this process.
+    pub tiles_run: usize,
 }
 
 impl Lattice {
-    fn new(
+    /// The lattice of `blocks`' volume under `params`, scaled by `scaling`, `batch` tiles
+    /// per network call (the whole run's: [`Model::batch_size`]). With `drop_after_use`,
+    /// a tile's outputs go once the last block (in raster order) that reads them is done.
+    pub fn new(
         model: &Model,
         blocks: &BlockGrid,
         params: &SegmentParams,
         scaling: Scaling,
-        scratch: Option<&std::path::Path>,
+        batch: usize,
+        store: TileStore,
+        drop_after_use: bool,
     ) -> Result<Lattice> {
         let grid = model.tile_grid(blocks.dims, params)?;
         let origins = grid.tile_starts();
-        let mut last_user = vec![0usize; origins.len()];
-        for (b, block) in blocks.blocks().enumerate() {
-            for i in grid.meeting(block.start, block.end) {
-                last_user[i] = b;
+        let last_user = drop_after_use.then(|| {
+            let mut last = vec![0usize; origins.len()];
+            for (b, block) in blocks.blocks().enumerate() {
+                for i in grid.meeting(block.start, block.end) {
+                    last[i] = b;
+                }
             }
-        }
-        let store = match scratch {
-            None => TileStore::Memory(HashMap::new()),
-            Some(dir) => TileStore::Folder(crate::io::atomic::scratch_dir(dir)?),
-        };
-        let batch = model.batch_size(grid.tile).clamp(1, origins.len().max(1));
-        Ok(Lattice { grid, origins, batch, scaling, next: 0, last_user, store })
+            last
+        });
+        let batch = batch.clamp(1, origins.len().max(1));
+        Ok(Lattice { grid, origins, batch, scaling, store, last_user, tiles_run: 0 })
     }
 
-    /// Runs the tiles up to `upto` (inclusive), a whole run's batches at a time, reading
-    /// each tile's voxels from `source` (scaled as the whole volume).
-    fn run_up_to(
-        &mut self,
-        model: &Model,
-        source: &mut dyn VolumeSource,
-        upto: usize,
-        times: &mut BlockTimes,
-        report: &dyn Fn(usize) -> bool,
-    ) -> Result<()> {
+    pub fn len(&self) -> usize {
+        self.origins.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    /// Runs batch `g` (tiles `g * batch ..`), reading each tile's voxels from `source`
+    /// (scaled as the whole volume), and stores its outputs.
+    fn run_batch(&mut self, model: &Model, source: &mut dyn VolumeSource, g: usize, times: &mut BlockTimes) -> Result<()> {
         let tile = self.grid.tile;
         let tile_n: usize = tile.iter().product();
         let dims = self.grid.dims;
-        while self.next <= upto && self.next < self.origins.len() {
-            let group = self.next..(self.next + self.batch).min(self.origins.len());
-            let mut buf = vec![0f32; group.len() * tile_n];
-            for (k, i) in group.clone().enumerate() {
-                let t = std::time::Instant::now();
-                let (lo, hi) = self.grid.source_window(self.origins[i]);
-                let mut window = source.read(lo, hi)?;
-                times.read_s += t.elapsed().as_secs_f64();
-                let t = std::time::Instant::now();
-                crate::preprocess::check_finite(&window)?;
-                self.scaling.apply_in_place(&mut window);
-                let win_dims = std::array::from_fn(|a| hi[a] - lo[a]);
-                crate::tiling::gather(&window, lo, win_dims, dims, &[self.origins[i]], tile, &mut buf[k * tile_n..(k + 1) * tile_n]);
-                times.network_s += t.elapsed().as_secs_f64();
-            }
+        let group = g * self.batch..((g + 1) * self.batch).min(self.origins.len());
+        let mut buf = vec![0f32; group.len() * tile_n];
+        for (k, i) in group.clone().enumerate() {
             let t = std::time::Instant::now();
-            let (p, c) = model.run_tiles(&buf, group.len(), tile)?;
+            let (lo, hi) = self.grid.source_window(self.origins[i]);
+            let mut window = source.read(lo, hi)?;
+            times.read_s += t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            crate::preprocess::check_finite(&window)?;
+            self.scaling.apply_in_place(&mut window);
+            let win_dims = std::array::from_fn(|a| hi[a] - lo[a]);
+            crate::tiling::gather(&window, lo, win_dims, dims, &[self.origins[i]], tile, &mut buf[k * tile_n..(k + 1) * tile_n]);
             times.network_s += t.elapsed().as_secs_f64();
-            for (k, i) in group.clone().enumerate() {
-                self.store.put(i, &p[k * tile_n..(k + 1) * tile_n], &c[k * tile_n..(k + 1) * tile_n])?;
-            }
-            self.next = group.end;
-            if !report(self.next) {
-                return Err(Error::Cancelled);
-            }
         }
+        let t = std::time::Instant::now();
+        let (p, c) = model.run_tiles(&buf, group.len(), tile)?;
+        times.network_s += t.elapsed().as_secs_f64();
+        for (k, i) in group.clone().enumerate() {
+            self.store.put(i, &p[k * tile_n..(k + 1) * tile_n], &c[k * tile_n..(k + 1) * tile_n])?;
+        }
+        self.tiles_run += group.len();
         Ok(())
     }
 
     /// Block `block` (the `position`-th in raster order): its probabilities blended from
-    /// the tiles that reach into it, post-processed, its core's pieces and faces kept.
+    /// the tiles that reach into it (run first where missing), post-processed, its core's
+    /// pieces and faces kept. `report(tiles run)` after each batch; false cancels.
     #[allow(clippy::too_many_arguments)]
-    fn segment_block(
+    pub fn segment_block(
         &mut self,
         model: &Model,
         source: &mut dyn VolumeSource,
@@ -907,8 +949,14 @@ impl Lattice {
         report: &dyn Fn(usize) -> bool,
     ) -> Result<BlockPieces> {
         let need = self.grid.meeting(block.start, block.end);
-        let last = *need.last().ok_or_else(|| Error::Internal(format!("no tile reaches block {:?}", block.index)))?;
-        self.run_up_to(model, source, last, times, report)?;
+        for &i in &need {
+            if !self.store.has(i) {
+                self.run_batch(model, source, i / self.batch, times)?;
+                if !report(self.tiles_run) {
+                    return Err(Error::Cancelled);
+                }
+            }
+        }
         let t = std::time::Instant::now();
         let tile_n: usize = self.grid.tile.iter().product();
         let mut blend = crate::tiling::Blend::new(&self.grid, block.start, block.end)?;
@@ -925,9 +973,11 @@ impl Lattice {
         let probs = crate::model::Probabilities { foreground, centre, plan, timings: Default::default() };
         let seg = model.finish(probs)?;
         times.post_s += seg.timings.post_s;
-        for &i in &need {
-            if self.last_user[i] <= position {
-                self.store.remove(i);
+        if let Some(last) = &self.last_user {
+            for &i in &need {
+                if last[i] <= position {
+                    self.store.remove(i);
+                }
             }
         }
         let t = std::time::Instant::now();

@@ -34,8 +34,8 @@ use crate::model::Model;
 use crate::plan::SegmentParams;
 use crate::preprocess::Scaling;
 
-/// Version of the job folder's layout.
-const JOB_FORMAT: u32 = 1;
+/// Version of the job folder's layout (2: blocks on the whole frame's tile lattice).
+const JOB_FORMAT: u32 = 2;
 /// Suffix of a job folder.
 pub const JOB_SUFFIX: &str = ".qcanet-job";
 /// Most blocks of one frame (the stitch keeps one entry per piece of every block).
@@ -71,6 +71,12 @@ pub struct JobSpec {
     /// The parameters, with the file's voxel size and the blocks' common tile filled in.
     pub params: SegmentParams,
     pub grid: BlockGrid,
+    /// Where the blocks' network outputs come from ([`blocks::BlockMethod`]): with the
+    /// lattice, any block step runs the frame's tiles it needs that no step has run yet
+    /// and leaves them in `tiles-t<t>/` for the others (removed when the frame is stitched).
+    pub method: blocks::BlockMethod,
+    /// Tiles per network call: the whole run's, the same in every process.
+    pub tile_batch: usize,
     pub frames: usize,
     /// The model's name and precision: every step checks that it runs the same.
     pub model: String,
@@ -197,13 +203,20 @@ impl Job {
         let dims = image.dims();
         let params = params.clone().calibrated(image.voxel_size_um());
         // the core asked for (or the one the memory budget gives), cut to whole chunks
-        let fitted = blocks::grid_for(model, dims, &params, opts, blocks::BlockMethod::Independent)?;
+        let method = blocks::method_for(model, dims, &params)?;
+        let fitted = blocks::grid_for(model, dims, &params, opts, method)?;
         let want = BlockGrid { core: opts.core.unwrap_or(fitted.core), ..fitted };
         let grid = BlockGrid::aligned(&want, image.chunk_zyx())?;
         if grid.len() > MAX_BLOCKS {
             return Err(Error::invalid(format!("{} blocks per frame, more than {MAX_BLOCKS}: choose larger blocks", grid.len())));
         }
-        let params = blocks::with_common_tile(model, &grid, &params)?;
+        let (params, tile_batch) = match method {
+            blocks::BlockMethod::Lattice => {
+                let batch = model.batch_size(model.tile_grid(dims, &params)?.tile);
+                (params, batch)
+            }
+            blocks::BlockMethod::Independent => (blocks::with_common_tile(model, &grid, &params)?, 1),
+        };
         let spec = JobSpec {
             format: JOB_FORMAT,
             source: source.clone(),
@@ -211,6 +224,8 @@ impl Job {
             target,
             params,
             grid,
+            method,
+            tile_batch,
             frames: image.frames(),
             model: model.name.clone(),
             precision: model.precision_used().to_string(),
@@ -253,6 +268,9 @@ impl Job {
         let rebuilt = BlockGrid::aligned(g, image.chunk_zyx()).map_err(|_| bad_file(&path, "not a valid block grid"))?;
         if rebuilt != *g || g.len() > MAX_BLOCKS {
             return Err(bad_file(&path, "not a valid block grid"));
+        }
+        if !(1..=crate::session::MAX_BATCH).contains(&spec.tile_batch) {
+            return Err(bad_file(&path, "not a valid tile batch"));
         }
         Ok(Job { dir: dir.to_path_buf(), spec, image })
     }
@@ -307,6 +325,10 @@ impl Job {
         self.dir.join("blocks").join(format!("t{t}-{}-{}-{}.{ext}", index[0], index[1], index[2]))
     }
 
+    fn tiles_dir(&self, t: usize) -> PathBuf {
+        self.dir.join(format!("tiles-t{t}"))
+    }
+
     fn relabel_path(&self, t: usize) -> PathBuf {
         self.dir.join(format!("relabel-t{t}.bin"))
     }
@@ -353,7 +375,16 @@ impl Job {
         let scaling = self.scaling(t)?;
         let mut times = BlockTimes::default();
         let mut source = ZarrSource { image: &self.image, t, c: self.spec.channel };
-        let b = blocks::segment_block(model, &mut source, &block, &self.spec.params, scaling, &mut times)?;
+        let b = match self.spec.method {
+            blocks::BlockMethod::Lattice => {
+                let store = blocks::TileStore::Shared(self.tiles_dir(t));
+                let params = &self.spec.params;
+                let mut lattice = blocks::Lattice::new(model, &self.spec.grid, params, scaling, self.spec.tile_batch, store, false)?;
+                let position = (index[0] * self.spec.grid.count[1] + index[1]) * self.spec.grid.count[2] + index[2];
+                lattice.segment_block(model, &mut source, &block, position, params, &mut times, &|_| true)?
+            }
+            blocks::BlockMethod::Independent => blocks::segment_block(model, &mut source, &block, &self.spec.params, scaling, &mut times)?,
+        };
         crate::io::atomic::write_bytes(&self.block_path(t, index, "core"), &encode(&b.core)?)?;
         // the faces last: their file marks the block done
         let mut words = vec![b.pieces];
@@ -423,6 +454,8 @@ impl Job {
         words.extend_from_slice(&firsts);
         words.extend_from_slice(&map);
         crate::io::atomic::write_bytes(&self.relabel_path(t), &encode(&words)?)?;
+        // every block of the frame is done: its tiles are not read again
+        let _ = std::fs::remove_dir_all(self.tiles_dir(t));
         Ok(n)
     }
 

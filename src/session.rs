@@ -99,7 +99,7 @@ pub const MAX_THREADS: usize = 1024;
 /// activations for the default model): enough to fill an H100, far below its memory.
 const GPU_BATCH_VOXELS: usize = 20_000_000;
 /// At most this many tiles per run.
-const MAX_BATCH: usize = 16;
+pub(crate) const MAX_BATCH: usize = 16;
 
 /// How to read a probability output.
 #[derive(Clone, Debug)]
