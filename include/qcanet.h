@@ -581,8 +581,9 @@ typedef struct QcaBlockOptions {
    */
   size_t core[3];
   /*
-   Halo on each side of a core (z, y, x input voxels); all 0: the networks' measured
-   context plus the radius of the largest nucleus.
+   Halo on each side of a core (z, y, x input voxels); all 0: the radius of the largest
+   nucleus plus the markers' reach (the networks run on the frame's own tiles); on a
+   grid the model resamples, also the networks' measured context.
    */
   size_t halo[3];
   /*

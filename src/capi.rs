@@ -1737,8 +1737,9 @@ pub struct QcaBlockOptions {
     /// Core of a block (z, y, x input voxels), rounded down to whole chunks of the image (at least one chunk);
     /// all 0: from `block_voxels`.
     pub core: [usize; 3],
-    /// Halo on each side of a core (z, y, x input voxels); all 0: the networks' measured
-    /// context plus the radius of the largest nucleus.
+    /// Halo on each side of a core (z, y, x input voxels); all 0: the radius of the largest
+    /// nucleus plus the markers' reach (the networks run on the frame's own tiles); on a
+    /// grid the model resamples, also the networks' measured context.
     pub halo: [usize; 3],
     /// Voxels of a block with its halo when the core is chosen by qcanet; 0: the default
     /// (about 1 GB of memory at the peak of a block).

@@ -66,3 +66,36 @@ fn a_stack_on_disk_streams_through_the_same_blocks() {
     }
     assert_eq!(labels, in_memory);
 }
+
+#[test]
+fn a_resampled_volume_runs_each_block_on_its_own() {
+    // z voxels of 2.2 um against the model's 1.75: the model's grid is not the input's, so
+    // the blocks cannot share the whole volume's tiles; each runs the whole pipeline with
+    // the networks' measured context in its halo
+    common::runtime();
+    let model = Model::load_default(&LoadOptions::default()).unwrap();
+    let v = qcanet::synth::generate(&qcanet::synth::SynthParams {
+        dims: [32, 160, 160],
+        voxel_size: [2.2, 0.8, 0.8],
+        n_nuclei: 20,
+        seed: 9,
+        ..Default::default()
+    });
+    let vol: Vec<f32> = v.image.iter().map(|&a| a as f32).collect();
+    let params = SegmentParams { voxel_size: Some(v.voxel_size), ..Default::default() };
+    let whole = model.segment(&vol, v.dims, &params, None).unwrap();
+    assert!(whole.plan.resampled());
+    let opts = BlockOptions { core: Some([32, 80, 160]), ..Default::default() };
+    let (labels, run) = blocks::segment_in_memory(&model, &vol, v.dims, &params, &opts, None).unwrap();
+    let a = qcanet::metrics::agreement(&labels, &whole.labels).unwrap();
+    eprintln!("resampled {:?} halo {:?}: {a:?}; nuclei whole {} blocks {}", run.grid.count, run.grid.halo, whole.n_nuclei, run.n_nuclei);
+    assert_eq!((run.method, run.tiles, run.grid.count), (blocks::BlockMethod::Independent, 0, [1, 2, 1]));
+    let ctx = model.context().unwrap();
+    let model_um = whole.plan.model_voxel_size();
+    assert_eq!(run.grid.halo, blocks::halo_for(ctx, v.voxel_size, model_um, blocks::DEFAULT_MAX_NUCLEUS_UM));
+    assert!(run.joins >= 1, "{}", run.joins);
+    assert_eq!(whole.n_nuclei, run.n_nuclei);
+    // Measured here: 99.60 % (184 of 45,495 voxels): each block's resampled grid and tiles
+    // are its own, so its probabilities differ from the whole run's near tile edges
+    assert!(a.agreement >= 0.99, "{a:?}");
+}

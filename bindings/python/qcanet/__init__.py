@@ -424,8 +424,9 @@ class Job(_Handle):
         """Starts (or resumes: the same settings find the same folder) the job that segments
         the OME-Zarr ``source`` into a new OME-Zarr ``target``, or into
         ``source/labels/<labels_name>``. ``block``: core size (z, y, x voxels; rounded down to
-        whole chunks of the image, at least one), ``halo``: voxels on each side (default: the networks'
-        measured context plus the radius of the largest nucleus, ``max_nucleus_um``)."""
+        whole chunks of the image, at least one), ``halo``: voxels on each side (default: the radius of
+        the largest nucleus, ``max_nucleus_um``, plus the markers' reach; on a grid the model
+        resamples, also the networks' measured context)."""
         lib = _lib()
         if (target is None) == (labels_name is None):
             raise ValueError("give either target (a new OME-Zarr) or labels_name (labels into the input)")

@@ -154,8 +154,8 @@ def segment(src, dst=None, *, client=None, voxel_size=None, block=None, halo=Non
     image's axes, scales, levels and chunks); or ``labels_into_input="name"`` to write
     them into ``src/labels/name`` instead. client: a ``distributed.Client``; None starts a
     ``LocalCluster(n_workers, threads_per_worker=1, processes=True)`` for the call.
-    block / halo: core and halo of a block (z, y, x voxels; default from the model's
-    measured context and the memory budget ``block_voxels``); nsn, ndn, device,
+    block / halo: core and halo of a block (z, y, x voxels; default from the largest
+    nucleus, the markers' reach and the memory budget ``block_voxels``); nsn, ndn, device,
     precision, threads: the model each worker loads (``qcanet.Model``); other keyword
     arguments are segmentation parameters (as ``Model.segment``). progress: Dask's
     progress bar. Calling again with the same arguments after an interruption resumes:
