@@ -15,7 +15,7 @@
 //!   on where a tile's edges fall, by enough to move 5 % of the foreground of a BBBC050
 //!   volume across the threshold, so blocks with their own tiles could never give the
 //!   whole run's labels; and they paid for the networks' context twice (halo and tiles).
-//! - **Independent** (volumes the model resamples, and block jobs, [`crate::job`]). Each
+//! - **Independent** (volumes the model resamples). Each
 //!   block is read with its halo and segmented on its own, the whole pipeline
 //!   (normalisation with the whole volume's scaling, tiled networks, post-processing) on
 //!   core + halo. The halo is the networks' measured context ([`Model::context`]) plus the
@@ -39,8 +39,9 @@
 //! Memory is bounded by the block, not the volume: one block's buffers, one batch of
 //! tiles, the planes a tile or block reads (streamed sources), the face planes of blocks
 //! whose neighbour is not done yet, and one table entry per piece. The tiles' outputs
-//! waiting for their blocks go to disk (8 bytes a voxel of a tile; at most the tiles that
-//! reach into blocks not done yet). Labels go to a [`LabelStore`] (a scratch file on disk
+//! waiting for their blocks go to a scratch folder on disk (8 bytes a voxel of a tile; the
+//! tiles run and still needed by a block not done yet; memory only for
+//! [`segment_in_memory`]). Labels go to a [`LabelStore`] (a scratch file on disk
 //! for large volumes) as provisional ids, and are renumbered when written out.
 
 use std::collections::{BTreeMap, HashMap};
@@ -628,8 +629,7 @@ pub enum BlockMethod {
     Lattice,
     /// Each block through the whole pipeline on its own, core + halo, the halo holding the
     /// networks' context too. For volumes the model resamples (a block's resampled grid is
-    /// not the whole volume's), and for block jobs ([`crate::job`]: processes that share
-    /// only files, one block each).
+    /// not the whole volume's).
     Independent,
 }
 
@@ -661,8 +661,8 @@ pub fn post_halo(post: &crate::postprocess::PostParams, voxel_um: [f64; 3], max_
     std::array::from_fn(|k| (max_nucleus_um / 2.0 / voxel_um[k]).ceil() as usize + reach[k])
 }
 
-/// The grid `segment_blocks` (or a block job, `method` [`BlockMethod::Independent`]) will
-/// use for a volume of `dims` under `params`.
+/// The grid `segment_blocks` (or a block job) will use for a volume of `dims` under
+/// `params` with `method` ([`method_for`]).
 pub fn grid_for(model: &Model, dims: [usize; 3], params: &SegmentParams, opts: &BlockOptions, method: BlockMethod) -> Result<BlockGrid> {
     let max_nucleus = opts.max_nucleus_um.unwrap_or(DEFAULT_MAX_NUCLEUS_UM);
     if !(max_nucleus.is_finite() && (0.0..=1000.0).contains(&max_nucleus)) {
@@ -763,9 +763,9 @@ pub enum TileStore {
     /// run that dies leaves nothing [`crate::io::atomic::clean_stale`] keeps), removed
     /// with the store.
     Scratch(std::path::PathBuf),
-    /// One file per tile in a folder several processes share (a block job's): each tile
-    /// written atomically (two processes that run the same tile write the same bytes),
-    /// kept until the job removes the folder.
+    /// One file per tile in a folder several processes share (a block job's, which makes
+    /// it): each tile written atomically (two processes that run the same batch at once
+    /// write the same bytes, on the same kind of device), removed by the job.
     Shared(std::path::PathBuf),
 }
 
@@ -798,10 +798,9 @@ impl TileStore {
                 m.insert(i, (p.to_vec(), c.to_vec()));
             }
             (TileStore::Scratch(_), Some(path)) => std::fs::write(&path, bytes()).map_err(|e| Error::io(&path, e))?,
-            (TileStore::Shared(dir), Some(path)) => {
-                std::fs::create_dir_all(&*dir).map_err(|e| Error::io(&*dir, e))?;
-                crate::io::atomic::write_bytes(&path, &bytes())?
-            }
+            // the job made the folder: a straggling task after the frame's stitch (which
+            // removes it) fails here instead of bringing it back
+            (TileStore::Shared(_), Some(path)) => crate::io::atomic::write_bytes(&path, &bytes())?,
             _ => return Err(Error::Internal("a tile store without a place".into())),
         }
         Ok(())
@@ -898,6 +897,22 @@ impl Lattice {
 
     pub fn len(&self) -> usize {
         self.origins.len()
+    }
+
+    /// The tiles whose outputs block `block` reads (raster order).
+    pub fn tiles_of(&self, block: &Block) -> Vec<usize> {
+        self.grid.meeting(block.start, block.end)
+    }
+
+    /// Whether tile `i` reaches into `block` (core + halo).
+    pub fn reaches(&self, i: usize, block: &Block) -> bool {
+        let o = self.origins[i];
+        (0..3).all(|k| o[k] < block.end[k] as isize && o[k] + self.grid.tile[k] as isize > block.start[k] as isize)
+    }
+
+    /// Drops tile `i`'s outputs (a block job, once every block it reaches into is done).
+    pub fn drop_tile(&mut self, i: usize) {
+        self.store.remove(i);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -233,6 +233,9 @@ impl Job {
         let spec_path = dir.join("job.json");
         if spec_path.exists() {
             let job = Job::open(&dir)?;
+            // the tile batch is the creating process's device's; a job resumed from another
+            // kind of device keeps it (its tiles were run that way)
+            let spec = JobSpec { tile_batch: job.spec.tile_batch, ..spec };
             if job.spec != spec {
                 return Err(Error::invalid(format!(
                     "{} holds another job (other image, target, parameters, blocks or model): finish it with the same settings, or remove the folder",
@@ -377,14 +380,36 @@ impl Job {
         let mut source = ZarrSource { image: &self.image, t, c: self.spec.channel };
         let b = match self.spec.method {
             blocks::BlockMethod::Lattice => {
-                let store = blocks::TileStore::Shared(self.tiles_dir(t));
+                let dir = self.tiles_dir(t);
+                if let Err(e) = std::fs::create_dir(&dir) {
+                    if e.kind() != std::io::ErrorKind::AlreadyExists {
+                        return Err(Error::io(&dir, e));
+                    }
+                }
                 let params = &self.spec.params;
+                let store = blocks::TileStore::Shared(dir);
                 let mut lattice = blocks::Lattice::new(model, &self.spec.grid, params, scaling, self.spec.tile_batch, store, false)?;
                 let position = (index[0] * self.spec.grid.count[1] + index[1]) * self.spec.grid.count[2] + index[2];
-                lattice.segment_block(model, &mut source, &block, position, params, &mut times, &|_| true)?
+                let b = lattice.segment_block(model, &mut source, &block, position, params, &mut times, &|_| true)?;
+                self.store_pieces(t, index, &b)?;
+                // a tile goes once every block it reaches into is done (any process may be
+                // the last): a frame keeps on disk only the tiles of blocks still to do
+                for i in lattice.tiles_of(&block) {
+                    if self.spec.grid.blocks().filter(|o| lattice.reaches(i, o)).all(|o| self.block_done(t, o.index)) {
+                        lattice.drop_tile(i);
+                    }
+                }
+                return Ok(BlockDone { skipped: false, pieces: b.pieces, times });
             }
             blocks::BlockMethod::Independent => blocks::segment_block(model, &mut source, &block, &self.spec.params, scaling, &mut times)?,
         };
+        self.store_pieces(t, index, &b)?;
+        Ok(BlockDone { skipped: false, pieces: b.pieces, times })
+    }
+
+    /// Stores a segmented block's core and faces (the faces last: their file marks the
+    /// block done).
+    fn store_pieces(&self, t: usize, index: [usize; 3], b: &BlockPieces) -> Result<()> {
         crate::io::atomic::write_bytes(&self.block_path(t, index, "core"), &encode(&b.core)?)?;
         // the faces last: their file marks the block done
         let mut words = vec![b.pieces];
@@ -398,8 +423,7 @@ impl Job {
                 None => words.push(0),
             }
         }
-        crate::io::atomic::write_bytes(&self.block_path(t, index, "faces"), &encode(&words)?)?;
-        Ok(BlockDone { skipped: false, pieces: b.pieces, times })
+        crate::io::atomic::write_bytes(&self.block_path(t, index, "faces"), &encode(&words)?)
     }
 
     /// The pieces and faces of a done block (its core left empty).
@@ -436,6 +460,8 @@ impl Job {
     pub fn stitch(&self, t: usize) -> Result<u32> {
         self.check_frame(t)?;
         if self.relabel_path(t).exists() {
+            // a stitch that died before removing the frame's tiles
+            let _ = std::fs::remove_dir_all(self.tiles_dir(t));
             return Ok(self.relabel(t)?.0);
         }
         let mut stitch = Stitcher::default();

@@ -103,6 +103,10 @@ def test_rerun_recomputes_only_a_deleted_block(image, tmp_path):
                 assert job.segment_block(m, t, i) is False
         assert job.segment_block(m, 0, (0, 0, 0)) is True      # done already: skipped
         job_dir = Path(job.dir)
+        # the networks ran on each frame's tile lattice; every tile went once the blocks it
+        # reaches into were all done
+        for t in range(2):
+            assert (job_dir / f"tiles-t{t}").is_dir() and not any((job_dir / f"tiles-t{t}").iterdir())
     for f in job_dir.glob("blocks/t1-1-0-1.*"):
         f.unlink()
     s = qd.segment(img, out, block=BLOCK, n_workers=2, **MODEL)
