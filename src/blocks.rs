@@ -718,8 +718,7 @@ pub fn segment_blocks(
                 Some(dir) => TileStore::scratch_in(dir)?,
                 None => TileStore::Memory(HashMap::new()),
             };
-            let batch = model.batch_size(model.tile_grid(dims, params)?.tile);
-            Some(Lattice::new(model, &grid, params, scaling, batch, store, true)?)
+            Some(Lattice::new(model, &grid, params, scaling, None, store, true)?)
         }
         BlockMethod::Independent => None,
     };
@@ -869,18 +868,20 @@ pub struct Lattice {
 
 impl Lattice {
     /// The lattice of `blocks`' volume under `params`, scaled by `scaling`, `batch` tiles
-    /// per network call (the whole run's: [`Model::batch_size`]). With `drop_after_use`,
+    /// per network call (`None`: the whole run's, [`Model::batch_size`]; a job gives the one
+    /// it recorded). With `drop_after_use`,
     /// a tile's outputs go once the last block (in raster order) that reads them is done.
     pub fn new(
         model: &Model,
         blocks: &BlockGrid,
         params: &SegmentParams,
         scaling: Scaling,
-        batch: usize,
+        batch: Option<usize>,
         store: TileStore,
         drop_after_use: bool,
     ) -> Result<Lattice> {
         let grid = model.tile_grid(blocks.dims, params)?;
+        let batch = batch.unwrap_or_else(|| model.batch_size(grid.tile));
         let origins = grid.tile_starts();
         let last_user = drop_after_use.then(|| {
             let mut last = vec![0usize; origins.len()];
@@ -906,8 +907,7 @@ impl Lattice {
 
     /// Whether tile `i` reaches into `block` (core + halo).
     pub fn reaches(&self, i: usize, block: &Block) -> bool {
-        let o = self.origins[i];
-        (0..3).all(|k| o[k] < block.end[k] as isize && o[k] + self.grid.tile[k] as isize > block.start[k] as isize)
+        self.grid.meets(i, block.start, block.end)
     }
 
     /// Drops tile `i`'s outputs (a block job, once every block it reaches into is done).

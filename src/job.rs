@@ -388,7 +388,7 @@ impl Job {
                 }
                 let params = &self.spec.params;
                 let store = blocks::TileStore::Shared(dir);
-                let mut lattice = blocks::Lattice::new(model, &self.spec.grid, params, scaling, self.spec.tile_batch, store, false)?;
+                let mut lattice = blocks::Lattice::new(model, &self.spec.grid, params, scaling, Some(self.spec.tile_batch), store, false)?;
                 let position = (index[0] * self.spec.grid.count[1] + index[1]) * self.spec.grid.count[2] + index[2];
                 let b = lattice.segment_block(model, &mut source, &block, position, params, &mut times, &|_| true)?;
                 self.store_pieces(t, index, &b)?;

@@ -66,14 +66,7 @@ impl TileGrid {
     /// The tiles that reach into `[start, end)` (voxels of the grid), as indices into
     /// [`TileGrid::tile_starts`] in that order (raster order, z slowest).
     pub fn meeting(&self, start: [usize; 3], end: [usize; 3]) -> Vec<usize> {
-        let on_axis = |k: usize| -> Vec<usize> {
-            (0..self.count[k])
-                .filter(|&i| {
-                    let s = self.starts[k][i];
-                    s < end[k] as isize && s + self.tile[k] as isize > start[k] as isize
-                })
-                .collect()
-        };
+        let on_axis = |k: usize| -> Vec<usize> { (0..self.count[k]).filter(|&j| self.axis_meets(k, j, start[k], end[k])).collect() };
         let (z, y, x) = (on_axis(0), on_axis(1), on_axis(2));
         let mut v = Vec::with_capacity(z.len() * y.len() * x.len());
         for &i in &z {
@@ -84,6 +77,18 @@ impl TileGrid {
             }
         }
         v
+    }
+
+    /// Whether tile `i` (an index into [`TileGrid::tile_starts`]) reaches into `[start, end)`.
+    pub fn meets(&self, i: usize, start: [usize; 3], end: [usize; 3]) -> bool {
+        let at = [i / (self.count[1] * self.count[2]), (i / self.count[2]) % self.count[1], i % self.count[2]];
+        (0..3).all(|k| self.axis_meets(k, at[k], start[k], end[k]))
+    }
+
+    /// Whether the `j`-th tile along axis `k` reaches into `[lo, hi)` along it.
+    fn axis_meets(&self, k: usize, j: usize, lo: usize, hi: usize) -> bool {
+        let s = self.starts[k][j];
+        s < hi as isize && s + self.tile[k] as isize > lo as isize
     }
 
     /// The voxels a tile starting at `origin` is cut from (half-open, z y x): its extent
@@ -495,6 +500,11 @@ mod tests {
                     }
                 }
             }
+        }
+        // one tile's test and the region's list say the same
+        for (start, end) in [([0, 0, 0], [1, 1, 1]), ([3, 10, 7], [9, 30, 38]), ([12, 44, 37], [13, 45, 38])] {
+            let listed = g.meeting(start, end);
+            assert!((0..g.len()).all(|i| g.meets(i, start, end) == listed.contains(&i)));
         }
         // a tile that does not reach a region adds nothing; a region outside the volume is refused
         assert!(g.meeting([0, 0, 0], [1, 1, 1]).len() == 1);
