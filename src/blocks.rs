@@ -977,7 +977,7 @@ impl Lattice {
         let mut blend = crate::tiling::Blend::new(&self.grid, block.start, block.end)?;
         for &i in &need {
             let (p, c) = self.store.get(i, tile_n)?;
-            blend.add(self.origins[i], &p, &c);
+            blend.add(self.origins[i], &p, &c)?;
         }
         let (foreground, centre) = blend.finish()?;
         times.network_s += t.elapsed().as_secs_f64();

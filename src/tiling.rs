@@ -150,8 +150,11 @@ fn gather_row(row: &[f32], row_start: usize, n: usize, sx: isize, dst: &mut [f32
 
 /// Tile starts along one axis. An axis that fits in one tile is padded (mirrored)
 /// only up to the network's multiple, exactly as in training. A longer axis is covered
-/// by tiles that overlap by at least `overlap` and start at multiples of `multiple`,
-/// the first at 0 and the last ending less than `multiple` past the volume's edge.
+/// by the fewest tiles of at most `tile` voxels that overlap by at least `overlap`; the
+/// tiles are then made as small as that count allows (fitted to the axis), so a volume
+/// just past a tile's size is not inferred nearly twice over. They start at multiples of
+/// `multiple`, spread evenly, the first at 0 and the last ending less than `multiple`
+/// past the volume's edge.
 /// Why multiples: the networks pool by `multiple`, and a tile that starts off that
 /// phase pools different voxels together, so its output differs everywhere, not just
 /// near its edges; with every start on the phase, a voxel's output no longer depends on
@@ -166,30 +169,50 @@ fn axis_tiles(n: usize, tile: usize, overlap: usize, multiple: usize) -> (usize,
     // `tile` is a multiple of m; so is the stride, and at least m
     let stride = ((tile - overlap.min(tile)) / m * m).max(m);
     let k = (n - tile).div_ceil(stride) + 1;
-    // the last start, in units of m: the smallest that reaches the edge
-    let last = (n - tile).div_ceil(m);
-    // spread in units of m: no gap exceeds ceil(last / (k - 1)) <= stride / m units
-    let starts = (0..k).map(|i| (((last * i) as f64 / (k - 1) as f64).round() as usize * m) as isize).collect();
-    (tile, starts)
+    // k tiles of `t` spread evenly (in units of m, the last ending within m of the edge)
+    let spread = |t: usize| -> Vec<usize> {
+        let last = (n - t).div_ceil(m);
+        (0..k).map(|i| ((last * i) as f64 / (k - 1) as f64).round() as usize * m).collect()
+    };
+    let keeps_overlap = |t: usize, starts: &[usize]| starts.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] + overlap <= t);
+    // the smallest tile on the multiple that k tiles cover the axis with (n + (k - 1)
+    // overlaps in k tiles); rounding the starts to the multiple may need a step more.
+    // `tile` itself always works: its stride covers the axis in k tiles.
+    let mut t = ((n + (k - 1) * overlap).div_ceil(k).div_ceil(m) * m).clamp(m, tile);
+    while t < tile && !keeps_overlap(t, &spread(t)) {
+        t += m;
+    }
+    (t, spread(t).into_iter().map(|s| s as isize).collect())
 }
 
-/// Blending weight along one axis of a tile. The outer quarter of the overlap
-/// (the voxels with the least context) gets almost no weight, the next half ramps
-/// up smoothly (raised cosine): where two tiles overlap, each voxel is taken from
-/// the tile that saw more around it, with no visible seam.
-fn ramp(size: usize, overlap: usize) -> Vec<f32> {
+/// The overlap of the `j`-th of `starts` (tiles of `size`) with its neighbours before
+/// and after it (0 where it has none: at the volume's edge nothing is blended).
+fn overlaps_at(starts: &[isize], size: usize, j: usize) -> (usize, usize) {
+    let before = if j > 0 { (starts[j - 1] + size as isize - starts[j]).max(0) as usize } else { 0 };
+    let after = if j + 1 < starts.len() { (starts[j] + size as isize - starts[j + 1]).max(0) as usize } else { 0 };
+    (before, after)
+}
+
+/// Blending weight along one axis of a tile that overlaps its neighbours by `before`
+/// and `after` voxels (the tiles' actual overlaps, often more than the least asked
+/// for). On each side the outer quarter of the overlap (the voxels with the least
+/// context) gets almost no weight and the next half ramps up smoothly (raised cosine),
+/// so the two tiles cross over in the middle of their overlap: every voxel is taken
+/// from the tile that saw more around it, with no visible seam. Measured on a 128 x 384
+/// x 384 stack against one tile (README): using the actual overlap rather than the least
+/// one, on the same 64 x 192 x 192 tiles, moved the agreement with one tile from 97.97 % to
+/// 99.93 % of the foreground.
+fn ramp(size: usize, before: usize, after: usize) -> Vec<f32> {
     const EPS: f32 = 1e-3;
-    if overlap == 0 {
-        return vec![1.0; size];
-    }
-    let (skip, width) = (overlap as f32 / 4.0, (overlap as f32 / 2.0).max(1.0));
-    (0..size)
-        .map(|i| {
-            let e = i.min(size - 1 - i) as f32;
-            let t = ((e - skip + 0.5) / width).clamp(0.0, 1.0);
-            EPS + (1.0 - EPS) * (0.5 - 0.5 * (std::f32::consts::PI * t).cos())
-        })
-        .collect()
+    let side = |e: usize, overlap: usize| -> f32 {
+        if overlap == 0 {
+            return 1.0;
+        }
+        let (skip, width) = (overlap as f32 / 4.0, (overlap as f32 / 2.0).max(1.0));
+        let t = ((e as f32 - skip + 0.5) / width).clamp(0.0, 1.0);
+        EPS + (1.0 - EPS) * (0.5 - 0.5 * (std::f32::consts::PI * t).cos())
+    };
+    (0..size).map(|i| side(i, before).min(side(size - 1 - i, after))).collect()
 }
 
 /// Copies `tiles` (their starts; `tile` voxels each) into `buf`, one after the other,
@@ -226,7 +249,9 @@ pub struct Blend {
     start: [usize; 3],
     dims: [usize; 3],
     tile: [usize; 3],
-    weights: [Vec<f32>; 3],
+    /// Where tiles start along each axis, and each one's blending weights there.
+    starts: [Vec<isize>; 3],
+    weights: [Vec<Vec<f32>>; 3],
     acc_p: Vec<f32>,
     acc_c: Vec<f32>,
     acc_w: Vec<f32>,
@@ -243,16 +268,32 @@ impl Blend {
             start,
             dims,
             tile: grid.tile,
-            weights: std::array::from_fn(|k| ramp(grid.tile[k], grid.overlap[k])),
+            starts: grid.starts.clone(),
+            weights: std::array::from_fn(|k| {
+                let st = &grid.starts[k];
+                (0..st.len())
+                    .map(|j| {
+                        let (before, after) = overlaps_at(st, grid.tile[k], j);
+                        ramp(grid.tile[k], before, after)
+                    })
+                    .collect()
+            }),
             acc_p: vec![0f32; n],
             acc_c: vec![0f32; n],
             acc_w: vec![0f32; n],
         })
     }
 
-    /// Adds the outputs of the tile starting at `origin` (its part inside the region).
-    /// The planes of the region in parallel (a tile's planes do not overlap).
-    pub fn add(&mut self, origin: [isize; 3], p: &[f32], c: &[f32]) {
+    /// Adds the outputs of the tile starting at `origin` (one of the grid's tiles; its
+    /// part inside the region). The planes of the region in parallel (a tile's planes do
+    /// not overlap).
+    pub fn add(&mut self, origin: [isize; 3], p: &[f32], c: &[f32]) -> Result<()> {
+        let mut at = [0usize; 3];
+        for k in 0..3 {
+            at[k] = self.starts[k]
+                .binary_search(&origin[k])
+                .map_err(|_| Error::Internal(format!("no tile of the grid starts at {origin:?}")))?;
+        }
         let [td, th, tw] = self.tile;
         let (s, d) = (self.start, self.dims);
         // the tile's extent inside the region, in region coordinates
@@ -267,12 +308,12 @@ impl Blend {
         };
         let ((z0, z1), (y0, y1), (x0, x1)) = (span(0, td), span(1, th), span(2, tw));
         if z0 == z1 || y0 == y1 || x0 == x1 {
-            return;
+            return Ok(());
         }
         // region x -> tile x
         let tx = |x: usize| ((x + s[2]) as isize - origin[2]) as usize;
-        let wx = &self.weights[2][tx(x0)..tx(x1)];
-        let (wz_all, wy_all) = (&self.weights[0], &self.weights[1]);
+        let wx = &self.weights[2][at[2]][tx(x0)..tx(x1)];
+        let (wz_all, wy_all) = (&self.weights[0][at[0]], &self.weights[1][at[1]]);
         let plane_n = d[1] * d[2];
         self.acc_p[z0 * plane_n..z1 * plane_n]
             .par_chunks_mut(plane_n)
@@ -297,6 +338,7 @@ impl Blend {
                     }
                 }
             });
+        Ok(())
     }
 
     /// The blended foreground and centre maps of the region. Every voxel must have been
@@ -343,7 +385,7 @@ where
             return Err(Error::Internal(format!("{b} tiles of {tile_n} voxels gave outputs of {} and {} values", p.len(), c.len())));
         }
         for (k, &origin) in group.iter().enumerate() {
-            blend.add(origin, &p[k * tile_n..(k + 1) * tile_n], &c[k * tile_n..(k + 1) * tile_n]);
+            blend.add(origin, &p[k * tile_n..(k + 1) * tile_n], &c[k * tile_n..(k + 1) * tile_n])?;
             done += 1;
         }
         if let Some(cb) = progress {
@@ -416,15 +458,57 @@ mod tests {
     #[test]
     fn the_grid_clamps_tiles_to_the_multiple_and_overlaps_to_half_a_tile() {
         let g = TileGrid::new([51, 300, 120], [50, 130, 130], [40, 100, 8], [4, 8, 8]).unwrap();
-        // z: 48 (a multiple of 4) < 52, two tiles; y: tiles of 128 overlapping by at most
-        // half a tile; x fits in one tile of 120 (a multiple of 8, no padding needed)
-        assert_eq!(g.tile, [48, 128, 120]);
+        // z: 48 (a multiple of 4) < 52, two tiles overlapping by at most 24, fitted to 40
+        // (51 + 24 voxels in two tiles, on the multiple); y: tiles of 128 overlapping by
+        // at most half a tile; x fits in one tile of 120 (a multiple of 8, no padding)
+        assert_eq!(g.tile, [40, 128, 120]);
         assert_eq!(g.overlap, [24, 64, 8]);
         assert_eq!(g.count, [2, 4, 1]);
         assert_eq!(g.len(), 8);
         assert!(TileGrid::new([8, 8, 8], [0, 8, 8], [0; 3], [1; 3]).is_err());
         assert!(TileGrid::new([8, 8, 8], [8; 3], [2000, 0, 0], [1; 3]).is_err());
         assert!(TileGrid::new([8, 8, 8], [8; 3], [0; 3], [2048, 1, 1]).is_err());
+    }
+
+    #[test]
+    fn tiles_are_fitted_to_the_axis() {
+        // just past one tile: two tiles of 120, not two of 192 (nearly twice the voxels)
+        assert_eq!(axis_tiles(200, 192, 32, 8), (120, vec![0, 80]));
+        // 900 in tiles of at most 256 overlapping by at least 64: 5 tiles are needed, and
+        // 5 tiles of 232 cover 900 + 4 x 64 (232 x 5 = 1160 >= 1156), spread 168 apart
+        assert_eq!(axis_tiles(900, 256, 64, 8), (232, vec![0, 168, 336, 504, 672]));
+        // an axis that fits in one tile is unchanged: padded to the multiple only
+        assert_eq!(axis_tiles(153, 256, 64, 8), (160, vec![0]));
+    }
+
+    #[test]
+    fn tiles_cross_over_in_the_middle_of_their_actual_overlap() {
+        // tiles of 192 at 0 and 96 overlap by 96: the weight follows the context each
+        // tile gives a voxel, equal at the middle of the overlap
+        let (a, b) = (ramp(192, 0, 96), ramp(192, 96, 0));
+        assert_eq!((a[0], b[191]), (1.0, 1.0), "no neighbour, nothing to blend");
+        for x in 96..192 {
+            let (in_a, in_b) = (191 - x, x - 96);
+            let (wa, wb) = (a[x], b[x - 96]);
+            if in_a > in_b {
+                assert!(wa > wb, "voxel {x}: {wa} {wb}");
+            } else if in_b > in_a {
+                assert!(wb > wa, "voxel {x}: {wa} {wb}");
+            }
+            if in_a < 96 / 4 {
+                assert!(wa < 1e-2, "voxel {x}, {in_a} from the edge of tile a: {wa}");
+            }
+        }
+        // the middle pair weighs the same from both sides
+        assert_eq!(a[143], b[144 - 96]);
+        // a grid's tiles blend by their overlaps on each side; a tile not on it is refused
+        let g = TileGrid::new([32, 8, 288], [32, 8, 192], [0, 0, 32], [1, 1, 8]).unwrap();
+        assert_eq!((g.tile[2], g.tile_starts().iter().map(|s| s[2]).collect::<Vec<_>>()), (160, vec![0, 128]));
+        assert_eq!(overlaps_at(&g.starts[2], 160, 0), (0, 32));
+        assert_eq!(overlaps_at(&g.starts[2], 160, 1), (32, 0));
+        let mut blend = Blend::new(&g, [0; 3], g.dims).unwrap();
+        let n: usize = g.tile.iter().product();
+        assert!(blend.add([0, 0, 8], &vec![0.0; n], &vec![0.0; n]).is_err());
     }
 
     #[test]
@@ -483,7 +567,7 @@ mod tests {
                 let mut t = vec![0f32; tile_n];
                 gather(&window, lo, wd, dims, &[starts[i]], g.tile, &mut t);
                 let (p, c) = net(&t, 1).unwrap();
-                blend.add(starts[i], &p, &c);
+                blend.add(starts[i], &p, &c).unwrap();
             }
             let (p, c) = blend.finish().unwrap();
             let mut k = 0;
