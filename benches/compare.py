@@ -3,11 +3,18 @@
   EDT + marker watershed: Rust (qcanet.edt + qcanet.watershed, via ctypes)
                           vs scipy.ndimage.distance_transform_edt + skimage.segmentation.watershed
   metrics:                Rust qcanet.evaluate vs a vectorised NumPy contingency table (qcanet.reference)
+  post-processing:        the whole of it through the C API (qcanet.postprocess: threshold, fill
+                          holes, connected-component markers, distance transform, 6-connected
+                          flood, unmarked components, renumbering) vs the same with scipy +
+                          scikit-image (qcanet.reference.postprocess), thresholds 0.5
 
 Volumes: BBBC050 size (51 x 120 x 120) and one 8x larger (102 x 240 x 240), made by
 `qcanet synth`; the mask is the ground-truth foreground, the markers one voxel per
 nucleus (its centroid). Prints medians of repeated runs, ratios, and checks that the
 labels are identical voxel for voxel and the metrics equal.
+The post-processing also runs on the 22 validation volumes of BBBC050 (Emb10, Emb11: their
+NSN / NDN ground-truth masks as probabilities) when ../shared/data is there, as the speed issue
+measured it; a visible SKIPPED line otherwise.
 Run with `make bench`.
 """
 import os
@@ -29,6 +36,8 @@ from qcanet import reference
 ROOT = Path(__file__).resolve().parents[1]
 QCANET = ROOT / "target" / "release" / "qcanet"
 VS = (1.75, 0.8, 0.8)
+DATA = ROOT.parent / "shared" / "data" / "bbbc050" / "train"
+POST = dict(fg_threshold=0.5, centre_threshold=0.5, markers="components", landscape="distance")
 
 
 def median_time(f, repeat):
@@ -107,7 +116,42 @@ def main():
             tp, tb = median_time(py_m, repeat), median_time(binding_m, repeat)
             print(f"{name:<14}{'metrics':<18}{tp:>11.4f}{t_rs_m:>11.4f}{tp / t_rs_m:>8.1f}x"
                   f"{tb:>12.4f}{tp / tb:>8.1f}x  {same}")
+            # a centre map: a 3x3x3 blob around each nucleus's centroid voxel
+            fg, centre = mask.astype(np.float32), ndi.maximum_filter(markers > 0, size=3).astype(np.float32)
+            print(post_row(name, fg, centre, repeat))
+    real = sorted((DATA / "nsn").glob("Emb1[01]_*.tif")) if DATA.is_dir() else []
+    if not real:
+        print(f"\nSKIPPED: {DATA} is not here; post-processing on the validation volumes did not run")
+        return 0
+    rounds = max(3, repeat // 6)
+    print(f"\npost-processing on the {len(real)} BBBC050 validation volumes (NSN / NDN masks), medians of {rounds} runs each:")
+    ratios, same, tp_all, tq_all = [], 0, [], []
+    for f in real:
+        fg = (tifffile.imread(f) > 0).astype(np.float32)
+        centre = (tifffile.imread(DATA / "ndn" / f.name) > 0).astype(np.float32)
+        a = reference.postprocess(fg, centre, VS, **POST)
+        b = qcanet.postprocess(fg, centre, VS, connectivity=6, **POST)
+        same += int(np.array_equal(a, b))
+        tp = median_time(lambda: reference.postprocess(fg, centre, VS, **POST), rounds)
+        tq = median_time(lambda: qcanet.postprocess(fg, centre, VS, connectivity=6, **POST), rounds)
+        ratios.append(tp / tq)
+        tp_all.append(tp)
+        tq_all.append(tq)
+    print(f"  median per volume: scipy + scikit-image {statistics.median(tp_all):.4f} s, qcanet {statistics.median(tq_all):.4f} s; "
+          f"speed-up median {statistics.median(ratios):.1f}x (range {min(ratios):.1f}-{max(ratios):.1f}x); "
+          f"identical labels on {same} of {len(real)}")
     return 0
+
+
+def post_row(name, fg, centre, repeat):
+    """The whole post-processing through the C API against scipy + scikit-image."""
+    a = reference.postprocess(fg, centre, VS, **POST)
+    b = qcanet.postprocess(fg, centre, VS, connectivity=6, **POST)
+    tp = median_time(lambda: reference.postprocess(fg, centre, VS, **POST), repeat)
+    tq = median_time(lambda: qcanet.postprocess(fg, centre, VS, connectivity=6, **POST), repeat)
+    differ = int((a != b).sum())
+    return (f"{name:<14}{'post-processing':<18}{tp:>11.4f}{'':>11}{'':>9}"
+            f"{tq:>12.4f}{tp / tq:>8.1f}x  {differ == 0} ({differ} voxels differ)")
 
 
 if __name__ == "__main__":

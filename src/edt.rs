@@ -29,16 +29,9 @@ pub fn negative_edt(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f
 pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
     let [nz, ny, nx] = dims;
     assert_eq!(mask.len(), nz * ny * nx, "mask length does not match dims");
-    let mut f: Vec<f64> = mask.par_iter().map(|&m| if m { f64::INFINITY } else { 0.0 }).collect();
-    // x: contiguous rows; a row without foreground is already final
-    f.par_chunks_mut(nx).for_each_init(
-        || Scratch::new(nx),
-        |s, row| {
-            if row.iter().any(|v| *v != 0.0) {
-                s.line_inplace(row, spacing[2]);
-            }
-        },
-    );
+    let mut f = vec![0f64; mask.len()];
+    // x: contiguous rows, straight from the mask (see `binary_row`)
+    f.par_chunks_mut(nx).zip(mask.par_chunks(nx)).for_each(|(row, m)| binary_row(m, row, spacing[2]));
     // y: within each z slab, columns of stride nx
     f.par_chunks_mut(ny * nx).for_each_init(
         || Scratch::new(ny),
@@ -73,6 +66,33 @@ pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f6
         );
     }
     f
+}
+
+/// The first pass on a binary mask: along a row the nearest background voxel is all the
+/// lower envelope would find (every sample is 0 or infinite), so two scans give it, and
+/// the value is computed as the envelope computes it, `((q - p) s)^2`, bit for bit.
+/// Infinite where the row has no background.
+fn binary_row(mask: &[bool], row: &mut [f64], s: f64) {
+    // forward: steps back to the nearest background voxel
+    let mut prev: Option<usize> = None;
+    for (q, (&m, r)) in mask.iter().zip(row.iter_mut()).enumerate() {
+        if !m {
+            prev = Some(q);
+        }
+        *r = prev.map_or(f64::INFINITY, |p| (q - p) as f64);
+    }
+    // backward: the nearer of that and the next background voxel, then squared
+    let mut next: Option<usize> = None;
+    for (q, (&m, r)) in mask.iter().zip(row.iter_mut()).enumerate().rev() {
+        if !m {
+            next = Some(q);
+        }
+        if let Some(p) = next {
+            *r = r.min((p - q) as f64);
+        }
+        let d = *r * s;
+        *r = d * d;
+    }
 }
 
 /// A pointer that may cross threads; users guarantee disjoint access.
@@ -116,13 +136,6 @@ impl Scratch {
             changed = true;
         }
         changed
-    }
-
-    fn line_inplace(&mut self, row: &mut [f64], s: f64) {
-        let n = row.len();
-        self.buf[..n].copy_from_slice(row);
-        self.transform(n, s);
-        row.copy_from_slice(&self.out[..n]);
     }
 
     /// out[q] = min_p (s (q - p))^2 + buf[p] over the first n samples.

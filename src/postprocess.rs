@@ -155,6 +155,19 @@ pub(crate) fn postprocess_timed(
     voxel: [f64; 3],
     p: &PostParams,
 ) -> Result<(Vec<u32>, u32, PostTimes)> {
+    postprocess_in(fg, centre, dims, voxel, p, true)
+}
+
+/// [`postprocess_timed`]; `crop_to_mask` false runs every step on the whole volume (for
+/// the test that the crop changes nothing).
+fn postprocess_in(
+    fg: &[f32],
+    centre: &[f32],
+    dims: [usize; 3],
+    voxel: [f64; 3],
+    p: &PostParams,
+    crop_to_mask: bool,
+) -> Result<(Vec<u32>, u32, PostTimes)> {
     let mut times = PostTimes::default();
     let mut clock = std::time::Instant::now();
     let mut lap = |slot: &mut f64| {
@@ -170,7 +183,30 @@ pub(crate) fn postprocess_timed(
         return Err(Error::NonFinite(bad));
     }
     let (fg_t, centre_t) = (p.fg_threshold as f32, p.centre_threshold as f32);
-    let mut mask: Vec<bool> = fg.par_iter().map(|&v| v > fg_t).collect();
+    let full_mask: Vec<bool> = fg.par_iter().map(|&v| v > fg_t).collect();
+    // Everything below looks only at the mask and, for the markers, at most
+    // `marker_reach` around it: it runs on the mask's bounding box grown by that (at
+    // least one voxel, so the box's faces are background wherever they are not the
+    // volume's). The results are the whole volume's exactly (see `Crop`), at the cost
+    // of the box: a quarter of a BBBC050 volume at the median.
+    let margin = p.marker_reach(voxel).map(|r| r.max(1));
+    let crop = if crop_to_mask { Crop::around(&full_mask, dims, margin) } else { Some(Crop { start: [0; 3], end: dims }) };
+    let Some(crop) = crop else {
+        lap(&mut times.mask_s);
+        return Ok((vec![0u32; n], 0, times));
+    };
+    let full_dims = dims;
+    let dims = crop.dims();
+    let n = dims.iter().product::<usize>();
+    let mut mask = crop.cut(&full_mask, full_dims);
+    drop(full_mask);
+    let centre_cut;
+    let centre: &[f32] = if crop.is_whole(full_dims) {
+        centre
+    } else {
+        centre_cut = crop.cut(centre, full_dims);
+        &centre_cut
+    };
     if p.fill_holes {
         fill_holes(&mut mask, dims);
     }
@@ -207,8 +243,99 @@ pub(crate) fn postprocess_timed(
         });
     }
     let (lab, count) = remove_small_and_relabel(&mut lab, voxel, p.min_volume_um3);
+    let lab = crop.paste(lab, full_dims);
     lap(&mut times.watershed_s);
     Ok((lab, count, times))
+}
+
+/// The box of a volume that post-processing runs on: the mask's bounding box grown by a
+/// margin (clamped to the volume). Why the results inside equal the whole volume's:
+/// - outside the box there is no mask, so no marker, no flood and no label;
+/// - with a margin of at least one voxel, the nearest background voxel of any mask voxel
+///   lies in the box (clamping a background voxel outside into the margin brings it
+///   nearer along every axis), so the distance transform is the same, value for value;
+/// - background outside the mask's box is one region that reaches the volume's border,
+///   so a hole (background the border cannot reach) is the same in the box, whose faces
+///   are either margin (background) or the volume's own border;
+/// - raster order inside a box is the volume's raster order, so markers, ages in the
+///   flood and component numbers come in the same order;
+/// - the markers' smoothing and maximum filter look at most `margin` around a mask
+///   voxel (the caller's margin is [`PostParams::marker_reach`]).
+struct Crop {
+    start: [usize; 3],
+    end: [usize; 3],
+}
+
+impl Crop {
+    /// The mask's bounding box grown by `margin`; None when the mask is empty.
+    fn around(mask: &[bool], dims: [usize; 3], margin: [usize; 3]) -> Option<Crop> {
+        let plane = dims[1] * dims[2];
+        // per plane: (y0, y1, x0, x1) of its mask voxels, then over the planes
+        let (z0, z1, y0, y1, x0, x1) = mask
+            .par_chunks(plane.max(1))
+            .enumerate()
+            .filter_map(|(z, p)| {
+                let mut b: Option<(usize, usize, usize, usize)> = None;
+                for (y, row) in p.chunks(dims[2]).enumerate() {
+                    if let (Some(a), Some(e)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
+                        b = Some(b.map_or((y, y, a, e), |(y0, _, x0, x1)| (y0, y, x0.min(a), x1.max(e))));
+                    }
+                }
+                b.map(|(y0, y1, x0, x1)| (z, z, y0, y1, x0, x1))
+            })
+            .reduce_with(|a, b| (a.0.min(b.0), a.1.max(b.1), a.2.min(b.2), a.3.max(b.3), a.4.min(b.4), a.5.max(b.5)))?;
+        let (lo, hi) = ([z0, y0, x0], [z1, y1, x1]);
+        Some(Crop {
+            start: std::array::from_fn(|k| lo[k].saturating_sub(margin[k])),
+            end: std::array::from_fn(|k| (hi[k] + 1 + margin[k]).min(dims[k])),
+        })
+    }
+
+    fn dims(&self) -> [usize; 3] {
+        std::array::from_fn(|k| self.end[k] - self.start[k])
+    }
+
+    fn is_whole(&self, dims: [usize; 3]) -> bool {
+        self.start == [0; 3] && self.end == dims
+    }
+
+    /// The box's voxels of `full` (a volume of `dims`), in raster order.
+    fn cut<T: Copy + Send + Sync>(&self, full: &[T], dims: [usize; 3]) -> Vec<T> {
+        if self.is_whole(dims) {
+            return full.to_vec();
+        }
+        let [_, ny, nx] = dims;
+        let (s, e) = (self.start, self.end);
+        let mut out = Vec::with_capacity(self.dims().iter().product());
+        for z in s[0]..e[0] {
+            for y in s[1]..e[1] {
+                let row = (z * ny + y) * nx;
+                out.extend_from_slice(&full[row + s[2]..row + e[2]]);
+            }
+        }
+        out
+    }
+
+    /// A volume of `dims`: `part` (the box's voxels) in the box, 0 elsewhere.
+    fn paste(&self, part: Vec<u32>, dims: [usize; 3]) -> Vec<u32> {
+        if self.is_whole(dims) {
+            return part;
+        }
+        let [_, ny, nx] = dims;
+        let (s, e) = (self.start, self.end);
+        let w = e[2] - s[2];
+        let mut out = vec![0u32; dims.iter().product()];
+        let mut rows = part.chunks_exact(w);
+        for z in s[0]..e[0] {
+            for y in s[1]..e[1] {
+                let row = (z * ny + y) * nx;
+                if let Some(r) = rows.next() {
+                    out[row + s[2]..row + e[2]].copy_from_slice(r);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Drops labels whose volume is under `min_volume_um3` and renumbers the rest
@@ -420,6 +547,98 @@ mod tests {
             }
         }
         cur.into_iter().map(|a| a as f32).collect()
+    }
+
+    #[test]
+    fn the_mask_box_gives_the_whole_volumes_labels() {
+        // a generated embryo, its nuclei as foreground with a hole punched in one and
+        // blobs at their centres, placed off-centre in a larger empty volume (one side
+        // flush with the volume's edge): every marker mode and landscape, cropped to the
+        // mask's box or not, gives the same labels voxel for voxel
+        let s = crate::synth::generate(&crate::synth::SynthParams { dims: [20, 50, 50], n_nuclei: 10, seed: 3, ..Default::default() });
+        let dims = [30usize, 72, 66];
+        let n: usize = dims.iter().product();
+        let (mut fg, mut centre) = (vec![0f32; n], vec![0f32; n]);
+        let [sz, sy, sx] = s.dims;
+        let at = |z: usize, y: usize, x: usize| ((z + 8) * dims[1] + y + 11) * dims[2] + x;
+        for z in 0..sz {
+            for y in 0..sy {
+                for x in 0..sx {
+                    let l = s.labels[(z * sy + y) * sx + x];
+                    if l > 0 {
+                        fg[at(z, y, x)] = 0.9;
+                    }
+                }
+            }
+        }
+        let centres = crate::measure::measure(&s.labels, s.dims, [1.0; 3], None).unwrap();
+        // a hole: the centroid voxel of the largest nucleus
+        let big = centres.iter().max_by_key(|c| c.voxels).unwrap();
+        let hole = at(big.centroid[0].round() as usize, big.centroid[1].round() as usize, big.centroid[2].round() as usize);
+        assert!(fg[hole] > 0.5);
+        fg[hole] = 0.1;
+        for c in &centres {
+            let (z, y, x) = (c.centroid[0].round() as usize, c.centroid[1].round() as usize, c.centroid[2].round() as usize);
+            for dz in 0..2 {
+                for dy in 0..3 {
+                    for dx in 0..3 {
+                        centre[at((z + dz).min(sz - 1), (y + dy).min(sy - 1), (x + dx).min(sx - 1))] = 0.8;
+                    }
+                }
+            }
+        }
+        assert!(centres.len() >= 4, "{} nuclei", centres.len());
+        let voxel = [1.75, 0.8, 0.8];
+        for (markers, landscape, sigma) in [
+            (MarkerMode::Components, Landscape::Distance, 0.0),
+            (MarkerMode::LocalMaxima, Landscape::Distance, 1.5),
+            (MarkerMode::LocalMaxima, Landscape::Centre, 0.0),
+        ] {
+            let p = PostParams { markers, landscape, marker_sigma_um: sigma, centre_threshold: 0.1, ..Default::default() };
+            let (a, na, _) = postprocess_in(&fg, &centre, dims, voxel, &p, true).unwrap();
+            let (b, nb, _) = postprocess_in(&fg, &centre, dims, voxel, &p, false).unwrap();
+            assert!(na >= 4, "{markers:?}: {na} nuclei");
+            assert!(a[hole] > 0, "{markers:?}: the hole is filled and labelled");
+            assert_eq!(na, nb, "{markers:?} {landscape:?}");
+            assert!(a == b, "{markers:?} {landscape:?}: {} voxels differ", a.iter().zip(&b).filter(|(x, y)| x != y).count());
+        }
+        // an empty mask: no nuclei, all zero
+        let (e, ne, _) = postprocess_in(&vec![0.1; n], &centre, dims, voxel, &PostParams::default(), true).unwrap();
+        assert_eq!((ne, e.iter().all(|&v| v == 0)), (0, true));
+    }
+
+    #[test]
+    fn the_distance_transform_of_the_box_is_the_volumes() {
+        // random specks in part of a volume: with a margin of one voxel the box holds every
+        // mask voxel's nearest background voxel; with none it would not
+        let dims = [14usize, 30, 26];
+        let n: usize = dims.iter().product();
+        let mut rng = crate::synth::Rng::new(7);
+        let mut mask = vec![false; n];
+        for z in 3..11 {
+            for y in 5..22 {
+                for x in 4..19 {
+                    mask[(z * dims[1] + y) * dims[2] + x] = rng.uniform() < 0.8;
+                }
+            }
+        }
+        let voxel = [1.75, 0.8, 0.8];
+        let whole = crate::edt::negative_edt(&mask, dims, voxel);
+        for (margin, equal) in [([1, 1, 1], true), ([3, 2, 1], true), ([0, 0, 0], false)] {
+            let crop = Crop::around(&mask, dims, margin).unwrap();
+            let part = crate::edt::negative_edt(&crop.cut(&mask, dims), crop.dims(), voxel);
+            assert_eq!(part == crop.cut(&whole, dims), equal, "margin {margin:?}");
+        }
+        // cut and paste are inverse inside the box and zero outside it
+        let crop = Crop::around(&mask, dims, [1; 3]).unwrap();
+        assert_eq!((crop.start, crop.end), ([2, 4, 3], [12, 23, 20]));
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let back = crop.paste(crop.cut(&ids, dims), dims);
+        for (i, &v) in back.iter().enumerate() {
+            let (z, y, x) = (i / (dims[1] * dims[2]), (i / dims[2]) % dims[1], i % dims[2]);
+            let inside = (2..12).contains(&z) && (4..23).contains(&y) && (3..20).contains(&x);
+            assert_eq!(v, if inside { i as u32 } else { 0 });
+        }
     }
 
     #[test]
