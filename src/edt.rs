@@ -1,189 +1,207 @@
-//! Exact Euclidean distance transform with anisotropic voxel spacing.
+//! Exact Euclidean distance transform with anisotropic voxel spacing, equal to
+//! `scipy.ndimage.distance_transform_edt(mask, sampling=spacing)` bit for bit.
 //!
-//! Felzenszwalb & Huttenlocher's separable lower-envelope algorithm, one pass per
-//! axis (x, then y, then z), each pass parallel over independent lines. Squared
-//! distances are exact sums of squared physical offsets; the result equals
-//! `scipy.ndimage.distance_transform_edt(mask, sampling=spacing)` up to rounding.
+//! Why bit for bit: the watershed floods `-edt` and breaks ties by age, so a distance
+//! one rounding step away from scipy's reorders a tie and moves voxels between nuclei
+//! (it did, on 5 voxels of one of the 22 validation volumes, with a separable lower
+//! envelope that summed the squared offsets x, then y, then z).
+//!
+//! So this is the feature transform scipy computes (Maurer, Qi & Raghavan, IEEE PAMI
+//! 25:265, 2003): every voxel gets the coordinates of its nearest background voxel, one
+//! pass per axis, z then y then x, each pass a partial Voronoi diagram along every line
+//! of that axis, with the same arithmetic in the same order and the same rules for
+//! ties (a site is dropped when `c vR - b uR - a wR - abc > 0`; a voxel keeps the
+//! earlier of two equally near sites). The distance is then computed from the feature
+//! as numpy does it in scipy: `((dz sz)^2 + (dy sy)^2) + (dx sx)^2`, then the root.
+//! Lines of an axis are independent: each pass runs them in parallel.
 
 use rayon::prelude::*;
+
+/// No feature (yet): a voxel with no background voxel on the lines seen so far.
+const NONE: [i32; 3] = [-1, -1, -1];
 
 /// Distance (in the units of `spacing`) from every `true` voxel to the nearest
 /// `false` voxel; 0 on `false` voxels. A volume with no `false` voxel gets
 /// `f64::INFINITY` everywhere.
 ///
-/// Preconditions: `mask.len() == dims[0] * dims[1] * dims[2]`, spacing > 0.
+/// Preconditions: `mask.len() == dims[0] * dims[1] * dims[2]` (at most 2^31 voxels per
+/// axis, which `voxel_count` guarantees), spacing > 0.
 pub fn edt(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
-    let mut d = edt_squared(mask, dims, spacing);
-    d.par_iter_mut().for_each(|v| *v = v.sqrt());
-    d
+    distances(&features(mask, dims, spacing), dims, spacing, 1.0)
 }
 
-/// `-edt(mask)`, the watershed landscape, in one pass over the squared distances.
+/// `-edt(mask)`, the watershed landscape.
 pub fn negative_edt(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
-    let mut d = edt_squared(mask, dims, spacing);
-    d.par_iter_mut().for_each(|v| *v = -v.sqrt());
-    d
+    distances(&features(mask, dims, spacing), dims, spacing, -1.0)
 }
 
-/// Squared distances (see [`edt`]).
-pub fn edt_squared(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
+/// `sign` times the distance of each voxel to its feature, as numpy computes it in
+/// scipy (see the module docs); infinite where there is no feature.
+fn distances(feat: &[[i32; 3]], dims: [usize; 3], s: [f64; 3], sign: f64) -> Vec<f64> {
+    let [_, ny, nx] = dims;
+    feat.par_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if f[0] < 0 {
+                return sign * f64::INFINITY;
+            }
+            let at = [(i / (ny * nx)) as i64, ((i / nx) % ny) as i64, (i % nx) as i64];
+            let d = |k: usize| {
+                let t = (f[k] as i64 - at[k]) as f64 * s[k];
+                t * t
+            };
+            sign * ((d(0) + d(1)) + d(2)).sqrt()
+        })
+        .collect()
+}
+
+/// The feature transform: for every voxel, its nearest background voxel (z, y, x), or
+/// [`NONE`] when the mask has no background.
+fn features(mask: &[bool], dims: [usize; 3], s: [f64; 3]) -> Vec<[i32; 3]> {
     let [nz, ny, nx] = dims;
     assert_eq!(mask.len(), nz * ny * nx, "mask length does not match dims");
-    let mut f = vec![0f64; mask.len()];
-    // x: contiguous rows, straight from the mask (see `binary_row`)
-    f.par_chunks_mut(nx).zip(mask.par_chunks(nx)).for_each(|(row, m)| binary_row(m, row, spacing[2]));
-    // y: within each z slab, columns of stride nx
-    f.par_chunks_mut(ny * nx).for_each_init(
-        || Scratch::new(ny),
-        |s, slab| {
-            s.columns(slab, ny, nx, spacing[1]);
-        },
-    );
-    // z: columns of stride ny*nx. Each task owns one y and so a disjoint set of
-    // positions {z * plane + y * nx + x}; it copies its nz rows out, transforms
-    // the columns and writes the rows back.
+    let plane = ny * nx;
+    let mut feat: Vec<[i32; 3]> = mask
+        .par_iter()
+        .enumerate()
+        .map(|(i, &m)| if m { NONE } else { [(i / plane) as i32, ((i / nx) % ny) as i32, (i % nx) as i32] })
+        .collect();
+    // z: the lines (y, x) have stride `plane`; a task owns one y and so the disjoint set
+    // {z * plane + y * nx + x}
     if nz > 1 {
-        let plane = ny * nx;
-        let base = SyncPtr(f.as_mut_ptr());
+        let base = SyncPtr(feat.as_mut_ptr());
         (0..ny).into_par_iter().for_each_init(
-            || (Scratch::new(nz), vec![0f64; nz * nx]),
-            |(s, block), y| {
+            || Line::new(nz),
+            |line, y| {
                 let p = base;
-                for z in 0..nz {
-                    // SAFETY: rows (z, y) for this y are touched by this task only, and lie
-                    // inside `f` (z < nz, y < ny, row length nx).
-                    let row = unsafe { std::slice::from_raw_parts(p.0.add(z * plane + y * nx), nx) };
-                    block[z * nx..(z + 1) * nx].copy_from_slice(row);
-                }
-                if s.columns(block, nz, nx, spacing[0]) {
-                    for z in 0..nz {
-                        // SAFETY: as above.
-                        let row = unsafe { std::slice::from_raw_parts_mut(p.0.add(z * plane + y * nx), nx) };
-                        row.copy_from_slice(&block[z * nx..(z + 1) * nx]);
+                for x in 0..nx {
+                    // SAFETY: indices z * plane + y * nx + x, z < nz, belong to this y only
+                    let at = |z: usize| unsafe { p.0.add(z * plane + y * nx + x) };
+                    line.load((0..nz).map(|z| unsafe { *at(z) }));
+                    line.voronoi([0, y as i64, x as i64], 0, s);
+                    for (z, f) in line.out.iter().enumerate() {
+                        unsafe { *at(z) = *f };
                     }
                 }
             },
         );
     }
-    f
-}
-
-/// The first pass on a binary mask: along a row the nearest background voxel is all the
-/// lower envelope would find (every sample is 0 or infinite), so two scans give it, and
-/// the value is computed as the envelope computes it, `((q - p) s)^2`, bit for bit.
-/// Infinite where the row has no background.
-fn binary_row(mask: &[bool], row: &mut [f64], s: f64) {
-    // forward: steps back to the nearest background voxel
-    let mut prev: Option<usize> = None;
-    for (q, (&m, r)) in mask.iter().zip(row.iter_mut()).enumerate() {
-        if !m {
-            prev = Some(q);
-        }
-        *r = prev.map_or(f64::INFINITY, |p| (q - p) as f64);
+    // y: within each z slab, the columns x (stride nx)
+    if ny > 1 {
+        feat.par_chunks_mut(plane).enumerate().for_each_init(
+            || Line::new(ny),
+            |line, (z, slab)| {
+                for x in 0..nx {
+                    line.load((0..ny).map(|y| slab[y * nx + x]));
+                    line.voronoi([z as i64, 0, x as i64], 1, s);
+                    for (y, f) in line.out.iter().enumerate() {
+                        slab[y * nx + x] = *f;
+                    }
+                }
+            },
+        );
     }
-    // backward: the nearer of that and the next background voxel, then squared
-    let mut next: Option<usize> = None;
-    for (q, (&m, r)) in mask.iter().zip(row.iter_mut()).enumerate().rev() {
-        if !m {
-            next = Some(q);
-        }
-        if let Some(p) = next {
-            *r = r.min((p - q) as f64);
-        }
-        let d = *r * s;
-        *r = d * d;
+    // x: contiguous rows
+    if nx > 1 {
+        feat.par_chunks_mut(nx).enumerate().for_each_init(
+            || Line::new(nx),
+            |line, (r, row)| {
+                line.load(row.iter().copied());
+                line.voronoi([(r / ny) as i64, (r % ny) as i64, 0], 2, s);
+                row.copy_from_slice(&line.out);
+            },
+        );
     }
+    feat
 }
 
 /// A pointer that may cross threads; users guarantee disjoint access.
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f64);
+struct SyncPtr(*mut [i32; 3]);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
-/// Per-thread buffers for the 1-D transform.
-struct Scratch {
-    buf: Vec<f64>,
-    out: Vec<f64>,
-    v: Vec<usize>,
-    z: Vec<f64>,
+/// One line's features in and out, and the sites of its partial Voronoi diagram.
+struct Line {
+    f: Vec<[i32; 3]>,
+    out: Vec<[i32; 3]>,
+    sites: Vec<usize>,
 }
 
-impl Scratch {
+impl Line {
     fn new(n: usize) -> Self {
-        Scratch { buf: vec![0.0; n], out: vec![0.0; n], v: vec![0; n], z: vec![0.0; n + 1] }
+        Line { f: Vec::with_capacity(n), out: Vec::with_capacity(n), sites: Vec::with_capacity(n) }
     }
 
-    /// Transforms each of the `nx` columns (length `n`, stride `nx`) of a row-major
-    /// block in place; all-zero columns are already final and skipped. Returns
-    /// whether anything changed.
-    fn columns(&mut self, block: &mut [f64], n: usize, nx: usize, s: f64) -> bool {
-        let mut changed = false;
-        for x in 0..nx {
-            let mut any = false;
-            for i in 0..n {
-                let v = block[i * nx + x];
-                any |= v != 0.0;
-                self.buf[i] = v;
-            }
-            if !any {
-                continue;
-            }
-            self.transform(n, s);
-            for i in 0..n {
-                block[i * nx + x] = self.out[i];
-            }
-            changed = true;
-        }
-        changed
+    fn load(&mut self, v: impl Iterator<Item = [i32; 3]>) {
+        self.f.clear();
+        self.f.extend(v);
     }
 
-    /// out[q] = min_p (s (q - p))^2 + buf[p] over the first n samples.
-    /// Samples with an infinite value take no part in the envelope.
-    fn transform(&mut self, n: usize, s: f64) {
-        let f = &self.buf;
-        let (v, z) = (&mut self.v, &mut self.z);
-        let s2 = s * s;
-        let mut k: isize = -1;
-        for q in 0..n {
-            if !f[q].is_finite() {
+    /// The partial Voronoi diagram along axis `d` of the line through `coor` (its other
+    /// two coordinates): each position gets the nearest of the line's features.
+    fn voronoi(&mut self, coor: [i64; 3], d: usize, s: [f64; 3]) {
+        let f = &self.f;
+        let g = &mut self.sites;
+        g.clear();
+        // squared distance (without axis d) of feature `i` from the line
+        let off = |i: usize, k: usize| (f[i][k] as i64 - coor[k]) as f64 * s[k];
+        for (i, fi) in f.iter().enumerate() {
+            if fi[0] < 0 {
                 continue;
             }
-            let fq = f[q] + s2 * (q * q) as f64;
-            loop {
-                if k < 0 {
-                    k = 0;
-                    v[0] = q;
-                    z[0] = f64::NEG_INFINITY;
-                    z[1] = f64::INFINITY;
+            let fd = fi[d] as f64;
+            let mut w = 0.0;
+            for k in (0..3).filter(|&k| k != d) {
+                let t = off(i, k);
+                w += t * t;
+            }
+            // drop the last site while the new one and the one before it hide it
+            while g.len() >= 2 {
+                let (i1, i2) = (g[g.len() - 1], g[g.len() - 2]);
+                let f1 = f[i1][d] as f64;
+                let a = (f1 - f[i2][d] as f64) * s[d];
+                let b = (fd - f1) * s[d];
+                let c = a + b;
+                let (mut u, mut v) = (0.0, 0.0);
+                for k in (0..3).filter(|&k| k != d) {
+                    let (tu, tv) = (off(i2, k), off(i1, k));
+                    u += tu * tu;
+                    v += tv * tv;
+                }
+                if c * v - b * u - a * w - a * b * c <= 0.0 {
                     break;
                 }
-                let p = v[k as usize];
-                let fp = f[p] + s2 * (p * p) as f64;
-                let inter = (fq - fp) / (2.0 * s2 * (q - p) as f64);
-                if inter <= z[k as usize] {
-                    k -= 1;
-                    continue;
-                }
-                k += 1;
-                v[k as usize] = q;
-                z[k as usize] = inter;
-                z[k as usize + 1] = f64::INFINITY;
-                break;
+                g.pop();
             }
+            g.push(i);
         }
-        if k < 0 {
-            self.out[..n].iter_mut().for_each(|o| *o = f64::INFINITY);
+        self.out.clear();
+        if g.is_empty() {
+            self.out.extend_from_slice(f);
             return;
         }
-        let mut j = 0usize;
-        for q in 0..n {
-            while z[j + 1] < q as f64 {
-                j += 1;
+        // each position takes the nearest site, walking forward; ties keep the earlier
+        let dist = |site: usize, q: usize| -> f64 {
+            let mut acc = 0.0;
+            for k in 0..3 {
+                let t = if k == d { (f[site][k] as i64 - q as i64) as f64 * s[k] } else { off(site, k) };
+                acc += t * t;
             }
-            let p = v[j];
-            let d = (q as f64 - p as f64) * s;
-            self.out[q] = d * d + f[p];
+            acc
+        };
+        let mut l = 0;
+        for q in 0..f.len() {
+            let mut d1 = dist(g[l], q);
+            while l + 1 < g.len() {
+                let d2 = dist(g[l + 1], q);
+                if d1 <= d2 {
+                    break;
+                }
+                d1 = d2;
+                l += 1;
+            }
+            self.out.push(f[g[l]]);
         }
     }
 }
