@@ -39,20 +39,18 @@ pub fn negative_edt(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f
 /// scipy (see the module docs); infinite where there is no feature.
 fn distances(feat: &[[i32; 3]], dims: [usize; 3], s: [f64; 3], sign: f64) -> Vec<f64> {
     let [_, ny, nx] = dims;
-    feat.par_iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if f[0] < 0 {
-                return sign * f64::INFINITY;
-            }
-            let at = [(i / (ny * nx)) as i64, ((i / nx) % ny) as i64, (i % nx) as i64];
-            let d = |k: usize| {
-                let t = (f[k] as i64 - at[k]) as f64 * s[k];
-                t * t
-            };
-            sign * ((d(0) + d(1)) + d(2)).sqrt()
-        })
-        .collect()
+    let mut out = vec![0f64; feat.len()];
+    out.par_chunks_mut(nx.max(1)).zip(feat.par_chunks(nx.max(1))).enumerate().for_each(|(r, (o, f))| {
+        let (z, y) = ((r / ny) as i64, (r % ny) as i64);
+        let sq = |a: i32, b: i64, k: usize| {
+            let t = (a as i64 - b) as f64 * s[k];
+            t * t
+        };
+        for (x, (o, f)) in o.iter_mut().zip(f).enumerate() {
+            *o = if f[0] < 0 { sign * f64::INFINITY } else { sign * ((sq(f[0], z, 0) + sq(f[1], y, 1)) + sq(f[2], x as i64, 2)).sqrt() };
+        }
+    });
+    out
 }
 
 /// The feature transform: for every voxel, its nearest background voxel (z, y, x), or
@@ -66,22 +64,31 @@ fn features(mask: &[bool], dims: [usize; 3], s: [f64; 3]) -> Vec<[i32; 3]> {
         .enumerate()
         .map(|(i, &m)| if m { NONE } else { [(i / plane) as i32, ((i / nx) % ny) as i32, (i % nx) as i32] })
         .collect();
-    // z: the lines (y, x) have stride `plane`; a task owns one y and so the disjoint set
-    // {z * plane + y * nx + x}
+    // z: the lines (y, x) have stride `plane`. A task owns one y and so the disjoint set
+    // {z * plane + y * nx + x}; it copies its nz rows out (contiguous reads), runs the
+    // columns of that small block and writes the rows back.
     if nz > 1 {
         let base = SyncPtr(feat.as_mut_ptr());
         (0..ny).into_par_iter().for_each_init(
-            || Line::new(nz),
-            |line, y| {
+            || (Line::new(nz), vec![NONE; nz * nx]),
+            |(line, block), y| {
                 let p = base;
+                for z in 0..nz {
+                    // SAFETY: row (z, y) lies inside `feat` and belongs to this y only
+                    let row = unsafe { std::slice::from_raw_parts(p.0.add(z * plane + y * nx), nx) };
+                    block[z * nx..(z + 1) * nx].copy_from_slice(row);
+                }
                 for x in 0..nx {
-                    // SAFETY: indices z * plane + y * nx + x, z < nz, belong to this y only
-                    let at = |z: usize| unsafe { p.0.add(z * plane + y * nx + x) };
-                    line.load((0..nz).map(|z| unsafe { *at(z) }));
+                    line.load((0..nz).map(|z| block[z * nx + x]));
                     line.voronoi([0, y as i64, x as i64], 0, s);
                     for (z, f) in line.out.iter().enumerate() {
-                        unsafe { *at(z) = *f };
+                        block[z * nx + x] = *f;
                     }
+                }
+                for z in 0..nz {
+                    // SAFETY: as above
+                    let row = unsafe { std::slice::from_raw_parts_mut(p.0.add(z * plane + y * nx), nx) };
+                    row.copy_from_slice(&block[z * nx..(z + 1) * nx]);
                 }
             },
         );
@@ -142,8 +149,21 @@ impl Line {
     /// two coordinates): each position gets the nearest of the line's features.
     fn voronoi(&mut self, coor: [i64; 3], d: usize, s: [f64; 3]) {
         let f = &self.f;
+        self.out.clear();
+        // a line of background voxels only (each its own feature) is final already
+        let own = |(i, fi): (usize, &[i32; 3])| (0..3).all(|k| fi[k] as i64 == if k == d { i as i64 } else { coor[k] });
+        if f.iter().enumerate().all(own) {
+            self.out.extend_from_slice(f);
+            return;
+        }
         let g = &mut self.sites;
         g.clear();
+        // the two other axes, in increasing order (the order the sums are taken in)
+        let (o1, o2) = match d {
+            0 => (1, 2),
+            1 => (0, 2),
+            _ => (0, 1),
+        };
         // squared distance (without axis d) of feature `i` from the line
         let off = |i: usize, k: usize| (f[i][k] as i64 - coor[k]) as f64 * s[k];
         for (i, fi) in f.iter().enumerate() {
@@ -152,7 +172,7 @@ impl Line {
             }
             let fd = fi[d] as f64;
             let mut w = 0.0;
-            for k in (0..3).filter(|&k| k != d) {
+            for k in [o1, o2] {
                 let t = off(i, k);
                 w += t * t;
             }
@@ -164,7 +184,7 @@ impl Line {
                 let b = (fd - f1) * s[d];
                 let c = a + b;
                 let (mut u, mut v) = (0.0, 0.0);
-                for k in (0..3).filter(|&k| k != d) {
+                for k in [o1, o2] {
                     let (tu, tv) = (off(i2, k), off(i1, k));
                     u += tu * tu;
                     v += tv * tv;
@@ -176,7 +196,6 @@ impl Line {
             }
             g.push(i);
         }
-        self.out.clear();
         if g.is_empty() {
             self.out.extend_from_slice(f);
             return;
