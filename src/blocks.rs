@@ -1043,11 +1043,14 @@ pub fn with_common_tile(model: &Model, grid: &BlockGrid, params: &SegmentParams)
     Ok(SegmentParams { tile: Some(common_tile(model, grid, params)?), ..params.clone() })
 }
 
-/// The tile shape every block of `grid` can use: the smallest of the blocks' planned tiles
+/// The largest tile for every block of `grid`: the smallest of the blocks' planned tiles
 /// along each axis (a block that fits in one tile pads to it; a larger one takes several).
 /// Cores spread evenly differ by a voxel at most; the blocks looked at (first, second, last
 /// along each axis) hold the sizes that decide the tile in practice, and a block of another
-/// size costs one more compiled shape, not a wrong result.
+/// size costs one more compiled shape, not a wrong result. Since tiles are fitted to each
+/// volume (`tiling::axis_tiles`), blocks of different sizes that need several tiles along
+/// an axis can still fit them differently: a few shapes, not one (known; only for volumes
+/// the model resamples, which run each block on its own).
 fn common_tile(model: &Model, grid: &BlockGrid, params: &SegmentParams) -> Result<[usize; 3]> {
     let mut tile = [usize::MAX; 3];
     // blocks differ only at the volume's faces: the corners and the middle cover every size

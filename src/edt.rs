@@ -22,7 +22,8 @@ const NONE: [i32; 3] = [-1, -1, -1];
 
 /// Distance (in the units of `spacing`) from every `true` voxel to the nearest
 /// `false` voxel; 0 on `false` voxels. A volume with no `false` voxel gets
-/// `f64::INFINITY` everywhere.
+/// `f64::INFINITY` everywhere (a deliberate difference: scipy's feature array then
+/// holds (-1, 0, 0), and it returns the distance to that point).
 ///
 /// Preconditions: `mask.len() == dims[0] * dims[1] * dims[2]` (at most 2^31 voxels per
 /// axis, which `voxel_count` guarantees), spacing > 0.

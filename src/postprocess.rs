@@ -253,10 +253,15 @@ fn postprocess_in(
 /// - outside the box there is no mask, so no marker, no flood and no label;
 /// - with a margin of at least one voxel, the nearest background voxel of any mask voxel
 ///   lies in the box (clamping a background voxel outside into the margin brings it
-///   nearer along every axis), so the distance transform is the same, value for value;
-/// - background outside the mask's box is one region that reaches the volume's border,
-///   so a hole (background the border cannot reach) is the same in the box, whose faces
-///   are either margin (background) or the volume's own border;
+///   nearer along every axis), so the distance transform is the same, value for value:
+///   the lines of [`crate::edt`]'s passes that cross the box's faces meet background
+///   sites lying on the line there, which its Voronoi step never removes (with the top
+///   site on the line the removal test is `-b uR - a wR - abc <= 0`), so the sites
+///   outside the box cannot change the features inside it;
+/// - every background voxel outside the mask's box reaches the volume's border in a
+///   straight line away from the box, so a hole (background the border cannot reach) is
+///   the same in the box, whose faces are either margin (background) or the volume's
+///   own border;
 /// - raster order inside a box is the volume's raster order, so markers, ages in the
 ///   flood and component numbers come in the same order;
 /// - the markers' smoothing and maximum filter look at most `margin` around a mask

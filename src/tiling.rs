@@ -14,7 +14,8 @@ pub const MAX_TILE: usize = 1024;
 pub type Progress<'a> = &'a (dyn Fn(f32) -> bool + Sync);
 
 /// The tiles covering one volume, after every clamp: each tile edge a whole multiple of
-/// what the networks accept, the overlap at most half a tile.
+/// what the networks accept, the least overlap at most half the largest tile (tiles
+/// fitted to a short axis may overlap by more than half of themselves).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TileGrid {
     /// Volume dims (z, y, x).
