@@ -198,8 +198,8 @@ fn postprocess_in(
     let full_dims = dims;
     let dims = crop.dims();
     let n = dims.iter().product::<usize>();
-    let mut mask = crop.cut(&full_mask, full_dims);
-    drop(full_mask);
+    // the whole volume's mask is moved, not copied, when the box is the volume
+    let mut mask = if crop.is_whole(full_dims) { full_mask } else { crop.cut(&full_mask, full_dims) };
     let centre_cut;
     let centre: &[f32] = if crop.is_whole(full_dims) {
         centre
@@ -306,9 +306,6 @@ impl Crop {
 
     /// The box's voxels of `full` (a volume of `dims`), in raster order.
     fn cut<T: Copy + Send + Sync>(&self, full: &[T], dims: [usize; 3]) -> Vec<T> {
-        if self.is_whole(dims) {
-            return full.to_vec();
-        }
         let [_, ny, nx] = dims;
         let (s, e) = (self.start, self.end);
         let mut out = Vec::with_capacity(self.dims().iter().product());
