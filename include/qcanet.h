@@ -153,6 +153,20 @@
 #define QCA_TABLE_ROUNDS 5
 
 /*
+ `qca_segment_file` flag: the whole volume as one block (memory grows with the volume);
+ without it, volumes over 32 M voxels (or too large to read whole) and OME-Zarr images
+ of any size go block by block, as `QcaBlockOptions` says.
+ */
+#define QCA_FILE_WHOLE 1
+
+/*
+ `qca_segment_file` flag: also write the nuclei's measurements (`qca_measure`'s columns,
+ with a `frame` column) to NAME.csv beside the labels (beside the input image for labels
+ written into it).
+ */
+#define QCA_FILE_MEASURE 2
+
+/*
  Result of every fallible call. Values are fixed across ABI versions; new ones are
  appended (and `QcaStatus::LAST` moved), so they stay contiguous from 0.
  */
@@ -598,6 +612,44 @@ typedef struct QcaBlockOptions {
 } QcaBlockOptions;
 
 /*
+ What `qca_segment_file` did. Set `struct_size` to `sizeof(QcaFileReport)` before the call.
+ */
+typedef struct QcaFileReport {
+  /*
+   `sizeof(QcaFileReport)` as the caller knows it.
+   */
+  uint32_t struct_size;
+  /*
+   Frames segmented.
+   */
+  size_t frames;
+  /*
+   Nuclei over all frames.
+   */
+  uint64_t nuclei_total;
+  /*
+   Voxels over all frames.
+   */
+  uint64_t voxels;
+  /*
+   Blocks per frame, their core and halo (z, y, x voxels).
+   */
+  size_t blocks;
+  size_t core[3];
+  size_t halo[3];
+  /*
+   Seconds, summed over frames: reading, networks (with normalisation), post-processing,
+   stitching; writing the labels (and measurements); the whole call.
+   */
+  double read_s;
+  double network_s;
+  double post_s;
+  double stitch_s;
+  double write_s;
+  double wall_s;
+} QcaFileReport;
+
+/*
  One track (CTC `L B E P`): a nucleus present from frame `start` to `end` inclusive;
  `parent` is the mother's track, or the track before a bridged gap; 0 for none.
  */
@@ -713,7 +765,7 @@ const char *qca_runtime_info(void);
 /*
  This library's size of a struct of this API by name ("QcaModelOptions",
  "QcaSegmentParams", "QcaImageInfo", "QcaTrackParams", "QcaTrack", "QcaDivision",
- "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound", "QcaBlockOptions", "QcaTimings"), 0 for another name or NULL. For hosts that declare the structs at run
+ "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound", "QcaBlockOptions", "QcaTimings", "QcaFileReport"), 0 for another name or NULL. For hosts that declare the structs at run
  time from the header shipped with this library (MATLAB's `loadlibrary`) and so cannot
  take `sizeof`; a C caller passes `sizeof` of its own struct instead.
 
@@ -1223,6 +1275,46 @@ QcaStatus qca_job_finish(struct QcaJob *job);
  `job` is NULL or a job not yet freed, and no other thread is using it.
  */
 void qca_job_free(struct QcaJob *job);
+
+/*
+ Segments the stack in file `input` (TIFF, BigTIFF, OME-TIFF, or an OME-Zarr image, NGFF
+ 0.4 or 0.5; every frame of a time series) into labels on disk, block by block, in memory
+ bounded by the block: to the new file `output` (a TIFF, BigTIFF when large; or for an
+ OME-Zarr input a new OME-Zarr when `output` ends in `.zarr`, its labels as NGFF asks), or,
+ with `output` NULL, into the OME-Zarr input's `labels/<labels_name>`. The same code as
+ `qcanet segment` (README "Large volumes"); the labels equal the whole volume's on at least
+ 99.5 % of the foreground, exactly with `QCA_FILE_WHOLE`.
+
+ Refused before any work: an output that is the input (or the measurements' CSV that
+ would be), a new label image where one exists, OME-Zarr labels for a TIFF, a channel the
+ file does not have. The labels are written under a temporary name and renamed when
+ complete: a failed or cancelled call leaves no output and removes its scratch files.
+
+ `channel`: the channel holding the nuclei. `flags`: `QCA_FILE_WHOLE`, `QCA_FILE_MEASURE`
+ or 0. `p` (NULL: defaults) gives the parameters; its voxel size, when set, wins over the
+ file's; its progress callback (fraction of the whole file) may cancel; its `timings` must
+ be NULL (the times are in `report`). `o` (NULL: defaults) gives the blocks' core, halo,
+ size budget and largest nucleus. On success `nuclei[0..min(capacity, frames)]` (NULL
+ when `capacity` is 0) receive the nuclei per frame and `*report` (may be NULL; its
+ `struct_size` set by the caller) what was done; on failure neither is touched.
+
+ # Safety
+ `model` is a live model; `input` is NUL-terminated; `output` and `labels_name` are NULL
+ or NUL-terminated; `p`, `o` are NULL or filled by their `_default` functions; `nuclei`
+ holds `capacity` elements; `report` is NULL or points to `report->struct_size` writable
+ bytes.
+ */
+QcaStatus qca_segment_file(const struct QcaModel *model,
+                           const char *input,
+                           const char *output,
+                           const char *labels_name,
+                           uint32_t channel,
+                           uint32_t flags,
+                           const struct QcaSegmentParams *p,
+                           const struct QcaBlockOptions *o,
+                           uint32_t *nuclei,
+                           size_t capacity,
+                           struct QcaFileReport *report);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -607,7 +607,7 @@ unsafe fn write_versioned<T: Copy>(
 
 /// This library's size of a struct of this API by name ("QcaModelOptions",
 /// "QcaSegmentParams", "QcaImageInfo", "QcaTrackParams", "QcaTrack", "QcaDivision",
-/// "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound", "QcaBlockOptions", "QcaTimings"), 0 for another name or NULL. For hosts that declare the structs at run
+/// "QcaTrackPoint", "QcaFrameCriteria", "QcaDivisionRound", "QcaBlockOptions", "QcaTimings", "QcaFileReport"), 0 for another name or NULL. For hosts that declare the structs at run
 /// time from the header shipped with this library (MATLAB's `loadlibrary`) and so cannot
 /// take `sizeof`; a C caller passes `sizeof` of its own struct instead.
 ///
@@ -630,6 +630,7 @@ pub unsafe extern "C" fn qca_struct_size(name: *const c_char) -> usize {
         b"QcaDivisionRound" => std::mem::size_of::<QcaDivisionRound>(),
         b"QcaBlockOptions" => std::mem::size_of::<QcaBlockOptions>(),
         b"QcaTimings" => std::mem::size_of::<QcaTimings>(),
+        b"QcaFileReport" => std::mem::size_of::<QcaFileReport>(),
         _ => 0,
     }
 }
@@ -2020,4 +2021,157 @@ pub unsafe extern "C" fn qca_job_free(job: *mut QcaJob) {
     if !job.is_null() {
         let _ = crate::quiet_panic::catch(|| drop(Box::from_raw(job)));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// A file segmented into a file, block by block (`crate::files`)
+// ---------------------------------------------------------------------------------------
+
+/// `qca_segment_file` flag: the whole volume as one block (memory grows with the volume);
+/// without it, volumes over 32 M voxels (or too large to read whole) and OME-Zarr images
+/// of any size go block by block, as `QcaBlockOptions` says.
+pub const QCA_FILE_WHOLE: u32 = 1;
+/// `qca_segment_file` flag: also write the nuclei's measurements (`qca_measure`'s columns,
+/// with a `frame` column) to NAME.csv beside the labels (beside the input image for labels
+/// written into it).
+pub const QCA_FILE_MEASURE: u32 = 2;
+
+/// What `qca_segment_file` did. Set `struct_size` to `sizeof(QcaFileReport)` before the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QcaFileReport {
+    /// `sizeof(QcaFileReport)` as the caller knows it.
+    pub struct_size: u32,
+    /// Frames segmented.
+    pub frames: usize,
+    /// Nuclei over all frames.
+    pub nuclei_total: u64,
+    /// Voxels over all frames.
+    pub voxels: u64,
+    /// Blocks per frame, their core and halo (z, y, x voxels).
+    pub blocks: usize,
+    pub core: [usize; 3],
+    pub halo: [usize; 3],
+    /// Seconds, summed over frames: reading, networks (with normalisation), post-processing,
+    /// stitching; writing the labels (and measurements); the whole call.
+    pub read_s: f64,
+    pub network_s: f64,
+    pub post_s: f64,
+    pub stitch_s: f64,
+    pub write_s: f64,
+    pub wall_s: f64,
+}
+
+fn file_report_fields() -> [(usize, usize); 13] {
+    field_spans!(QcaFileReport: struct_size, frames, nuclei_total, voxels, blocks, core, halo, read_s, network_s, post_s, stitch_s, write_s, wall_s)
+}
+
+/// Segments the stack in file `input` (TIFF, BigTIFF, OME-TIFF, or an OME-Zarr image, NGFF
+/// 0.4 or 0.5; every frame of a time series) into labels on disk, block by block, in memory
+/// bounded by the block: to the new file `output` (a TIFF, BigTIFF when large; or for an
+/// OME-Zarr input a new OME-Zarr when `output` ends in `.zarr`, its labels as NGFF asks), or,
+/// with `output` NULL, into the OME-Zarr input's `labels/<labels_name>`. The same code as
+/// `qcanet segment` (README "Large volumes"); the labels equal the whole volume's on at least
+/// 99.5 % of the foreground, exactly with `QCA_FILE_WHOLE`.
+///
+/// Refused before any work: an output that is the input (or the measurements' CSV that
+/// would be), a new label image where one exists, OME-Zarr labels for a TIFF, a channel the
+/// file does not have. The labels are written under a temporary name and renamed when
+/// complete: a failed or cancelled call leaves no output and removes its scratch files.
+///
+/// `channel`: the channel holding the nuclei. `flags`: `QCA_FILE_WHOLE`, `QCA_FILE_MEASURE`
+/// or 0. `p` (NULL: defaults) gives the parameters; its voxel size, when set, wins over the
+/// file's; its progress callback (fraction of the whole file) may cancel; its `timings` must
+/// be NULL (the times are in `report`). `o` (NULL: defaults) gives the blocks' core, halo,
+/// size budget and largest nucleus. On success `nuclei[0..min(capacity, frames)]` (NULL
+/// when `capacity` is 0) receive the nuclei per frame and `*report` (may be NULL; its
+/// `struct_size` set by the caller) what was done; on failure neither is touched.
+///
+/// # Safety
+/// `model` is a live model; `input` is NUL-terminated; `output` and `labels_name` are NULL
+/// or NUL-terminated; `p`, `o` are NULL or filled by their `_default` functions; `nuclei`
+/// holds `capacity` elements; `report` is NULL or points to `report->struct_size` writable
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn qca_segment_file(
+    model: *const QcaModel,
+    input: *const c_char,
+    output: *const c_char,
+    labels_name: *const c_char,
+    channel: u32,
+    flags: u32,
+    p: *const QcaSegmentParams,
+    o: *const QcaBlockOptions,
+    nuclei: *mut u32,
+    capacity: usize,
+    report: *mut QcaFileReport,
+) -> QcaStatus {
+    guard(|| {
+        let m = model.as_ref().ok_or_else(|| null("model"))?;
+        let input = path_arg(input, "input")?;
+        let target = match (output.is_null(), labels_name.is_null()) {
+            (false, true) => crate::files::FileTarget::File(path_arg(output, "output")?.to_path_buf()),
+            (true, false) => crate::files::FileTarget::IntoInput { name: str_arg(labels_name, "labels_name")?.to_string() },
+            _ => return Err(invalid("give either output (a new file) or labels_name (labels into the OME-Zarr input), not both".into())),
+        };
+        if flags & !(QCA_FILE_WHOLE | QCA_FILE_MEASURE) != 0 {
+            return Err(invalid(format!("flags {flags:#x}: only QCA_FILE_WHOLE and QCA_FILE_MEASURE are defined")));
+        }
+        if capacity > 0 {
+            non_null(nuclei, "nuclei")?;
+        }
+        let report_n = if report.is_null() {
+            None
+        } else {
+            let size = std::ptr::read_unaligned(report as *const u32) as usize;
+            let n = size.min(std::mem::size_of::<QcaFileReport>());
+            if size < 4 || cuts_a_field(&file_report_fields(), n) {
+                return Err(invalid(format!("report->struct_size is {size}: set it to sizeof(QcaFileReport)")));
+            }
+            Some(n)
+        };
+        let (params, c) = if p.is_null() { (SegmentParams::default(), default_params()) } else { segment_params(p)? };
+        if !c.timings.is_null() {
+            return Err(invalid("p->timings: qca_segment_file gives its times in its report; set timings to NULL".into()));
+        }
+        let mut block = block_options(o)?;
+        let blocks = match (flags & QCA_FILE_WHOLE != 0, block.core.take()) {
+            (true, _) => crate::blocks::BlockChoice::Whole,
+            (false, Some(core)) => crate::blocks::BlockChoice::Core(core),
+            (false, None) => crate::blocks::BlockChoice::Auto,
+        };
+        let options = crate::files::FileOptions { channel: channel as usize, blocks, block, measure: flags & QCA_FILE_MEASURE != 0 };
+        let (cb, user) = (c.progress, c.user_data as usize);
+        let progress = move |f: f32| -> bool {
+            match cb {
+                // SAFETY: the caller promised a valid callback and user_data for this call
+                Some(f_) => unsafe { f_(f, user as *mut c_void) == 0 },
+                None => true,
+            }
+        };
+        let r = crate::files::segment_file(&m.inner, input, target, &params, &options, Some(&progress)).c()?;
+        let n = capacity.min(r.nuclei.len());
+        if n > 0 {
+            std::ptr::copy_nonoverlapping(r.nuclei.as_ptr(), nuclei, n);
+        }
+        if let Some(size) = report_n {
+            let full = QcaFileReport {
+                struct_size: size as u32,
+                frames: r.nuclei.len(),
+                nuclei_total: r.nuclei.iter().map(|&k| k as u64).sum(),
+                voxels: r.voxels,
+                blocks: r.blocks,
+                core: r.core,
+                halo: r.halo,
+                read_s: r.read_s,
+                network_s: r.network_s,
+                post_s: r.post_s,
+                stitch_s: r.stitch_s,
+                write_s: r.write_s,
+                wall_s: r.wall_s,
+            };
+            std::ptr::copy_nonoverlapping(&full as *const QcaFileReport as *const u8, report as *mut u8, size);
+        }
+        Ok(())
+    })
 }

@@ -18,6 +18,7 @@ pub mod criteria;
 pub mod cuda_libs;
 pub mod edt;
 pub mod error;
+pub mod files;
 pub mod io;
 pub mod job;
 pub mod measure;

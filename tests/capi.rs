@@ -503,3 +503,134 @@ fn defaults_never_write_past_the_callers_struct() {
     assert_eq!(unsafe { qca_struct_size(name("Nonsense").as_ptr()) }, 0);
     assert_eq!(unsafe { qca_struct_size(ptr::null()) }, 0);
 }
+
+/// A two-frame u16 TIFF of 20 x 40 x 80 with two bright boxes per frame (the threshold
+/// pair sees each box as one nucleus), and its folder.
+fn two_frame_stack() -> (tempfile::TempDir, std::path::PathBuf) {
+    use qcanet::io::tiff::{self, Samples};
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("stack.tif");
+    let (nz, ny, nx) = (20usize, 40usize, 80usize);
+    let mut v = vec![0u16; 2 * nz * ny * nx];
+    for t in 0..2 {
+        for z in 4..16 {
+            for y in 8..30 {
+                for x in (6..30).chain(44 + 4 * t..70) {
+                    v[((t * nz + z) * ny + y) * nx + x] = 1000;
+                }
+            }
+        }
+    }
+    tiff::write(&path, &Samples::U16(v), [nz, ny, nx], 2, Some([1.0, 1.0, 1.0])).unwrap();
+    (d, path)
+}
+
+#[test]
+fn segment_file_writes_labels_per_frame_and_refuses_with_exact_statuses() {
+    let m = threshold_pair();
+    let (d, input) = two_frame_stack();
+    let (inp, out) = (cpath(&input), cpath(&d.path().join("labels.tif")));
+    let report_size = std::mem::size_of::<QcaFileReport>();
+    let untouched = || QcaFileReport { struct_size: report_size as u32, frames: 77, ..Default::default() };
+    let mut nuclei = [9u32; 4];
+    let mut report = untouched();
+    let p = params();
+    let names = |d: &std::path::Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let before = names(d.path());
+    let input_bytes = std::fs::read(&input).unwrap();
+    unsafe {
+        let run = |input: *const std::ffi::c_char,
+                   output: *const std::ffi::c_char,
+                   name: *const std::ffi::c_char,
+                   flags: u32,
+                   p: &QcaSegmentParams,
+                   nuclei: &mut [u32; 4],
+                   report: &mut QcaFileReport| {
+            qca_segment_file(m, input, output, name, 0, flags, p, ptr::null(), nuclei.as_mut_ptr(), 4, report)
+        };
+        // refused before any work, out-parameters untouched, nothing written
+        let name = CString::new("qcanet").unwrap();
+        for (status, input, output, name, flags, what) in [
+            (QCA_ERR_NULL_POINTER, ptr::null(), out.as_ptr(), ptr::null(), 0, "input"),
+            (QCA_ERR_INVALID_ARGUMENT, inp.as_ptr(), out.as_ptr(), name.as_ptr(), 0, "not both"),
+            (QCA_ERR_INVALID_ARGUMENT, inp.as_ptr(), ptr::null(), ptr::null(), 0, "not both"),
+            (QCA_ERR_INVALID_ARGUMENT, inp.as_ptr(), out.as_ptr(), ptr::null(), 4, "flags"),
+            (QCA_ERR_INVALID_ARGUMENT, inp.as_ptr(), inp.as_ptr(), ptr::null(), 0, "never writes over its inputs"),
+            (QCA_ERR_INVALID_ARGUMENT, inp.as_ptr(), ptr::null(), name.as_ptr(), 0, "OME-Zarr images only"),
+        ] {
+            assert_eq!(run(input, output, name, flags, &p, &mut nuclei, &mut report), status, "{what}: {}", last_error());
+            assert!(last_error().contains(what), "{what}: {}", last_error());
+            assert_eq!((nuclei, report.frames), ([9; 4], 77), "{what}");
+        }
+        let zarr = cpath(&d.path().join("labels.ome.zarr"));
+        assert_eq!(run(inp.as_ptr(), zarr.as_ptr(), ptr::null(), 0, &p, &mut nuclei, &mut report), QCA_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("write the labels of a TIFF as .tif"), "{}", last_error());
+        let mut bad = untouched();
+        bad.struct_size = 12; // ends inside `frames`
+        assert_eq!(run(inp.as_ptr(), out.as_ptr(), ptr::null(), 0, &p, &mut nuclei, &mut bad), QCA_ERR_INVALID_ARGUMENT);
+        let mut timed = params();
+        let mut t = QcaTimings { struct_size: std::mem::size_of::<QcaTimings>() as u32, ..Default::default() };
+        timed.timings = &mut t;
+        assert_eq!(run(inp.as_ptr(), out.as_ptr(), ptr::null(), 0, &timed, &mut nuclei, &mut report), QCA_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            qca_segment_file(m, inp.as_ptr(), out.as_ptr(), ptr::null(), 1, 0, &p, ptr::null(), ptr::null_mut(), 0, ptr::null_mut()),
+            QCA_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("channel 1"), "{}", last_error());
+        // cancelled: nothing written, no scratch file left
+        let mut cancelling = params();
+        cancelling.progress = Some(cancel_at_once);
+        assert_eq!(run(inp.as_ptr(), out.as_ptr(), ptr::null(), 0, &cancelling, &mut nuclei, &mut report), QCA_ERR_CANCELLED);
+        assert_eq!((nuclei, report.frames), ([9; 4], 77));
+        assert_eq!(names(d.path()), before, "a refused or cancelled call leaves the folder as it was");
+
+        // blocks of 8 x 16 x 32 (several per frame), and the whole volume: the same labels
+        // (the threshold pair's boxes are far from any doubt), two nuclei per frame
+        let o = QcaBlockOptions {
+            core: [8, 16, 32],
+            ..{
+                let mut o = std::mem::MaybeUninit::<QcaBlockOptions>::zeroed();
+                assert_eq!(qca_block_options_default(o.as_mut_ptr(), std::mem::size_of::<QcaBlockOptions>()), QCA_OK);
+                o.assume_init()
+            }
+        };
+        let s =
+            qca_segment_file(m, inp.as_ptr(), out.as_ptr(), ptr::null(), 0, QCA_FILE_MEASURE, &p, &o, nuclei.as_mut_ptr(), 4, &mut report);
+        assert_eq!(s, QCA_OK, "{}", last_error());
+        assert_eq!(nuclei, [2, 2, 9, 9], "only the frames' entries are written");
+        assert_eq!((report.frames, report.nuclei_total, report.voxels), (2, 4, 2 * 20 * 40 * 80));
+        assert!(report.blocks > 1 && report.core.iter().zip([8, 16, 32]).all(|(&c, m)| c <= m), "{report:?}");
+        assert!(report.wall_s > 0.0 && report.network_s > 0.0);
+        let blocked = qcanet::io::tiff::read(d.path().join("labels.tif")).unwrap();
+        assert_eq!((blocked.frames, blocked.dims), (2, [20, 40, 80]));
+        let csv = std::fs::read_to_string(d.path().join("labels.csv")).unwrap();
+        assert!(csv.starts_with("frame,label,"), "{csv}");
+        assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
+        let whole = cpath(&d.path().join("whole.tif"));
+        let mut n2 = [0u32; 1];
+        let s = qca_segment_file(
+            m,
+            inp.as_ptr(),
+            whole.as_ptr(),
+            ptr::null(),
+            0,
+            QCA_FILE_WHOLE,
+            ptr::null(),
+            ptr::null(),
+            n2.as_mut_ptr(),
+            1,
+            ptr::null_mut(),
+        );
+        assert_eq!(s, QCA_OK, "{}", last_error());
+        assert_eq!(n2, [2], "a capacity of 1 gets the first frame only");
+        let whole = qcanet::io::tiff::read(d.path().join("whole.tif")).unwrap();
+        assert_eq!(whole.samples.to_labels().unwrap(), blocked.samples.to_labels().unwrap());
+        // an existing output is replaced, never an input: the input is byte for byte as it was
+        assert_eq!(std::fs::read(&input).unwrap(), input_bytes);
+        qca_model_free(m);
+    }
+}

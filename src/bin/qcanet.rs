@@ -631,7 +631,7 @@ fn segment(
     let (mut streamed_ok, mut streamed_tried) = (0usize, 0usize);
     let mut keep = Vec::new();
     for (i, (f, out)) in files.iter().zip(&outputs).enumerate() {
-        let big = match BigInput::open(f) {
+        let big = match FileInput::open(f) {
             Ok(b) => b,
             Err(e) => {
                 // tried (its header), so not "not attempted" in the summary
@@ -640,7 +640,7 @@ fn segment(
                 continue;
             }
         };
-        if !matches!(big, BigInput::Zarr(_)) && is_zarr_name(out) {
+        if !big.is_zarr() && is_zarr_name(out) {
             streamed_tried += 1;
             failures.push((
                 f.clone(),
@@ -663,7 +663,7 @@ fn segment(
             pb.set_position(((streamed_tried - 1) as f64 * 100.0 + frac as f64 * 100.0) as u64);
             !interrupted()
         };
-        match segment_streamed(&model, f, out, &big, channel, &want, ba, pa, &cb, &pb, quiet) {
+        match segment_streamed(&model, f, out, channel, &want, ba, pa, &cb, &pb, quiet) {
             Ok(counts) => {
                 streamed_ok += 1;
                 total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
@@ -933,75 +933,13 @@ fn segment(
     }
 }
 
-/// A stack read block by block: a TIFF or an OME-Zarr image.
-enum BigInput {
-    Tiff(tiff::StackInfo),
-    Zarr(Box<ome_zarr::OmeZarr>),
-}
-
-impl BigInput {
-    fn open(path: &Path) -> Result<BigInput> {
-        if ome_zarr::is_ome_zarr(path) {
-            Ok(BigInput::Zarr(Box::new(ome_zarr::OmeZarr::open(path)?)))
-        } else {
-            Ok(BigInput::Tiff(tiff::StackReader::open(path)?.info))
-        }
-    }
-    fn dims(&self) -> [usize; 3] {
-        match self {
-            BigInput::Tiff(i) => i.dims,
-            BigInput::Zarr(z) => z.dims(),
-        }
-    }
-    fn frames(&self) -> usize {
-        match self {
-            BigInput::Tiff(i) => i.frames,
-            BigInput::Zarr(z) => z.frames(),
-        }
-    }
-    fn channels(&self) -> usize {
-        match self {
-            BigInput::Tiff(i) => i.channels,
-            BigInput::Zarr(z) => z.channels(),
-        }
-    }
-    fn voxel_size_um(&self) -> Option<[f64; 3]> {
-        match self {
-            BigInput::Tiff(i) => i.voxel_size_um(),
-            BigInput::Zarr(z) => z.voxel_size_um(),
-        }
-    }
-    fn frame_interval(&self) -> Option<tiff::FrameInterval> {
-        match self {
-            BigInput::Tiff(i) => i.frame_interval.clone(),
-            BigInput::Zarr(z) => z.frame_interval(),
-        }
-    }
-    /// Whether this input goes block by block: OME-Zarr always (it is read region by region
-    /// whatever its size), a TIFF as `--blocks` decides.
-    fn blockwise(&self, choice: qcanet::blocks::BlockChoice) -> bool {
-        match self {
-            BigInput::Tiff(i) => choice.blockwise(i.dims, i.decoded_bytes()),
-            BigInput::Zarr(_) => true,
-        }
-    }
-}
-
-/// Whether `p` names an OME-Zarr output (a `.zarr` folder).
-fn is_zarr_name(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("zarr"))
-}
-
-/// Segments one stack block by block ([`qcanet::blocks`]): each frame streamed from the
-/// file through the blocks into a scratch file of provisional labels beside the output,
-/// then the labels written: a TIFF page by page (BigTIFF when large), or an OME-Zarr label
-/// image chunk by chunk. Nuclei per frame.
+/// Segments one stack block by block through [`qcanet::files`] (the same code hosts call
+/// through `qca_segment_file`), with the CLI's messages around it. Nuclei per frame.
 #[allow(clippy::too_many_arguments)]
 fn segment_streamed(
     model: &Model,
     input: &Path,
     output: &Path,
-    big: &BigInput,
     channel: usize,
     want: &Outputs,
     ba: &BlockArgs,
@@ -1010,45 +948,16 @@ fn segment_streamed(
     pb: &ProgressBar,
     quiet: bool,
 ) -> Result<Vec<u32>> {
-    use qcanet::blocks::{self, ScratchLabels, TiffSource};
-    if channel >= big.channels() {
-        return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", big.channels())));
-    }
-    let into_input = ba.labels_into_input.then(|| ba.labels_name.clone());
-    let zarr_out = into_input.is_some() || is_zarr_name(output);
-    if zarr_out && !matches!(big, BigInput::Zarr(_)) {
-        return Err(Error::invalid(format!(
-            "{}: OME-Zarr labels are written for OME-Zarr images; write the labels of a TIFF as .tif",
-            input.display()
-        )));
-    }
-    // the label image's place is checked before any work
-    let target = match (big, zarr_out) {
-        (BigInput::Zarr(z), true) => {
-            let t = match &into_input {
-                Some(name) => ome_zarr::LabelsTarget::IntoInput { name: name.clone() },
-                None => ome_zarr::LabelsTarget::NewImage(output.to_path_buf()),
-            };
-            t.path(z)?;
-            Some(t)
-        }
-        _ => None,
+    use qcanet::files::{FileOptions, FileSegmentation, FileTarget};
+    let target = match ba.labels_into_input {
+        true => FileTarget::IntoInput { name: ba.labels_name.clone() },
+        false => FileTarget::File(output.to_path_buf()),
     };
-    let t0 = Instant::now();
-    let dims = big.dims();
-    let params = params(pa, big.voxel_size_um());
-    let mut opts = ba.options();
-    if ba.blocks == qcanet::blocks::BlockChoice::Whole {
-        opts.core = Some(dims);
-    }
-    // on a resampled grid the first call measures the networks' context (once per model)
-    let t_grid = Instant::now();
-    let method = blocks::method_for(model, dims, &params)?;
-    let grid = blocks::grid_for(model, dims, &params, &opts, method)?;
-    let grid_s = t_grid.elapsed().as_secs_f64();
-    // the plan of one block says what the file's calibration resolves to
-    let plan = model.plan(grid.block([0, 0, 0]).dims(), &params)?;
+    let options = FileOptions { channel, blocks: ba.blocks, block: ba.options(), measure: want.csv };
+    let job = FileSegmentation::new(model, input, target, &params(pa, None), &options)?;
+    let plan = job.plan();
     if want.verbose && !quiet {
+        let grid = job.grid();
         pb.suspend(|| {
             eprintln!(
                 "{}:\n{plan}\nblocks      {} of core {:?}, halo {:?} ({:?} along z, y, x), {}",
@@ -1057,9 +966,9 @@ fn segment_streamed(
                 grid.core,
                 grid.halo,
                 grid.count,
-                match method {
-                    blocks::BlockMethod::Lattice => "networks on the whole volume's tiles",
-                    blocks::BlockMethod::Independent => "each block through the networks on its own (resampled grid)",
+                match job.method() {
+                    qcanet::blocks::BlockMethod::Lattice => "networks on the whole volume's tiles",
+                    qcanet::blocks::BlockMethod::Independent => "each block through the networks on its own (resampled grid)",
                 }
             )
         });
@@ -1073,112 +982,31 @@ fn segment_streamed(
             )
         });
     }
-    let used_voxel = (plan.voxel_size_source() != VoxelSource::Unknown).then_some(plan.input_voxel_size());
-    // provisional labels beside the output; with --labels-into-input in the system's
-    // temporary folder (never loose inside the input image)
-    let scratch_dir = match &into_input {
-        Some(_) => std::env::temp_dir(),
-        None => qcanet::io::atomic::folder_of(output).to_path_buf(),
-    };
-    let frames = big.frames();
-    let mut done = Vec::new();
-    // one reader for every frame: the pages are walked once
-    let mut reader = match big {
-        BigInput::Tiff(_) => Some(tiff::StackReader::open(input)?),
-        BigInput::Zarr(_) => None,
-    };
-    for t in 0..frames {
-        let mut store = ScratchLabels::new(&scratch_dir, dims)?;
-        let cb = |frac: f32| progress((t as f32 + frac) / frames as f32);
-        let run = match big {
-            BigInput::Tiff(_) => {
-                let r = reader.take().ok_or_else(|| Error::Internal("the TIFF reader is gone".into()))?;
-                let mut source = TiffSource::new(r, t, channel)?;
-                let run = blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&scratch_dir), Some(&cb))?;
-                reader = Some(source.into_reader());
-                run
-            }
-            BigInput::Zarr(z) => {
-                let mut source = ome_zarr::ZarrSource { image: z, t, c: channel };
-                blocks::segment_blocks(model, &mut source, &mut store, &params, &opts, Some(&scratch_dir), Some(&cb))?
-            }
-        };
-        done.push((store, run));
-    }
-    // --measure: the frames' final labels plane by plane against the raw planes (one more
-    // pass over both, never a whole volume), written once the labels are
-    let mut csv = String::new();
-    if want.csv {
-        let voxel = used_voxel.unwrap_or([1.0; 3]);
-        for (t, (store, run)) in done.iter().enumerate() {
-            let nuclei = match big {
-                BigInput::Tiff(_) => {
-                    let r = reader.take().ok_or_else(|| Error::Internal("the TIFF reader is gone".into()))?;
-                    let mut source = TiffSource::new(r, t, channel)?;
-                    let m = store.measure(run, &mut source, voxel)?;
-                    reader = Some(source.into_reader());
-                    m
-                }
-                BigInput::Zarr(z) => store.measure(run, &mut ome_zarr::ZarrSource { image: z, t, c: channel }, voxel)?,
-            };
-            push_frame_csv(&mut csv, t, &nuclei);
-        }
-    }
-    let t_write = Instant::now();
-    let max = done.iter().map(|(_, r)| r.n_nuclei).max().unwrap_or(0);
-    match big {
-        BigInput::Zarr(z) if zarr_out => {
-            let target = target.ok_or_else(|| Error::Internal("no label image target".into()))?;
-            let image = ome_zarr::LabelImage::create(z, target, max)?;
-            for (t, (store, run)) in done.iter().enumerate() {
-                image.write_level0(t, &mut |start, end| {
-                    let mut v = store.region(start, end)?;
-                    run.apply(&mut v);
-                    Ok(v)
-                })?;
-            }
-            image.finish(frames)?;
-        }
-        _ => {
-            let kind = tiff::SampleKind::for_labels(max);
-            let layout = tiff::PageLayout { dims, frames, voxel_um: used_voxel, interval: big.frame_interval(), kind };
-            let nz = dims[0];
-            tiff::write_pages(output, &layout, |p| {
-                let (store, run) = &done[p / nz];
-                let mut plane = store.plane(p % nz)?;
-                run.apply(&mut plane);
-                Ok(tiff::label_page(&plane, kind))
-            })?;
-        }
-    }
-    if want.csv {
-        qcanet::io::atomic::write_bytes(&measurements_path(output), csv.as_bytes())?;
-    }
+    let r = job.run(Some(progress))?;
     if want.timings {
-        let voxels = dims.iter().map(|&d| d as f64).product::<f64>() * frames as f64;
-        let wall = t0.elapsed().as_secs_f64();
-        let sum = |f: fn(&qcanet::blocks::BlockTimes) -> f64| done.iter().map(|(_, r)| f(&r.timings)).sum::<f64>();
-        let r = &done[0].1;
         println!(
-            "timings: blocks file={} device={} provider={} precision={} voxels={voxels:.0} blocks={} core={:?} halo={:?} scaling_s={:.2} grid_s={grid_s:.2} read_s={:.2} network_s={:.2} post_s={:.2} stitch_s={:.2} write_s={:.2} wall_s={wall:.2} mvoxel_per_s={:.3} peak_rss_mb={:.0}",
+            "timings: blocks file={} device={} provider={} precision={} voxels={} blocks={} core={:?} halo={:?} scaling_s={:.2} grid_s={:.2} read_s={:.2} network_s={:.2} post_s={:.2} stitch_s={:.2} write_s={:.2} wall_s={:.2} mvoxel_per_s={:.3} peak_rss_mb={:.0}",
             input.display(),
             model.device_used(),
             model.provider(),
             model.precision_used(),
-            r.grid.len(),
-            r.grid.core,
-            r.grid.halo,
-            sum(|t| t.scaling_s),
-            sum(|t| t.read_s),
-            sum(|t| t.network_s),
-            sum(|t| t.post_s),
-            sum(|t| t.stitch_s),
-            t_write.elapsed().as_secs_f64(),
-            voxels / wall / 1e6,
+            r.voxels,
+            r.blocks,
+            r.core,
+            r.halo,
+            r.scaling_s,
+            r.grid_s,
+            r.read_s,
+            r.network_s,
+            r.post_s,
+            r.stitch_s,
+            r.write_s,
+            r.wall_s,
+            r.mvoxel_per_s(),
             peak_rss_mb()
         );
     }
-    Ok(done.iter().map(|(_, r)| r.n_nuclei).collect())
+    Ok(r.nuclei)
 }
 
 /// This process's peak resident memory so far (MB), from the kernel's accounting.
@@ -1191,40 +1019,7 @@ fn peak_rss_mb() -> f64 {
     u.ru_maxrss as f64 / 1024.0
 }
 
-/// Appends one frame's measurements to a CSV with a leading `frame` column
-/// (the header once, with frame 0).
-fn push_frame_csv(csv: &mut String, t: usize, nuclei: &[qcanet::Nucleus]) {
-    for (k, line) in qcanet::measure::to_csv(nuclei).lines().enumerate() {
-        if k > 0 {
-            csv.push_str(&format!("{t},{line}\n"));
-        } else if t == 0 {
-            csv.push_str(&format!("frame,{line}\n"));
-        }
-    }
-}
-
-/// Refuses to write `out` over one of `inputs`.
-fn not_an_input(out: &Path, inputs: &[&Path]) -> Result<()> {
-    match inputs.iter().find(|i| qcanet::io::atomic::same_file(out, i)) {
-        Some(i) => Err(Error::invalid(format!(
-            "{} is an input ({}): qcanet never writes over its inputs; choose another output",
-            out.display(),
-            i.display()
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Where `--measure` writes a result's measurements: NAME.csv beside it (`x.tif` gives
-/// `x.csv`, as does `x.ome.zarr`; `x.ome.tif` keeps giving `x.ome.csv`).
-fn measurements_path(result: &Path) -> PathBuf {
-    let name = result.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let lower = name.to_ascii_lowercase();
-    match [".ome.zarr", ".zarr"].iter().find(|s| lower.ends_with(*s) && lower.len() > s.len()) {
-        Some(suffix) => result.with_file_name(format!("{}.csv", &name[..name.len() - suffix.len()])),
-        None => result.with_extension("csv"),
-    }
-}
+use qcanet::files::{is_zarr_name, measurements_path, not_an_input, push_frame_csv, FileInput};
 
 /// Where each input's result goes. Refused before any work: a result that would land on
 /// an input (`-o` naming an input, or the input folder itself), two inputs with one

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes as C
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -261,6 +262,60 @@ class Model(_Handle):
             return out, {name: getattr(t, name) for name, _ in N.QcaTimings._fields_[1:]}
         return out
 
+    def segment_file(self, src, dst=None, *, labels_into_input=None, channel=0, blocks="auto", halo=None,
+                     block_voxels=None, max_nucleus_um=None, measure=False, voxel_size=None, progress=None,
+                     **post) -> dict:
+        """Segments the stack in file ``src`` into labels on disk, block by block, in memory
+        bounded by the block: the same code as ``qcanet segment`` (README "Large volumes").
+
+        src: a TIFF, BigTIFF or OME-TIFF, or an OME-Zarr image (NGFF 0.4/0.5; every frame of
+        a time series). dst: a new TIFF (BigTIFF when large), or for an OME-Zarr ``src`` a
+        new OME-Zarr (``.zarr``); or ``labels_into_input="name"`` to write them into
+        ``src/labels/name``. Never over an input; a new label image never replaces one.
+        blocks: "auto" (volumes over 32 M voxels, or too large to read whole, and OME-Zarr
+        images go block by block), "whole" (one block: the whole volume's labels, memory
+        grows with it) or a core size (z, y, x). halo, block_voxels, max_nucleus_um: as
+        ``qcanet segment --halo/--block-voxels/--max-nucleus``. measure: also write the
+        nuclei's measurements to NAME.csv beside the labels. voxel_size: (z, y, x) um, wins
+        over the file's. ``progress(fraction) -> bool`` may return False to cancel (nothing
+        is written). Other keyword arguments are post-processing parameters (as ``segment``).
+
+        Returns ``{"output", "frames", "nuclei" (per frame), "voxels", "blocks", "core",
+        "halo", "read_s", "network_s", "post_s", "stitch_s", "write_s", "seconds",
+        "mvoxel_per_s"}``.
+        """
+        if not self._h:
+            raise ValueError("model is closed")
+        if (dst is None) == (labels_into_input is None):
+            raise ValueError("give either dst (a new file) or labels_into_input (a label name inside the OME-Zarr src)")
+        flags = N.FILE_MEASURE if measure else 0
+        if isinstance(blocks, str):
+            if blocks not in ("auto", "whole"):
+                raise ValueError(f"blocks must be 'auto', 'whole' or a core size (z, y, x), got {blocks!r}")
+            core = None
+            flags |= N.FILE_WHOLE if blocks == "whole" else 0
+        else:
+            core = blocks
+        p = _params(voxel_size=voxel_size, **post)
+        if progress is not None:
+            cb = N.PROGRESS_FN(lambda f, _u: 0 if progress(float(f)) is not False else 1)
+            p.progress = cb
+        o = _block_options(core, halo, block_voxels, max_nucleus_um)
+        capacity = 1 << 16
+        nuclei = (C.c_uint32 * capacity)()
+        r = N.QcaFileReport(struct_size=C.sizeof(N.QcaFileReport))
+        _check(_lib().qca_segment_file(self._h, str(src).encode(), None if dst is None else str(dst).encode(),
+                                       None if labels_into_input is None else str(labels_into_input).encode(),
+                                       int(channel), flags, C.byref(p), C.byref(o), nuclei, capacity, C.byref(r)))
+        if dst is not None:
+            output = str(dst)
+        else:
+            output = str(Path(src) / "labels" / str(labels_into_input))
+        return {"output": output, "frames": r.frames, "nuclei": list(nuclei[:min(r.frames, capacity)]),
+                "voxels": r.voxels, "blocks": r.blocks, "core": tuple(r.core), "halo": tuple(r.halo),
+                "read_s": r.read_s, "network_s": r.network_s, "post_s": r.post_s, "stitch_s": r.stitch_s,
+                "write_s": r.write_s, "seconds": r.wall_s, "mvoxel_per_s": r.voxels / max(r.wall_s, 1e-9) / 1e6}
+
 
 def evaluate(pred: np.ndarray, gt: np.ndarray) -> Metrics:
     """One record of predicted vs ground-truth labels: IoU, SEG and MUCov (as the QCANet
@@ -404,6 +459,21 @@ def _zyx_sizes(name, v):
     return t
 
 
+def _block_options(core, halo, block_voxels, max_nucleus_um):
+    """A QcaBlockOptions from the Python arguments (None: qcanet's choice), checked."""
+    o = N.QcaBlockOptions()
+    _check(_lib().qca_block_options_default(C.byref(o), C.sizeof(o)))
+    o.core[:] = _zyx_sizes("block", core)
+    o.halo[:] = _zyx_sizes("halo", halo)
+    if block_voxels is not None:
+        if int(block_voxels) <= 0:
+            raise ValueError(f"block_voxels must be > 0, got {block_voxels}")
+        o.block_voxels = int(block_voxels)
+    if max_nucleus_um is not None:
+        o.max_nucleus_um = _real("max_nucleus_um", max_nucleus_um)
+    return o
+
+
 class Job(_Handle):
     """A block job on disk: one OME-Zarr image segmented block by block by any number of
     processes (what ``qcanet.distributed.segment`` runs on Dask workers). Every step is a
@@ -431,16 +501,7 @@ class Job(_Handle):
         if (target is None) == (labels_name is None):
             raise ValueError("give either target (a new OME-Zarr) or labels_name (labels into the input)")
         p = _params(voxel_size=voxel_size, **post)
-        o = N.QcaBlockOptions()
-        _check(lib.qca_block_options_default(C.byref(o), C.sizeof(o)))
-        o.core[:] = _zyx_sizes("block", block)
-        o.halo[:] = _zyx_sizes("halo", halo)
-        if block_voxels is not None:
-            if int(block_voxels) <= 0:
-                raise ValueError(f"block_voxels must be > 0, got {block_voxels}")
-            o.block_voxels = int(block_voxels)
-        if max_nucleus_um is not None:
-            o.max_nucleus_um = _real("max_nucleus_um", max_nucleus_um)
+        o = _block_options(block, halo, block_voxels, max_nucleus_um)
         h = C.c_void_p()
         _check(lib.qca_job_create(model._h, str(source).encode(), None if target is None else str(target).encode(),
                                   None if labels_name is None else str(labels_name).encode(), int(channel),

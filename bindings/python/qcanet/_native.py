@@ -93,6 +93,17 @@ class QcaBlockOptions(C.Structure):
                 ("block_voxels", C.c_size_t), ("max_nucleus_um", C.c_double)]
 
 
+class QcaFileReport(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("frames", C.c_size_t), ("nuclei_total", C.c_uint64),
+                ("voxels", C.c_uint64), ("blocks", C.c_size_t), ("core", C.c_size_t * 3), ("halo", C.c_size_t * 3),
+                ("read_s", C.c_double), ("network_s", C.c_double), ("post_s", C.c_double), ("stitch_s", C.c_double),
+                ("write_s", C.c_double), ("wall_s", C.c_double)]
+
+
+# qca_segment_file's flags
+FILE_WHOLE = 1
+FILE_MEASURE = 2
+
 # qca_tracking_get's tables (QCA_TABLE_*) and the row type of each
 TRACKING_TABLES = {"tracks": (1, QcaTrack), "divisions": (2, QcaDivision), "points": (3, QcaTrackPoint),
                    "criteria": (4, QcaFrameCriteria), "rounds": (5, QcaDivisionRound)}
@@ -182,6 +193,9 @@ def _declare(lib):
         "qca_job_write_block": (st, [C.c_void_p, C.c_size_t, sz3]),
         "qca_job_finish": (st, [C.c_void_p]),
         "qca_job_free": (None, [C.c_void_p]),
+        "qca_segment_file": (st, [C.c_void_p, C.c_char_p, C.c_char_p, C.c_char_p, C.c_uint32, C.c_uint32,
+                                  P(QcaSegmentParams), P(QcaBlockOptions), P(C.c_uint32), C.c_size_t,
+                                  P(QcaFileReport)]),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)

@@ -42,7 +42,7 @@ def test_ctypes_structs_have_the_librarys_sizes():
     lib = qcanet._lib()
     import ctypes as C
     from qcanet import _native as N
-    for name in ("QcaModelOptions", "QcaSegmentParams", "QcaTimings", "QcaImageInfo"):
+    for name in ("QcaModelOptions", "QcaSegmentParams", "QcaTimings", "QcaImageInfo", "QcaBlockOptions", "QcaFileReport"):
         assert C.sizeof(getattr(N, name)) == lib.qca_struct_size(name.encode()), name
 
 
