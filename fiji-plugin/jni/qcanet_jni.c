@@ -425,3 +425,75 @@ JNIEXPORT jobjectArray JNICALL Java_qcanet_ij_Native_track(JNIEnv *env, jclass c
     qca_track_free(t);
     return out;
 }
+
+/* A file segmented into a file block by block (qca_segment_file): output NULL with
+ * labelsName for labels into an OME-Zarr input; voxelSize NULL for the file's own; core
+ * NULL (or zeros) for blocks chosen by qcanet. Returns {frames, blocks, network_s, post_s,
+ * wall_s, nuclei of frame 1, 2, ...} (frames beyond 65,536 not listed). */
+JNIEXPORT jdoubleArray JNICALL Java_qcanet_ij_Native_segmentFile(JNIEnv *env, jclass cls, jlong h, jstring input,
+                                                                  jstring output, jstring labelsName, jint channel,
+                                                                  jboolean whole, jboolean measure,
+                                                                  jdoubleArray voxelSize, jdouble fgThreshold,
+                                                                  jdouble centreThreshold, jdouble minVolume,
+                                                                  jintArray core, jobject listener) {
+    (void)cls;
+    if (!input || (!output && !labelsName)) { throw_plain(env, "null file name"); return NULL; }
+    if (channel < 0) { throw_plain(env, "channel must be >= 0"); return NULL; }
+    QcaSegmentParams p;
+    qca_segment_params_default(&p, sizeof p);
+    if (voxelSize && !params_from_java(env, voxelSize, JNI_FALSE, fgThreshold, centreThreshold, minVolume, &p)) return NULL;
+    if (!voxelSize) { p.fg_threshold = fgThreshold; p.centre_threshold = centreThreshold; p.min_volume_um3 = minVolume; }
+    QcaBlockOptions o;
+    qca_block_options_default(&o, sizeof o);
+    if (core) {
+        if ((*env)->GetArrayLength(env, core) != 3) { throw_plain(env, "block core needs 3 values"); return NULL; }
+        jint c[3];
+        (*env)->GetIntArrayRegion(env, core, 0, 3, c);
+        for (int i = 0; i < 3; i++) {
+            if (c[i] < 0) { throw_plain(env, "block core must be >= 0"); return NULL; }
+            o.core[i] = (size_t)c[i];
+        }
+    }
+    struct progress_ctx ctx = { env, listener, NULL };
+    if (listener) {
+        jclass lc = (*env)->GetObjectClass(env, listener);
+        ctx.report = (*env)->GetMethodID(env, lc, "report", "(F)Z");
+        if (!ctx.report) return NULL;
+        p.progress = progress_cb;
+        p.user_data = &ctx;
+    }
+    const char *in = (*env)->GetStringUTFChars(env, input, NULL);
+    const char *out = output ? (*env)->GetStringUTFChars(env, output, NULL) : NULL;
+    const char *name = labelsName ? (*env)->GetStringUTFChars(env, labelsName, NULL) : NULL;
+    enum { CAPACITY = 65536 };
+    uint32_t *nuclei = (uint32_t *)malloc(CAPACITY * sizeof *nuclei);
+    QcaFileReport r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    QcaStatus s = QCA_ERR_INTERNAL;
+    if (in && (out || !output) && (name || !labelsName) && nuclei)
+        s = qca_segment_file((const QcaModel *)(intptr_t)h, in, out, name, (uint32_t)channel,
+                             (whole ? QCA_FILE_WHOLE : 0u) | (measure ? QCA_FILE_MEASURE : 0u), &p, &o,
+                             nuclei, CAPACITY, &r);
+    if (in) (*env)->ReleaseStringUTFChars(env, input, in);
+    if (out) (*env)->ReleaseStringUTFChars(env, output, out);
+    if (name) (*env)->ReleaseStringUTFChars(env, labelsName, name);
+    if (!nuclei) { throw_plain(env, "out of memory"); return NULL; }
+    if (s != QCA_OK) {
+        free(nuclei);
+        if (!(*env)->ExceptionCheck(env)) throw_msg(env, "segmentation", s);
+        return NULL;
+    }
+    size_t listed = r.frames < CAPACITY ? r.frames : CAPACITY;
+    jdoubleArray result = (*env)->NewDoubleArray(env, (jsize)(5 + listed));
+    if (result) {
+        jdouble head[5] = { (jdouble)r.frames, (jdouble)r.blocks, r.network_s, r.post_s, r.wall_s };
+        (*env)->SetDoubleArrayRegion(env, result, 0, 5, head);
+        for (size_t i = 0; i < listed; i++) {
+            jdouble v = (jdouble)nuclei[i];
+            (*env)->SetDoubleArrayRegion(env, result, (jsize)(5 + i), 1, &v);
+        }
+    }
+    free(nuclei);
+    return result;
+}

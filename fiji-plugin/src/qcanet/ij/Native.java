@@ -66,6 +66,17 @@ public final class Native {
     public static native String planJson(long model, int nz, int ny, int nx, double[] voxelSizeZYX,
                                          boolean voxelSizeFromFile, double fgThreshold, double centreThreshold,
                                          double minVolume);
+    /**
+     * Segments a stack file (TIFF, BigTIFF, OME-TIFF, OME-Zarr) into labels on disk block by
+     * block, in memory bounded by the block (qca_segment_file): into the new file output (TIFF;
+     * .zarr for an OME-Zarr input), or, with output null, into the OME-Zarr input's
+     * labels/labelsName. voxelSizeZYX null: the file's own; core null: blocks chosen by
+     * qcanet; whole: one block. Returns {frames, blocks, network s, post-processing s, wall s,
+     * nuclei of frame 1, 2, ...}.
+     */
+    public static native double[] segmentFile(long model, String input, String output, String labelsName, int channel,
+                                              boolean whole, boolean measure, double[] voxelSizeZYX, double fgThreshold,
+                                              double centreThreshold, double minVolume, int[] core, Progress progress);
     /** {iou, seg, mucov, seg_ctc, f1, n_gt, n_pred, n_matched, ap50, ap70, ap90} (AP at IoU 0.5, 0.7, 0.9) */
     public static native double[] evaluate(int[] pred, int[] gt, int nz, int ny, int nx);
     /** Rows of 8: label, voxels, volume (um^3), centroid x, y, z (um), mean and total intensity. */
