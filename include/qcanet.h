@@ -543,6 +543,13 @@ typedef struct QcaImageInfo {
    z, y, x in micrometres.
    */
   double voxel_size_um[3];
+  /*
+   Pages between consecutive frames, slices and channels (t, z, c): in the file for
+   `qca_file_info` (ImageJ's order, or an OME-TIFF's `DimensionOrder`; 0 for an
+   OME-Zarr image, which has no pages); ImageJ's order for `qca_image_info`, which holds
+   the planes so whatever the file's order was.
+   */
+  size_t page_strides[3];
 } QcaImageInfo;
 
 /*
@@ -1010,6 +1017,18 @@ QcaStatus qca_image_read(const char *path, struct QcaImage **out);
  `img` is a live image; `info` is writable.
  */
 QcaStatus qca_image_info(const struct QcaImage *img, struct QcaImageInfo *info);
+
+/*
+ Describes the stack in file `path` (a TIFF, BigTIFF or OME-TIFF, or an OME-Zarr image)
+ from its header alone, without reading its voxels (what `qca_segment_file` will see):
+ `dims` of one volume, `channels`, `frames` and the calibration. `sample_type` is 0 (the
+ header alone does not always say; `qca_image_info` of a read image does). Set
+ `info->struct_size` first; on failure `*info` is untouched.
+
+ # Safety
+ `path` is NUL-terminated; `info` points to `info->struct_size` writable bytes.
+ */
+QcaStatus qca_file_info(const char *path, struct QcaImageInfo *info);
 
 /*
  Copies one volume (frame `frame`, channel `channel`) as float into `out`

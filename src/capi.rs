@@ -345,6 +345,11 @@ pub struct QcaImageInfo {
     pub has_voxel_size: i32,
     /// z, y, x in micrometres.
     pub voxel_size_um: [f64; 3],
+    /// Pages between consecutive frames, slices and channels (t, z, c): in the file for
+    /// `qca_file_info` (ImageJ's order, or an OME-TIFF's `DimensionOrder`; 0 for an
+    /// OME-Zarr image, which has no pages); ImageJ's order for `qca_image_info`, which holds
+    /// the planes so whatever the file's order was.
+    pub page_strides: [usize; 3],
 }
 
 impl From<&Nucleus> for QcaNucleus {
@@ -1276,6 +1281,49 @@ pub unsafe extern "C" fn qca_image_info(img: *const QcaImage, info: *mut QcaImag
             frames: s.frames as u32,
             has_voxel_size: vs.is_some() as i32,
             voxel_size_um: vs.unwrap_or([0.0; 3]),
+            page_strides: {
+                let st = crate::io::tiff::PageStrides::imagej(s.dims[0], s.channels);
+                [st.t, st.z, st.c]
+            },
+        };
+        let n = size.min(std::mem::size_of::<QcaImageInfo>());
+        std::ptr::copy_nonoverlapping(&full as *const QcaImageInfo as *const u8, info as *mut u8, n);
+        Ok(())
+    })
+}
+
+/// Describes the stack in file `path` (a TIFF, BigTIFF or OME-TIFF, or an OME-Zarr image)
+/// from its header alone, without reading its voxels (what `qca_segment_file` will see):
+/// `dims` of one volume, `channels`, `frames` and the calibration. `sample_type` is 0 (the
+/// header alone does not always say; `qca_image_info` of a read image does). Set
+/// `info->struct_size` first; on failure `*info` is untouched.
+///
+/// # Safety
+/// `path` is NUL-terminated; `info` points to `info->struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn qca_file_info(path: *const c_char, info: *mut QcaImageInfo) -> QcaStatus {
+    guard(|| {
+        let p = path_arg(path, "path")?;
+        non_null(info, "info")?;
+        let size = std::ptr::read_unaligned(info as *const u32) as usize;
+        if size < 4 {
+            return Err(invalid("info->struct_size must be set to sizeof(QcaImageInfo)".into()));
+        }
+        let f = crate::files::FileInput::open(p).c()?;
+        let count = |n: usize, what: &str| u32::try_from(n).map_err(|_| invalid(format!("{}: {n} {what}", p.display())));
+        let vs = f.voxel_size_um();
+        let full = QcaImageInfo {
+            struct_size: std::mem::size_of::<QcaImageInfo>().min(size) as u32,
+            sample_type: 0,
+            dims: f.dims(),
+            channels: count(f.channels(), "channels")?,
+            frames: count(f.frames(), "frames")?,
+            has_voxel_size: vs.is_some() as i32,
+            voxel_size_um: vs.unwrap_or([0.0; 3]),
+            page_strides: match &f {
+                crate::files::FileInput::Tiff(i) => [i.strides.t, i.strides.z, i.strides.c],
+                crate::files::FileInput::Zarr(_) => [0; 3],
+            },
         };
         let n = size.min(std::mem::size_of::<QcaImageInfo>());
         std::ptr::copy_nonoverlapping(&full as *const QcaImageInfo as *const u8, info as *mut u8, n);

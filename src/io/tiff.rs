@@ -209,6 +209,60 @@ fn parse_imagej(desc: &str) -> Option<ImageJInfo> {
     Some(info)
 }
 
+/// What an OME-TIFF's OME-XML says of its first image (its `Pixels` element).
+#[derive(Debug, Default, PartialEq)]
+struct OmeInfo {
+    /// SizeZ, SizeC, SizeT.
+    sizes: Option<[usize; 3]>,
+    width: Option<usize>,
+    height: Option<usize>,
+    order: String,
+    /// PhysicalSizeZ, Y, X in micrometres (all three, each in its own unit, µm by default).
+    voxel_um: Option<[f64; 3]>,
+    frame_interval: Option<FrameInterval>,
+}
+
+/// The OME-XML of an OME-TIFF's first page, if `desc` is one. Sizes are checked against the
+/// pages by the caller: a number here is never trusted for an allocation.
+fn parse_ome(desc: &str) -> Option<OmeInfo> {
+    let trimmed = desc.trim_start();
+    if !(trimmed.starts_with("<?xml") || trimmed.starts_with("<OME")) {
+        return None;
+    }
+    let doc = roxmltree::Document::parse(trimmed).ok()?;
+    if doc.root_element().tag_name().name() != "OME" {
+        return None;
+    }
+    let px = doc.descendants().find(|n| n.is_element() && n.tag_name().name() == "Pixels")?;
+    let size = |k: &str| px.attribute(k).and_then(|v| v.trim().parse::<usize>().ok()).filter(|&v| v > 0);
+    let length_um = |axis: &str| -> Option<f64> {
+        let v: f64 = px.attribute(format!("PhysicalSize{axis}").as_str())?.trim().parse().ok()?;
+        let unit = px.attribute(format!("PhysicalSize{axis}Unit").as_str()).unwrap_or("µm");
+        Some(v * length_unit_um(unit)?).filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let voxel_um = match (length_um("Z"), length_um("Y"), length_um("X")) {
+        (Some(z), Some(y), Some(x)) => Some([z, y, x]),
+        _ => None,
+    };
+    let frame_interval = px
+        .attribute("TimeIncrement")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(|value| FrameInterval { value, unit: px.attribute("TimeIncrementUnit").unwrap_or("s").to_string() });
+    let sizes = match (size("SizeZ"), size("SizeC"), size("SizeT")) {
+        (Some(z), Some(c), Some(t)) => Some([z, c, t]),
+        _ => None,
+    };
+    Some(OmeInfo {
+        sizes,
+        width: size("SizeX"),
+        height: size("SizeY"),
+        order: px.attribute("DimensionOrder").unwrap_or("XYZCT").to_string(),
+        voxel_um,
+        frame_interval,
+    })
+}
+
 fn tiff_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Tiff { path: path.display().to_string(), msg: e.to_string() }
 }
@@ -243,7 +297,20 @@ pub fn read(path: impl AsRef<Path>) -> Result<Stack> {
                 ),
             ));
         }
-        let pages = (0..info.pages).map(|p| r.read_page_inner(p)).collect::<Result<Vec<_>>>()?;
+        let mut pages = (0..info.pages).map(|p| r.read_page_inner(p)).collect::<Result<Vec<_>>>()?;
+        if info.strides != PageStrides::imagej(info.dims[0], info.channels) {
+            // a Stack holds its planes in ImageJ's order whatever the file's
+            let mut file: Vec<Option<Samples>> = pages.into_iter().map(Some).collect();
+            pages = Vec::with_capacity(file.len());
+            for t in 0..info.frames {
+                for z in 0..info.dims[0] {
+                    for c in 0..info.channels {
+                        let p = info.page_of(t, z, c)?;
+                        pages.push(file[p].take().ok_or_else(|| tiff_err(path, "a page read twice"))?);
+                    }
+                }
+            }
+        }
         // 32-bit pages may mix integer and float samples under one colour type
         if pages.iter().any(|p| std::mem::discriminant(p) != std::mem::discriminant(&pages[0])) {
             return Err(tiff_err(path, "pages of differing sample types"));
@@ -273,6 +340,47 @@ pub struct StackInfo {
     pub pages: usize,
     /// Bits per sample.
     pub bits: u8,
+    /// Pages between consecutive frames, slices and channels: ImageJ's order (channel
+    /// fastest, then slice, then frame) unless an OME-TIFF's `DimensionOrder` says another.
+    pub strides: PageStrides,
+}
+
+/// Pages between consecutive frames (`t`), slices (`z`) and channels (`c`) of a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageStrides {
+    pub t: usize,
+    pub z: usize,
+    pub c: usize,
+}
+
+impl PageStrides {
+    /// ImageJ's hyperstack order (OME's `XYCZT`): channel fastest, then slice, then frame.
+    pub fn imagej(slices: usize, channels: usize) -> PageStrides {
+        PageStrides { c: 1, z: channels, t: channels * slices }
+    }
+
+    /// The order an OME `DimensionOrder` names (`XY` then Z, C and T, fastest first).
+    fn ome(order: &str, slices: usize, channels: usize, frames: usize) -> Option<PageStrides> {
+        let rest = order.strip_prefix("XY")?;
+        if rest.len() != 3 {
+            return None;
+        }
+        let (mut st, mut step) = (PageStrides { t: 0, z: 0, c: 0 }, 1usize);
+        for axis in rest.chars() {
+            let (slot, size) = match axis {
+                'Z' => (&mut st.z, slices),
+                'C' => (&mut st.c, channels),
+                'T' => (&mut st.t, frames),
+                _ => return None,
+            };
+            if *slot != 0 {
+                return None;
+            }
+            *slot = step;
+            step = step.checked_mul(size)?;
+        }
+        Some(st)
+    }
 }
 
 impl StackInfo {
@@ -289,7 +397,7 @@ impl StackInfo {
         in_micrometres(self.voxel_size, self.unit.as_deref())
     }
 
-    /// The page holding slice `z` of channel `c` in frame `t` (ImageJ's order).
+    /// The page holding slice `z` of channel `c` in frame `t` ([`StackInfo::strides`]).
     pub fn page_of(&self, t: usize, z: usize, c: usize) -> Result<usize> {
         if t >= self.frames || z >= self.dims[0] || c >= self.channels {
             return Err(Error::invalid(format!(
@@ -297,7 +405,7 @@ impl StackInfo {
                 self.frames, self.dims[0], self.channels
             )));
         }
-        Ok((t * self.dims[0] + z) * self.channels + c)
+        Ok(t * self.strides.t + z * self.strides.z + c * self.strides.c)
     }
 }
 
@@ -327,6 +435,7 @@ impl StackReader {
         dec = dec.with_limits(limits);
         let desc = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
         let ij = desc.as_deref().and_then(parse_imagej);
+        let ome = if ij.is_none() { desc.as_deref().and_then(parse_ome) } else { None };
         let xres = dec.find_tag(Tag::XResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
         let yres = dec.find_tag(Tag::YResolution).ok().flatten().and_then(|v| rational_to_f64(&v));
         let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
@@ -373,13 +482,40 @@ impl StackReader {
             unit = info.unit.clone();
             frame_interval = info.finterval.map(|value| FrameInterval { value, unit: info.tunit.clone().unwrap_or_else(|| "sec".into()) });
         }
-        let voxel_size = match (xres, yres) {
+        let mut voxel_size = match (xres, yres) {
             (Some(xr), Some(yr)) if xr > 0.0 && yr > 0.0 && (ij.is_some() || spacing.is_some()) => {
                 Some([spacing.unwrap_or(1.0), 1.0 / yr, 1.0 / xr]).filter(|v| v.iter().all(|a| a.is_finite() && *a > 0.0))
             }
             _ => None,
         };
-        let info = StackInfo { dims: [slices, h as usize, w as usize], channels, frames, voxel_size, unit, frame_interval, pages: n, bits };
+        let mut strides = PageStrides::imagej(slices, channels);
+        if let Some(o) = &ome {
+            // the sizes only when they account for every page of this file, as ImageJ's
+            let sized = o.sizes.and_then(|[z, c, t]| {
+                let order = PageStrides::ome(&o.order, z, c, t)?;
+                (z.checked_mul(c)?.checked_mul(t)? == n && (o.width, o.height) == (Some(w as usize), Some(h as usize)))
+                    .then_some((z, c, t, order))
+            });
+            if let Some((z, c, t, order)) = sized {
+                (slices, channels, frames, strides) = (z, c, t, order);
+            }
+            if let Some(v) = o.voxel_um {
+                voxel_size = Some(v);
+                unit = Some("micron".into());
+            }
+            frame_interval = o.frame_interval.clone();
+        }
+        let info = StackInfo {
+            dims: [slices, h as usize, w as usize],
+            channels,
+            frames,
+            voxel_size,
+            unit,
+            frame_interval,
+            pages: n,
+            bits,
+            strides,
+        };
         Ok(StackReader { path: path.to_path_buf(), dec, at: n - 1, info })
     }
 
@@ -667,4 +803,43 @@ fn encode<W: std::io::Write + std::io::Seek, K: tiff::encoder::TiffKind>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OME: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0"><Pixels ID="Pixels:0"
+ DimensionOrder="XYZCT" Type="uint16" SizeX="8" SizeY="4" SizeZ="3" SizeC="2" SizeT="5"
+ PhysicalSizeX="0.8" PhysicalSizeY="800" PhysicalSizeYUnit="nm" PhysicalSizeZ="1.75"
+ TimeIncrement="90" TimeIncrementUnit="s"><TiffData/></Pixels></Image></OME>"#;
+
+    #[test]
+    fn ome_xml_gives_sizes_order_units_and_interval() {
+        let o = parse_ome(OME).unwrap();
+        assert_eq!(o.sizes, Some([3, 2, 5]));
+        assert_eq!((o.width, o.height, o.order.as_str()), (Some(8), Some(4), "XYZCT"));
+        let v = o.voxel_um.unwrap();
+        assert!((v[0] - 1.75).abs() < 1e-12 && (v[1] - 0.8).abs() < 1e-12 && (v[2] - 0.8).abs() < 1e-12, "{v:?}");
+        assert_eq!(o.frame_interval, Some(FrameInterval { value: 90.0, unit: "s".into() }));
+        // XYZCT: slices fastest, then channels, then frames
+        assert_eq!(PageStrides::ome("XYZCT", 3, 2, 5), Some(PageStrides { z: 1, c: 3, t: 6 }));
+        assert_eq!(PageStrides::ome("XYCZT", 3, 2, 5), Some(PageStrides::imagej(3, 2)));
+        assert_eq!(PageStrides::ome("XYZZT", 3, 2, 5), None);
+        assert_eq!(PageStrides::ome("ZCTXY", 3, 2, 5), None);
+    }
+
+    #[test]
+    fn other_descriptions_and_broken_xml_are_not_ome() {
+        assert_eq!(parse_ome("ImageJ=1.54f\nimages=3\n"), None);
+        assert_eq!(parse_ome("<OME><Image><Pixels SizeZ=\"3\""), None);
+        assert_eq!(parse_ome("<?xml version=\"1.0\"?><svg/>"), None);
+        // an unknown unit drops the calibration, not the sizes
+        let o = parse_ome(&OME.replace("PhysicalSizeYUnit=\"nm\"", "PhysicalSizeYUnit=\"parsec-ish\"")).unwrap();
+        assert_eq!((o.voxel_um, o.sizes), (None, Some([3, 2, 5])));
+        // absurd sizes are kept as numbers here: open_inner takes them only if they account for the pages
+        let o = parse_ome(&OME.replace("SizeT=\"5\"", "SizeT=\"18446744073709551615\"")).unwrap();
+        assert_eq!(o.sizes.map(|s| s[2]), Some(usize::MAX));
+    }
 }

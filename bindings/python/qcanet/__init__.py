@@ -618,6 +618,19 @@ def edt(mask, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     return out
 
 
+def file_info(path) -> dict:
+    """What a stack file holds, from its header alone (its voxels are not read): a TIFF,
+    BigTIFF or OME-TIFF, or an OME-Zarr image. ``{"dims": (z, y, x) of one volume,
+    "channels", "frames", "voxel_size": (z, y, x) um or None, "page_strides": pages between
+    consecutive frames, slices and channels of a TIFF (ImageJ's order or the OME-TIFF's;
+    (0, 0, 0) for OME-Zarr)}`` as ``segment_file`` sees it."""
+    info = N.QcaImageInfo(struct_size=C.sizeof(N.QcaImageInfo))
+    _check(_lib().qca_file_info(str(path).encode(), C.byref(info)))
+    return {"dims": tuple(info.dims), "channels": info.channels, "frames": info.frames,
+            "voxel_size": tuple(info.voxel_size_um) if info.has_voxel_size else None,
+            "page_strides": tuple(info.page_strides)}
+
+
 def read_tiff(path, frame=0, channel=0):
     """(volume float32 (z, y, x), voxel_size (z, y, x) um or None) of one frame/channel."""
     h = C.c_void_p()

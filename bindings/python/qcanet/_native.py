@@ -51,7 +51,7 @@ class QcaNucleus(C.Structure):
 class QcaImageInfo(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("sample_type", C.c_int32), ("dims", C.c_size_t * 3),
                 ("channels", C.c_uint32), ("frames", C.c_uint32), ("has_voxel_size", C.c_int32),
-                ("voxel_size_um", C.c_double * 3)]
+                ("voxel_size_um", C.c_double * 3), ("page_strides", C.c_size_t * 3)]
 
 
 class QcaTrackParams(C.Structure):
@@ -169,6 +169,7 @@ def _declare(lib):
         "qca_image_info": (st, [C.c_void_p, P(QcaImageInfo)]),
         "qca_image_volume_f32": (st, [C.c_void_p, C.c_uint32, C.c_uint32, C.c_void_p]),
         "qca_image_free": (None, [C.c_void_p]),
+        "qca_file_info": (st, [C.c_char_p, P(QcaImageInfo)]),
         "qca_labels_write": (st, [C.c_char_p, C.c_void_p, sz3, C.c_uint32, P(C.c_double)]),
         "qca_track_params_default": (st, [P(QcaTrackParams), C.c_size_t]),
         "qca_track_new": (st, [P(C.c_double), P(C.c_void_p)]),

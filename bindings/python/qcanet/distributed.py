@@ -97,10 +97,56 @@ def _finish(job_dir, _written):
         _JOBS.pop(k).close()
 
 
+# planes of a TIFF read by one task when it is stored as an OME-Zarr
+_TIFF_PLANES_PER_TASK = 16
+
+
+def _read_planes(path, pages):
+    """The TIFF pages ``pages`` of ``path`` (tifffile), stacked: one task's read."""
+    import tifffile
+    with tifffile.TiffFile(path) as f:
+        return np.stack([f.pages[i].asarray() for i in pages])
+
+
+def _tiff_array(path, channel):
+    """The TIFF (classic or BigTIFF, ImageJ or OME-TIFF) ``path`` as a lazy dask array of
+    channel ``channel``: (z, y, x), or (t, z, y, x) for a time series, with its voxel size
+    from the file (or None). The layout (frames, slices, channels, the calibration) is
+    qcanet's reading of the header (``qcanet.file_info``, what ``qcanet segment`` sees); the
+    planes are read by tifffile, ``_TIFF_PLANES_PER_TASK`` to a task."""
+    import dask
+    import dask.array as da
+    import tifffile
+    import qcanet
+    info = qcanet.file_info(path)
+    nz, ny, nx = info["dims"]
+    nc, nt = info["channels"], info["frames"]
+    if not 0 <= channel < nc:
+        raise ValueError(f"channel {channel} requested, {path} has {nc}")
+    with tifffile.TiffFile(path) as f:
+        dtype = f.pages[0].dtype
+    frames = []
+    for t in range(nt):
+        parts = []
+        for z0 in range(0, nz, _TIFF_PLANES_PER_TASK):
+            zs = range(z0, min(nz, z0 + _TIFF_PLANES_PER_TASK))
+            st, sz, sc = info["page_strides"]                    # qcanet's reading of the page order
+            pages = [t * st + z * sz + channel * sc for z in zs]
+            parts.append(da.from_delayed(dask.delayed(_read_planes)(str(path), pages), (len(zs), ny, nx), dtype))
+        frames.append(da.concatenate(parts))
+    arr = da.stack(frames) if nt > 1 else frames[0]
+    return arr, info["voxel_size"]
+
+
+def _is_tiff_file(src) -> bool:
+    return isinstance(src, (str, os.PathLike)) and Path(src).is_file()
+
+
 def _as_source(src, dst, voxel_size, chunks):
-    """An OME-Zarr path for ``src``: a path as it is; a dask or NumPy array (z, y, x or
-    t, z, y, x) stored first as an OME-Zarr beside ``dst`` (``<dst>.source.ome.zarr``,
-    kept so that a rerun resumes on the same data), with its voxel size."""
+    """An OME-Zarr path for ``src``: an OME-Zarr path as it is; a TIFF file (its channel
+    already picked by ``_tiff_array``), a dask or NumPy array (z, y, x or t, z, y, x) stored
+    first as an OME-Zarr beside ``dst`` (``<dst>.source.ome.zarr``, kept so that a rerun
+    resumes on the same data), with its voxel size."""
     if isinstance(src, (str, os.PathLike)):
         return str(src)
     import dask.array as da
@@ -149,8 +195,10 @@ def segment(src, dst=None, *, client=None, voxel_size=None, block=None, halo=Non
     """Segments ``src`` into ``dst`` on a Dask cluster; returns a summary.
 
     src: an OME-Zarr path (NGFF 0.4 or 0.5; z, y, x or t, z, y, x, with or without
-    channels), or a dask/NumPy array with ``voxel_size`` (stored as an OME-Zarr beside
-    ``dst`` first). dst: the new OME-Zarr of labels (NGFF labels: ``image-label``, the
+    channels); a TIFF, BigTIFF or OME-TIFF file (its ``channel`` stored as an OME-Zarr beside
+    ``dst`` first, read 16 planes to a task, with the file's calibration unless
+    ``voxel_size`` is given); or a dask/NumPy array with ``voxel_size`` (stored as an
+    OME-Zarr beside ``dst`` first). dst: the new OME-Zarr of labels (NGFF labels: ``image-label``, the
     image's axes, scales, levels and chunks); or ``labels_into_input="name"`` to write
     them into ``src/labels/name`` instead. client: a ``distributed.Client``; None starts a
     ``LocalCluster(n_workers, threads_per_worker=1, processes=True)`` for the call.
@@ -168,6 +216,15 @@ def segment(src, dst=None, *, client=None, voxel_size=None, block=None, halo=Non
     if (dst is None) == (labels_into_input is None):
         raise ValueError("give either dst (a new OME-Zarr) or labels_into_input (a label name inside src)")
     t0 = time.perf_counter()
+    if _is_tiff_file(src):
+        # workers read chunks of an OME-Zarr; a TIFF is stored as one first (its channel)
+        if labels_into_input is not None:
+            raise ValueError(f"{src} is a TIFF: labels go into OME-Zarr images only; give dst")
+        src, file_voxel = _tiff_array(src, int(channel))
+        voxel_size = voxel_size if voxel_size is not None else file_voxel
+        channel = 0
+        if voxel_size is None:
+            raise ValueError("the TIFF has no calibration: give voxel_size=(z, y, x) in micrometres")
     source = _as_source(src, dst, voxel_size, block)
     if not isinstance(src, (str, os.PathLike)):
         voxel_size = None            # now in the OME-Zarr's metadata
@@ -231,7 +288,7 @@ def _zyx(kind):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="qcanet-dask", description="Segment an OME-Zarr image on a Dask cluster "
                                  "(block by block; labels as NGFF labels).")
-    ap.add_argument("input", help="OME-Zarr image (NGFF 0.4 or 0.5)")
+    ap.add_argument("input", help="OME-Zarr image (NGFF 0.4 or 0.5), or a TIFF/BigTIFF/OME-TIFF (stored as OME-Zarr beside OUTPUT first)")
     ap.add_argument("output", nargs="?", help="new OME-Zarr of labels (or --labels-into-input NAME)")
     ap.add_argument("--labels-into-input", metavar="NAME", help="write the labels into INPUT/labels/NAME")
     ap.add_argument("--scheduler", default="local", help="a Dask scheduler address (tcp://host:8786), "

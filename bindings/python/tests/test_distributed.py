@@ -203,3 +203,26 @@ def test_the_qcanet_dask_command(image, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         qd.main([str(img)])                     # neither OUTPUT nor --labels-into-input
+
+
+def test_a_bigtiff_time_series_is_segmented_as_its_ome_zarr(image, tmp_path):
+    """The fixture's series as a 2-frame OME-TIFF in BigTIFF (tifffile): stored as an OME-Zarr
+    beside the output with the file's calibration (qcanet's reading of the header), then the
+    same blocks, stitch and numbering as the CLI on the OME-Zarr."""
+    img, ref = image
+    series = np.asarray(zarr.open_group(str(img), mode="r")["s0"])
+    tif = tmp_path / "series.ome.tif"
+    tifffile.imwrite(tif, series, bigtiff=True, ome=True,
+                     metadata={"axes": "TZYX", "PhysicalSizeZ": 1.75, "PhysicalSizeY": 0.8, "PhysicalSizeX": 0.8})
+    info = qcanet.file_info(tif)
+    assert info == {"dims": series.shape[1:], "channels": 1, "frames": 2, "voxel_size": (1.75, 0.8, 0.8),
+                    "page_strides": (series.shape[1], 1, 1)}, info
+    out = tmp_path / "out.ome.zarr"
+    s = qd.segment(tif, out, block=BLOCK, n_workers=2, **MODEL)
+    assert s["frames"] == 2 and s["blocks_computed"] == 16
+    for lab, r in zip(levels(out), ref):
+        np.testing.assert_array_equal(lab, r)
+    source = tmp_path / "out.ome.zarr.source.ome.zarr"
+    np.testing.assert_array_equal(levels(source)[0], series)
+    with pytest.raises(ValueError, match="OME-Zarr images only"):
+        qd.segment(tif, labels_into_input="x", n_workers=1)

@@ -121,3 +121,40 @@ def test_ome_zarr_in_and_out_and_into_the_input(model, synth_embryo, tmp_path):
     np.testing.assert_array_equal(level0(r2["output"]), tifffile.imread(ref))
     with pytest.raises(qcanet.QcanetError, match="exists"):
         model.segment_file(img, labels_into_input="qcanet")
+
+
+def test_an_ome_tiff_is_read_in_its_own_dimension_order_and_units(model, synth_embryo, tmp_path):
+    """A 2-channel OME-TIFF (tifffile, CZYX: DimensionOrder XYZCT, every slice of channel 0
+    before channel 1) with physical sizes in nm and um: the nuclei's channel is read whole
+    and block by block as the volume itself."""
+    raw = synth_embryo[0]
+    nz = raw.shape[0]
+    two = np.stack([np.full_like(raw, 7), raw])
+    tif = tmp_path / "two.ome.tif"
+    tifffile.imwrite(tif, two, ome=True, metadata={
+        "axes": "CZYX", "PhysicalSizeZ": 1750.0, "PhysicalSizeZUnit": "nm",
+        "PhysicalSizeY": 0.8, "PhysicalSizeYUnit": "µm", "PhysicalSizeX": 0.8, "PhysicalSizeXUnit": "µm"})
+    with tifffile.TiffFile(tif) as f:
+        assert 'DimensionOrder="XYZCT"' in f.ome_metadata
+    info = qcanet.file_info(tif)
+    assert info == {"dims": raw.shape, "channels": 2, "frames": 1, "voxel_size": VOXEL,
+                    "page_strides": (2 * nz, 1, nz)}, info
+    vol, vs = qcanet.read_tiff(tif, channel=1)
+    np.testing.assert_array_equal(vol, raw)
+    assert vs == VOXEL
+    assert (qcanet.read_tiff(tif, channel=0)[0] == 7).all()
+    out = tmp_path / "labels.tif"
+    r = model.segment_file(tif, out, channel=1, blocks="whole")
+    labels = tifffile.imread(out)
+    np.testing.assert_array_equal(labels, model.segment(raw, voxel_size=VOXEL))
+    assert r["nuclei"] == [labels.max()]
+    np.testing.assert_array_equal(qcanet.read_tiff(out)[0], labels)
+    assert qcanet.read_tiff(out)[1] == pytest.approx(VOXEL)
+    # block by block: the pages of channel 1 in the file's order
+    blocks = tmp_path / "blocks.tif"
+    model.segment_file(tif, blocks, channel=1, blocks=BLOCK)
+    single = tmp_path / "single.tif"
+    tifffile.imwrite(single, raw, bigtiff=True)
+    ref = tmp_path / "ref.tif"
+    model.segment_file(single, ref, blocks=BLOCK, voxel_size=VOXEL)
+    np.testing.assert_array_equal(tifffile.imread(blocks), tifffile.imread(ref))
