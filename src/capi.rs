@@ -1292,6 +1292,10 @@ pub unsafe extern "C" fn qca_image_info(img: *const QcaImage, info: *mut QcaImag
     })
 }
 
+fn image_info_fields() -> [(usize, usize); 8] {
+    field_spans!(QcaImageInfo: struct_size, sample_type, dims, channels, frames, has_voxel_size, voxel_size_um, page_strides)
+}
+
 /// Describes the stack in file `path` (a TIFF, BigTIFF or OME-TIFF, or an OME-Zarr image)
 /// from its header alone, without reading its voxels (what `qca_segment_file` will see):
 /// `dims` of one volume, `channels`, `frames` and the calibration. `sample_type` is 0 (the
@@ -1308,6 +1312,9 @@ pub unsafe extern "C" fn qca_file_info(path: *const c_char, info: *mut QcaImageI
         let size = std::ptr::read_unaligned(info as *const u32) as usize;
         if size < 4 {
             return Err(invalid("info->struct_size must be set to sizeof(QcaImageInfo)".into()));
+        }
+        if cuts_a_field(&image_info_fields(), size.min(std::mem::size_of::<QcaImageInfo>())) {
+            return Err(invalid(format!("info->struct_size is {size}, which ends inside a field: set it to sizeof(QcaImageInfo)")));
         }
         let f = crate::files::FileInput::open(p).c()?;
         let count = |n: usize, what: &str| u32::try_from(n).map_err(|_| invalid(format!("{}: {n} {what}", p.display())));

@@ -208,7 +208,19 @@ impl<'m> FileSegmentation<'m> {
     /// parameters with the file's calibration (`params.voxel_size` wins over it); the
     /// block grid (on a resampled grid this measures the networks' context, once per model).
     pub fn new(model: &'m Model, input: &Path, target: FileTarget, params: &SegmentParams, options: &FileOptions) -> Result<Self> {
-        let big = FileInput::open(input)?;
+        Self::from_input(model, input, FileInput::open(input)?, target, params, options)
+    }
+
+    /// As [`FileSegmentation::new`], for an input whose header the caller has opened already
+    /// (`big` is `input`'s).
+    pub fn from_input(
+        model: &'m Model,
+        input: &Path,
+        big: FileInput,
+        target: FileTarget,
+        params: &SegmentParams,
+        options: &FileOptions,
+    ) -> Result<Self> {
         let channel = options.channel;
         if channel >= big.channels() {
             return Err(Error::invalid(format!("channel {channel} requested, the stack has {}", big.channels())));
@@ -237,13 +249,27 @@ impl<'m> FileSegmentation<'m> {
                 return Err(Error::invalid("no output file named"));
             }
             not_an_input(out, &[input])?;
-            if options.measure {
-                not_an_input(&measurements_path(out), &[input])?;
-            }
             let folder = crate::io::atomic::folder_of(out);
             if !folder.is_dir() {
                 return Err(Error::io(folder, std::io::Error::new(std::io::ErrorKind::NotFound, "output folder does not exist")));
             }
+        }
+        if options.measure {
+            // NAME.csv beside the labels (beside the input for labels into it): a file of
+            // its own, never the input, never the labels
+            let named = match &target {
+                FileTarget::File(out) => out.as_path(),
+                FileTarget::IntoInput { .. } => input,
+            };
+            let csv = measurements_path(named);
+            if named.file_name().is_none() || csv == named || crate::io::atomic::same_file(&csv, named) {
+                return Err(Error::invalid(format!(
+                    "{}: the measurements would have no name of their own (NAME.csv beside it); name the {} (not . or .., not .csv)",
+                    named.display(),
+                    if matches!(target, FileTarget::File(_)) { "output" } else { "input image" }
+                )));
+            }
+            not_an_input(&csv, &[input])?;
         }
         let dims = big.dims();
         let params = params.clone().calibrated(big.voxel_size_um());
@@ -341,6 +367,20 @@ impl<'m> FileSegmentation<'m> {
             }
         }
         let t_write = Instant::now();
+        // the measurements wait in a part file beside their place until the labels are in
+        // theirs: a call that fails while writing the labels leaves neither
+        let measurements = match self.measure {
+            true => {
+                let at = match &self.target {
+                    FileTarget::File(out) => measurements_path(out),
+                    FileTarget::IntoInput { .. } => measurements_path(&self.input),
+                };
+                let mut part = crate::io::atomic::PartFile::create(&at)?;
+                std::io::Write::write_all(part.file_mut(), csv.as_bytes()).map_err(|e| part.error(e))?;
+                Some(part)
+            }
+            false => None,
+        };
         let max = done.iter().map(|(_, r)| r.n_nuclei).max().unwrap_or(0);
         let labels = match (&self.big, self.labels_target) {
             (FileInput::Zarr(z), Some(target)) => {
@@ -372,16 +412,14 @@ impl<'m> FileSegmentation<'m> {
                 out.clone()
             }
         };
-        let measurements = if self.measure {
-            // beside the result; for labels into the input, beside the input image
-            let at = match &self.target {
-                FileTarget::File(out) => measurements_path(out),
-                FileTarget::IntoInput { .. } => measurements_path(&self.input),
-            };
-            crate::io::atomic::write_bytes(&at, csv.as_bytes())?;
-            Some(at)
-        } else {
-            None
+        // a rename beside the part file: it fails only if the folder went away meanwhile
+        let measurements = match measurements {
+            Some(part) => {
+                let at = part.target().to_path_buf();
+                part.commit()?;
+                Some(at)
+            }
+            None => None,
         };
         let write_s = t_write.elapsed().as_secs_f64();
         let sum = |f: fn(&blocks::BlockTimes) -> f64| done.iter().map(|(_, r)| f(&r.timings)).sum::<f64>();

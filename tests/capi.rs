@@ -566,6 +566,21 @@ fn segment_file_writes_labels_per_frame_and_refuses_with_exact_statuses() {
             assert!(last_error().contains(what), "{what}: {}", last_error());
             assert_eq!((nuclei, report.frames), ([9; 4], 77), "{what}");
         }
+        let csv_out = cpath(&d.path().join("labels.csv"));
+        assert_eq!(
+            run(inp.as_ptr(), csv_out.as_ptr(), ptr::null(), QCA_FILE_MEASURE, &p, &mut nuclei, &mut report),
+            QCA_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("no name of their own"), "{}", last_error());
+        // the header alone: frames, dims, calibration and ImageJ's page order
+        let mut info = QcaImageInfo { struct_size: std::mem::size_of::<QcaImageInfo>() as u32, ..Default::default() };
+        assert_eq!(qca_file_info(inp.as_ptr(), &mut info), QCA_OK, "{}", last_error());
+        assert_eq!((info.dims, info.frames, info.channels, info.has_voxel_size), ([20, 40, 80], 2, 1, 1));
+        assert_eq!(info.page_strides, [20, 1, 1]);
+        let mut cut = QcaImageInfo { struct_size: 12, frames: 77, ..Default::default() };
+        assert_eq!(qca_file_info(inp.as_ptr(), &mut cut), QCA_ERR_INVALID_ARGUMENT);
+        assert_eq!((cut.frames, cut.dims), (77, [0; 3]));
+        assert_eq!(qca_file_info(out.as_ptr(), &mut info), QCA_ERR_IO, "a file that is not there");
         let zarr = cpath(&d.path().join("labels.ome.zarr"));
         assert_eq!(run(inp.as_ptr(), zarr.as_ptr(), ptr::null(), 0, &p, &mut nuclei, &mut report), QCA_ERR_INVALID_ARGUMENT);
         assert!(last_error().contains("write the labels of a TIFF as .tif"), "{}", last_error());

@@ -9,7 +9,7 @@ function r = qcanet_segment_file(input, output, varargin)
 %   for an OME-Zarr input), or into the OME-Zarr input's labels/<labels_name>. The input is
 %   never written over. Options: 'voxel_size' [vz vy vx] um (default: the file's),
 %   'channel' (1-based), 'blocks' ('auto', 'whole' or a core [z y x] in voxels), 'measure'
-%   (also NAME.csv beside the labels), 'nsn', 'ndn', 'device', 'fg_threshold',
+%   (also NAME.csv beside the labels; beside the input for labels into it), 'nsn', 'ndn', 'device', 'fg_threshold',
 %   'centre_threshold', 'min_volume' as qcanet_segment.
 %   r.nuclei is the nuclei per frame; r.frames, r.blocks, r.network_s, r.post_s, r.wall_s.
 p = inputParser;

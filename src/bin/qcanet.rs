@@ -663,7 +663,7 @@ fn segment(
             pb.set_position(((streamed_tried - 1) as f64 * 100.0 + frac as f64 * 100.0) as u64);
             !interrupted()
         };
-        match segment_streamed(&model, f, out, channel, &want, ba, pa, &cb, &pb, quiet) {
+        match segment_streamed(&model, f, big, out, channel, &want, ba, pa, &cb, &pb, quiet) {
             Ok(counts) => {
                 streamed_ok += 1;
                 total_nuclei += counts.iter().map(|&c| c as u64).sum::<u64>();
@@ -939,6 +939,7 @@ fn segment(
 fn segment_streamed(
     model: &Model,
     input: &Path,
+    big: FileInput,
     output: &Path,
     channel: usize,
     want: &Outputs,
@@ -954,7 +955,7 @@ fn segment_streamed(
         false => FileTarget::File(output.to_path_buf()),
     };
     let options = FileOptions { channel, blocks: ba.blocks, block: ba.options(), measure: want.csv };
-    let job = FileSegmentation::new(model, input, target, &params(pa, None), &options)?;
+    let job = FileSegmentation::from_input(model, input, big, target, &params(pa, None), &options)?;
     let plan = job.plan();
     if want.verbose && !quiet {
         let grid = job.grid();

@@ -276,7 +276,8 @@ class Model(_Handle):
         images go block by block), "whole" (one block: the whole volume's labels, memory
         grows with it) or a core size (z, y, x). halo, block_voxels, max_nucleus_um: as
         ``qcanet segment --halo/--block-voxels/--max-nucleus``. measure: also write the
-        nuclei's measurements to NAME.csv beside the labels. voxel_size: (z, y, x) um, wins
+        nuclei's measurements to NAME.csv beside the labels (beside the input for labels into
+        it). voxel_size: (z, y, x) um, wins
         over the file's. ``progress(fraction) -> bool`` may return False to cancel (nothing
         is written). Other keyword arguments are post-processing parameters (as ``segment``).
 
@@ -301,7 +302,7 @@ class Model(_Handle):
             cb = N.PROGRESS_FN(lambda f, _u: 0 if progress(float(f)) is not False else 1)
             p.progress = cb
         o = _block_options(core, halo, block_voxels, max_nucleus_um)
-        capacity = 1 << 16
+        capacity = max(1, file_info(src)["frames"])
         nuclei = (C.c_uint32 * capacity)()
         r = N.QcaFileReport(struct_size=C.sizeof(N.QcaFileReport))
         _check(_lib().qca_segment_file(self._h, str(src).encode(), None if dst is None else str(dst).encode(),
@@ -311,7 +312,7 @@ class Model(_Handle):
             output = str(dst)
         else:
             output = str(Path(src) / "labels" / str(labels_into_input))
-        return {"output": output, "frames": r.frames, "nuclei": list(nuclei[:min(r.frames, capacity)]),
+        return {"output": output, "frames": r.frames, "nuclei": list(nuclei[:r.frames]),
                 "voxels": r.voxels, "blocks": r.blocks, "core": tuple(r.core), "halo": tuple(r.halo),
                 "read_s": r.read_s, "network_s": r.network_s, "post_s": r.post_s, "stitch_s": r.stitch_s,
                 "write_s": r.write_s, "seconds": r.wall_s, "mvoxel_per_s": r.voxels / max(r.wall_s, 1e-9) / 1e6}

@@ -206,19 +206,24 @@ def test_the_qcanet_dask_command(image, tmp_path, capsys):
 
 
 def test_a_bigtiff_time_series_is_segmented_as_its_ome_zarr(image, tmp_path):
-    """The fixture's series as a 2-frame OME-TIFF in BigTIFF (tifffile): stored as an OME-Zarr
-    beside the output with the file's calibration (qcanet's reading of the header), then the
-    same blocks, stitch and numbering as the CLI on the OME-Zarr."""
+    """The fixture's series as a 2-frame, 2-channel OME-TIFF in BigTIFF (tifffile, TCZYX:
+    DimensionOrder XYZCT, every slice of a channel before the next channel), the nuclei in
+    channel 1: stored as an OME-Zarr beside the output with the file's calibration (qcanet's
+    reading of the header and page order), then the same blocks, stitch and numbering as the
+    CLI on the OME-Zarr."""
     img, ref = image
     series = np.asarray(zarr.open_group(str(img), mode="r")["s0"])
+    nz = series.shape[1]
     tif = tmp_path / "series.ome.tif"
-    tifffile.imwrite(tif, series, bigtiff=True, ome=True,
-                     metadata={"axes": "TZYX", "PhysicalSizeZ": 1.75, "PhysicalSizeY": 0.8, "PhysicalSizeX": 0.8})
+    tifffile.imwrite(tif, np.stack([np.full_like(series, 3), series], axis=1), bigtiff=True, ome=True,
+                     metadata={"axes": "TCZYX", "PhysicalSizeZ": 1.75, "PhysicalSizeY": 0.8, "PhysicalSizeX": 0.8})
+    with tifffile.TiffFile(tif) as f:
+        assert f.is_bigtiff and 'DimensionOrder="XYZCT"' in f.ome_metadata
     info = qcanet.file_info(tif)
-    assert info == {"dims": series.shape[1:], "channels": 1, "frames": 2, "voxel_size": (1.75, 0.8, 0.8),
-                    "page_strides": (series.shape[1], 1, 1)}, info
+    assert info == {"dims": series.shape[1:], "channels": 2, "frames": 2, "voxel_size": (1.75, 0.8, 0.8),
+                    "page_strides": (2 * nz, 1, nz)}, info
     out = tmp_path / "out.ome.zarr"
-    s = qd.segment(tif, out, block=BLOCK, n_workers=2, **MODEL)
+    s = qd.segment(tif, out, block=BLOCK, n_workers=2, channel=1, **MODEL)
     assert s["frames"] == 2 and s["blocks_computed"] == 16
     for lab, r in zip(levels(out), ref):
         np.testing.assert_array_equal(lab, r)

@@ -63,14 +63,28 @@ def test_a_bigtiff_in_blocks_equals_the_cli_and_agrees_with_the_whole_volume(mod
     assert abs(w["nuclei"][0] - r["nuclei"][0]) <= 0.005 * w["nuclei"][0], (w["nuclei"], r["nuclei"])
 
 
-def test_measurements_and_the_file_calibration(model, synth_embryo, tmp_path):
+def test_measurements_use_the_file_calibration(model, synth_embryo, tmp_path):
+    """The generated TIFF says 1.75 x 0.8 x 0.8 um: each nucleus's volume in the CSV is its
+    voxels times that, its row the labels' own count; a voxel size given wins."""
+    import csv
     _, _, raw_tif, _ = synth_embryo
+    assert qcanet.file_info(raw_tif)["voxel_size"] == pytest.approx(VOXEL)
     out = tmp_path / "labels.tif"
     r = model.segment_file(raw_tif, out, blocks=BLOCK, measure=True)
-    csv = (tmp_path / "labels.csv").read_text().splitlines()
-    assert csv[0].startswith("frame,label,")
-    assert len(csv) - 1 == r["nuclei"][0]
-    assert all(line.startswith("0,") for line in csv[1:])
+    labels = tifffile.imread(out)
+    rows = list(csv.DictReader((tmp_path / "labels.csv").open()))
+    assert len(rows) == r["nuclei"][0] == labels.max() > 5
+    counts = np.bincount(labels.ravel())
+    for row in rows:
+        assert row["frame"] == "0"
+        n = counts[int(row["label"])]
+        assert int(row["voxels"]) == n
+        assert float(row["volume_um3"]) == pytest.approx(n * 1.75 * 0.8 * 0.8)
+    # a voxel size given wins over the file's
+    other = tmp_path / "other.tif"
+    model.segment_file(raw_tif, other, blocks=BLOCK, measure=True, voxel_size=(3.5, 0.8, 0.8))
+    rows2 = list(csv.DictReader((tmp_path / "other.csv").open()))
+    assert float(rows2[0]["volume_um3"]) == pytest.approx(int(rows2[0]["voxels"]) * 3.5 * 0.64)
 
 
 def test_refused_or_cancelled_calls_leave_the_input_and_the_folder_as_they_were(model, bigtiff, tmp_path):
@@ -84,6 +98,7 @@ def test_refused_or_cancelled_calls_leave_the_input_and_the_folder_as_they_were(
         (dict(dst=None, labels_into_input="qcanet"), "OME-Zarr images only"),
         (dict(dst=folder / "x.tif", channel=3), "channel 3"),
         (dict(dst=folder / "x.tif", progress=lambda f: False), "cancel"),
+        (dict(dst=folder / "x.csv", measure=True), "no name of their own"),
     ]
     for kwargs, message in cases:
         with pytest.raises(qcanet.QcanetError, match=message):
@@ -96,7 +111,7 @@ def test_refused_or_cancelled_calls_leave_the_input_and_the_folder_as_they_were(
     assert src.read_bytes() == data
 
 
-def test_ome_zarr_in_and_out_and_into_the_input(model, synth_embryo, tmp_path):
+def test_ome_zarr_in_and_out_and_into_the_input(model, synth_embryo, tmp_path, monkeypatch):
     from ome_zarr.format import FormatV05
     from ome_zarr.writer import write_image
     raw = synth_embryo[0]
@@ -121,6 +136,14 @@ def test_ome_zarr_in_and_out_and_into_the_input(model, synth_embryo, tmp_path):
     np.testing.assert_array_equal(level0(r2["output"]), tifffile.imread(ref))
     with pytest.raises(qcanet.QcanetError, match="exists"):
         model.segment_file(img, labels_into_input="qcanet")
+    # measurements of labels into the input: beside the input, named after it
+    r3 = model.segment_file(img, labels_into_input="measured", blocks=(32, 64, 64), measure=True)
+    assert len((tmp_path / "in.csv").read_text().splitlines()) == 1 + r3["nuclei"][0]
+    # the image named "." gives its CSV no name: refused before any work, nothing written into it
+    monkeypatch.chdir(img)
+    with pytest.raises(qcanet.QcanetError, match="no name of their own"):
+        model.segment_file(".", labels_into_input="dot", measure=True)
+    assert not (img / "labels" / "dot").exists()
 
 
 def test_an_ome_tiff_is_read_in_its_own_dimension_order_and_units(model, synth_embryo, tmp_path):
