@@ -134,11 +134,15 @@ struct Line {
     f: Vec<[i32; 3]>,
     out: Vec<[i32; 3]>,
     sites: Vec<usize>,
+    /// Per position, the squared offsets of its feature from the line along the two other
+    /// axes (lower axis first) and their sum: computed once, where scipy's loops compute
+    /// them again at every comparison (the same products, so the same values).
+    sq: Vec<[f64; 3]>,
 }
 
 impl Line {
     fn new(n: usize) -> Self {
-        Line { f: Vec::with_capacity(n), out: Vec::with_capacity(n), sites: Vec::with_capacity(n) }
+        Line { f: Vec::with_capacity(n), out: Vec::with_capacity(n), sites: Vec::with_capacity(n), sq: Vec::with_capacity(n) }
     }
 
     fn load(&mut self, v: impl Iterator<Item = [i32; 3]>) {
@@ -165,18 +169,21 @@ impl Line {
             1 => (0, 2),
             _ => (0, 1),
         };
-        // squared distance (without axis d) of feature `i` from the line
-        let off = |i: usize, k: usize| (f[i][k] as i64 - coor[k]) as f64 * s[k];
+        // squared offsets (without axis d) of each feature from the line: [lower axis,
+        // upper axis, their sum], the sum as scipy's `0.0 + t1 t1 + t2 t2` (0.0 + x is x)
+        let sq = &mut self.sq;
+        sq.clear();
+        sq.extend(f.iter().map(|fi| {
+            let (ta, tb) = ((fi[o1] as i64 - coor[o1]) as f64 * s[o1], (fi[o2] as i64 - coor[o2]) as f64 * s[o2]);
+            let (a, b) = (ta * ta, tb * tb);
+            [a, b, a + b]
+        }));
         for (i, fi) in f.iter().enumerate() {
             if fi[0] < 0 {
                 continue;
             }
             let fd = fi[d] as f64;
-            let mut w = 0.0;
-            for k in [o1, o2] {
-                let t = off(i, k);
-                w += t * t;
-            }
+            let w = sq[i][2];
             // drop the last site while the new one and the one before it hide it
             while g.len() >= 2 {
                 let (i1, i2) = (g[g.len() - 1], g[g.len() - 2]);
@@ -184,12 +191,7 @@ impl Line {
                 let a = (f1 - f[i2][d] as f64) * s[d];
                 let b = (fd - f1) * s[d];
                 let c = a + b;
-                let (mut u, mut v) = (0.0, 0.0);
-                for k in [o1, o2] {
-                    let (tu, tv) = (off(i2, k), off(i1, k));
-                    u += tu * tu;
-                    v += tv * tv;
-                }
+                let (u, v) = (sq[i2][2], sq[i1][2]);
                 if c * v - b * u - a * w - a * b * c <= 0.0 {
                     break;
                 }
@@ -201,14 +203,19 @@ impl Line {
             self.out.extend_from_slice(f);
             return;
         }
-        // each position takes the nearest site, walking forward; ties keep the earlier
+        // each position takes the nearest site, walking forward; ties keep the earlier.
+        // scipy sums the three squares in axis order from 0.0: ((t0 t0 + t1 t1) + t2 t2);
+        // with the line's own term td td in its place that is (td td + lower) + upper for
+        // d = 0 and 1 (a sum of two is the same either way round) and (lower + upper) + td td
+        // for d = 2
         let dist = |site: usize, q: usize| -> f64 {
-            let mut acc = 0.0;
-            for k in 0..3 {
-                let t = if k == d { (f[site][k] as i64 - q as i64) as f64 * s[k] } else { off(site, k) };
-                acc += t * t;
+            let t = (f[site][d] as i64 - q as i64) as f64 * s[d];
+            let [lo, hi, both] = sq[site];
+            if d == 2 {
+                both + t * t
+            } else {
+                (t * t + lo) + hi
             }
-            acc
         };
         let mut l = 0;
         for q in 0..f.len() {
