@@ -590,6 +590,17 @@ pub struct BlockTimes {
     pub stitch_s: f64,
 }
 
+impl std::ops::AddAssign for BlockTimes {
+    fn add_assign(&mut self, o: BlockTimes) {
+        self.scaling_s += o.scaling_s;
+        self.grid_s += o.grid_s;
+        self.read_s += o.read_s;
+        self.network_s += o.network_s;
+        self.post_s += o.post_s;
+        self.stitch_s += o.stitch_s;
+    }
+}
+
 /// The result of [`segment_blocks`]: how to turn provisional ids into labels.
 #[derive(Clone, Debug, Serialize)]
 pub struct BlockRun {

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::blocks::{self, BlockChoice, BlockGrid, BlockMethod, BlockOptions, BlockRun, ScratchLabels, TiffSource};
+use crate::blocks::{self, BlockChoice, BlockGrid, BlockMethod, BlockOptions, BlockRun, BlockTimes, ScratchLabels, TiffSource};
 use crate::error::{Error, Result};
 use crate::io::ome_zarr::{self, LabelsTarget, OmeZarr};
 use crate::io::tiff;
@@ -164,14 +164,9 @@ pub struct FileReport {
     pub core: [usize; 3],
     pub halo: [usize; 3],
     pub method: BlockMethod,
-    /// Seconds, summed over frames: intensity statistics, choosing the grid, reading,
-    /// networks, post-processing, stitching; then writing the labels; and the whole call.
-    pub scaling_s: f64,
-    pub grid_s: f64,
-    pub read_s: f64,
-    pub network_s: f64,
-    pub post_s: f64,
-    pub stitch_s: f64,
+    /// Seconds of the blocks' steps, summed over frames (`grid_s`: choosing the grid, once).
+    pub times: BlockTimes,
+    /// Seconds writing the labels (and the measurements), and of the whole call.
     pub write_s: f64,
     pub wall_s: f64,
 }
@@ -422,7 +417,12 @@ impl<'m> FileSegmentation<'m> {
             None => None,
         };
         let write_s = t_write.elapsed().as_secs_f64();
-        let sum = |f: fn(&blocks::BlockTimes) -> f64| done.iter().map(|(_, r)| f(&r.timings)).sum::<f64>();
+        let mut times = BlockTimes::default();
+        for (_, r) in &done {
+            times += r.timings;
+        }
+        // the grid was chosen in `new` (each frame's run finds it again, cached)
+        times.grid_s = self.grid_s;
         Ok(FileReport {
             nuclei: done.iter().map(|(_, r)| r.n_nuclei).collect(),
             labels,
@@ -432,12 +432,7 @@ impl<'m> FileSegmentation<'m> {
             core: self.grid.core,
             halo: self.grid.halo,
             method: self.method,
-            scaling_s: sum(|t| t.scaling_s),
-            grid_s: self.grid_s,
-            read_s: sum(|t| t.read_s),
-            network_s: sum(|t| t.network_s),
-            post_s: sum(|t| t.post_s),
-            stitch_s: sum(|t| t.stitch_s),
+            times,
             write_s,
             wall_s: t0.elapsed().as_secs_f64() + self.grid_s,
         })

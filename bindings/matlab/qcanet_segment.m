@@ -14,23 +14,7 @@ p.addParameter('threads', 0); p.addParameter('fg_threshold', -1); p.addParameter
 p.addParameter('min_volume', -1);
 p.parse(varargin{:});
 o = p.Results;
-qcanet_lib('load');
-opts = libstruct('QcaModelOptions');
-% the structs are declared from the header shipped with this library (qcanet_lib checks the
-% ABI), so the library's own size is the size of MATLAB's struct
-qcanet_check(calllib('qcanet', 'qca_model_options_default', opts, calllib('qcanet', 'qca_struct_size', 'QcaModelOptions')), 'model options');
-dev = libpointer('int32Ptr', int32(0));
-qcanet_check(calllib('qcanet', 'qca_option_value', 'device', char(o.device), dev), 'choosing the device');
-opts.device = dev.Value;
-opts.num_threads = o.threads;
-model = libpointer('voidPtrPtr', libpointer);
-if isempty(o.nsn)
-    qcanet_check(calllib('qcanet', 'qca_model_load_default', opts, model), 'loading the default model');
-else
-    ndn = o.ndn; if isempty(ndn), ndn = []; end
-    qcanet_check(calllib('qcanet', 'qca_model_load', o.nsn, ndn, opts, model), 'loading the model');
-end
-m = model.Value;
+m = qcanet_model(o);
 cleanup = onCleanup(@() calllib('qcanet', 'qca_model_free', m));
 prm = libstruct('QcaSegmentParams');
 qcanet_check(calllib('qcanet', 'qca_segment_params_default', prm, calllib('qcanet', 'qca_struct_size', 'QcaSegmentParams')), 'parameters');
