@@ -7,7 +7,8 @@
 //! envelope that summed the squared offsets x, then y, then z).
 //!
 //! So this is the feature transform scipy computes (Maurer, Qi & Raghavan, IEEE PAMI
-//! 25:265, 2003): every voxel gets the coordinates of its nearest background voxel, one
+//! 25:265, 2003): every voxel gets its nearest background voxel (kept as an index: 4 bytes
+//! a voxel, against scipy's 12), one
 //! pass per axis, z then y then x, each pass a partial Voronoi diagram along every line
 //! of that axis, with the same arithmetic in the same order and the same rules for
 //! ties (a site is dropped when `c vR - b uR - a wR - abc > 0`; a voxel keeps the
@@ -19,6 +20,34 @@ use rayon::prelude::*;
 
 /// No feature (yet): a voxel with no background voxel on the lines seen so far.
 const NONE: [i32; 3] = [-1, -1, -1];
+/// [`NONE`] as a stored feature.
+const NO_INDEX: u32 = u32::MAX;
+
+/// Features are stored as the feature voxel's index in the volume (4 bytes a voxel, where
+/// scipy's array holds three coordinates, 12 bytes), and turned into (z, y, x) one line at
+/// a time for the arithmetic, which is scipy's on the coordinates.
+#[derive(Clone, Copy)]
+struct Index {
+    ny: u32,
+    nx: u32,
+}
+
+impl Index {
+    fn coords(self, i: u32) -> [i32; 3] {
+        if i == NO_INDEX {
+            return NONE;
+        }
+        let (zy, x) = (i / self.nx, i % self.nx);
+        [(zy / self.ny) as i32, (zy % self.ny) as i32, x as i32]
+    }
+
+    fn index(self, c: [i32; 3]) -> u32 {
+        if c[0] < 0 {
+            return NO_INDEX;
+        }
+        (c[0] as u32 * self.ny + c[1] as u32) * self.nx + c[2] as u32
+    }
+}
 
 /// Distance (in the units of `spacing`) from every `true` voxel to the nearest
 /// `false` voxel; 0 on `false` voxels. A volume with no `false` voxel gets
@@ -38,8 +67,9 @@ pub fn negative_edt(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f
 
 /// `sign` times the distance of each voxel to its feature, as numpy computes it in
 /// scipy (see the module docs); infinite where there is no feature.
-fn distances(feat: &[[i32; 3]], dims: [usize; 3], s: [f64; 3], sign: f64) -> Vec<f64> {
+fn distances(feat: &[u32], dims: [usize; 3], s: [f64; 3], sign: f64) -> Vec<f64> {
     let [_, ny, nx] = dims;
+    let ix = Index { ny: ny as u32, nx: nx as u32 };
     let mut out = vec![0f64; feat.len()];
     out.par_chunks_mut(nx.max(1)).zip(feat.par_chunks(nx.max(1))).enumerate().for_each(|(r, (o, f))| {
         let (z, y) = ((r / ny) as i64, (r % ny) as i64);
@@ -47,31 +77,30 @@ fn distances(feat: &[[i32; 3]], dims: [usize; 3], s: [f64; 3], sign: f64) -> Vec
             let t = (a as i64 - b) as f64 * s[k];
             t * t
         };
-        for (x, (o, f)) in o.iter_mut().zip(f).enumerate() {
+        for (x, (o, &fi)) in o.iter_mut().zip(f).enumerate() {
+            let f = ix.coords(fi);
             *o = if f[0] < 0 { sign * f64::INFINITY } else { sign * ((sq(f[0], z, 0) + sq(f[1], y, 1)) + sq(f[2], x as i64, 2)).sqrt() };
         }
     });
     out
 }
 
-/// The feature transform: for every voxel, its nearest background voxel (z, y, x), or
-/// [`NONE`] when the mask has no background.
-fn features(mask: &[bool], dims: [usize; 3], s: [f64; 3]) -> Vec<[i32; 3]> {
+/// The feature transform: for every voxel, the index of its nearest background voxel, or
+/// [`NO_INDEX`] when the mask has no background.
+fn features(mask: &[bool], dims: [usize; 3], s: [f64; 3]) -> Vec<u32> {
     let [nz, ny, nx] = dims;
     assert_eq!(mask.len(), nz * ny * nx, "mask length does not match dims");
+    assert!(mask.len() < NO_INDEX as usize, "more voxels than a feature index holds");
     let plane = ny * nx;
-    let mut feat: Vec<[i32; 3]> = mask
-        .par_iter()
-        .enumerate()
-        .map(|(i, &m)| if m { NONE } else { [(i / plane) as i32, ((i / nx) % ny) as i32, (i % nx) as i32] })
-        .collect();
+    let ix = Index { ny: ny as u32, nx: nx as u32 };
+    let mut feat: Vec<u32> = mask.par_iter().enumerate().map(|(i, &m)| if m { NO_INDEX } else { i as u32 }).collect();
     // z: the lines (y, x) have stride `plane`. A task owns one y and so the disjoint set
     // {z * plane + y * nx + x}; it copies its nz rows out (contiguous reads), runs the
     // columns of that small block and writes the rows back.
     if nz > 1 {
         let base = SyncPtr(feat.as_mut_ptr());
         (0..ny).into_par_iter().for_each_init(
-            || (Line::new(nz), vec![NONE; nz * nx]),
+            || (Line::new(nz), vec![NO_INDEX; nz * nx]),
             |(line, block), y| {
                 let p = base;
                 for z in 0..nz {
@@ -80,10 +109,10 @@ fn features(mask: &[bool], dims: [usize; 3], s: [f64; 3]) -> Vec<[i32; 3]> {
                     block[z * nx..(z + 1) * nx].copy_from_slice(row);
                 }
                 for x in 0..nx {
-                    line.load((0..nz).map(|z| block[z * nx + x]));
+                    line.load((0..nz).map(|z| ix.coords(block[z * nx + x])));
                     line.voronoi([0, y as i64, x as i64], 0, s);
                     for (z, f) in line.out.iter().enumerate() {
-                        block[z * nx + x] = *f;
+                        block[z * nx + x] = ix.index(*f);
                     }
                 }
                 for z in 0..nz {
@@ -100,10 +129,10 @@ fn features(mask: &[bool], dims: [usize; 3], s: [f64; 3]) -> Vec<[i32; 3]> {
             || Line::new(ny),
             |line, (z, slab)| {
                 for x in 0..nx {
-                    line.load((0..ny).map(|y| slab[y * nx + x]));
+                    line.load((0..ny).map(|y| ix.coords(slab[y * nx + x])));
                     line.voronoi([z as i64, 0, x as i64], 1, s);
                     for (y, f) in line.out.iter().enumerate() {
-                        slab[y * nx + x] = *f;
+                        slab[y * nx + x] = ix.index(*f);
                     }
                 }
             },
@@ -114,9 +143,11 @@ fn features(mask: &[bool], dims: [usize; 3], s: [f64; 3]) -> Vec<[i32; 3]> {
         feat.par_chunks_mut(nx).enumerate().for_each_init(
             || Line::new(nx),
             |line, (r, row)| {
-                line.load(row.iter().copied());
+                line.load(row.iter().map(|&i| ix.coords(i)));
                 line.voronoi([(r / ny) as i64, (r % ny) as i64, 0], 2, s);
-                row.copy_from_slice(&line.out);
+                for (o, f) in row.iter_mut().zip(&line.out) {
+                    *o = ix.index(*f);
+                }
             },
         );
     }
@@ -125,7 +156,7 @@ fn features(mask: &[bool], dims: [usize; 3], s: [f64; 3]) -> Vec<[i32; 3]> {
 
 /// A pointer that may cross threads; users guarantee disjoint access.
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut [i32; 3]);
+struct SyncPtr(*mut u32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
