@@ -789,12 +789,30 @@ fn timings_fields() -> [(usize, usize); 11] {
 /// The caller's `QcaTimings` size, checked before any work (so that a bad one fails the
 /// call with nothing written).
 unsafe fn timings_size(t: *mut QcaTimings) -> std::result::Result<usize, (QcaStatus, String)> {
-    let size = std::ptr::read_unaligned(t as *const u32) as usize;
-    let n = size.min(std::mem::size_of::<QcaTimings>());
-    if size < 4 || cuts_a_field(&timings_fields(), n) {
-        return Err(invalid(format!("timings->struct_size is {size}: set it to sizeof(QcaTimings)")));
+    out_size(t, &timings_fields(), "timings", "QcaTimings")
+}
+
+/// The bytes of a caller's versioned out-struct (`*p`'s `struct_size`) this library may
+/// write: at most its own size, and refused when the caller's size ends inside a field.
+unsafe fn out_size<T>(p: *const T, fields: &[(usize, usize)], what: &str, ty: &str) -> std::result::Result<usize, (QcaStatus, String)> {
+    let size = std::ptr::read_unaligned(p as *const u32) as usize;
+    let n = size.min(std::mem::size_of::<T>());
+    if size < 4 || cuts_a_field(fields, n) {
+        return Err(invalid(format!("{what}->struct_size is {size}: set it to sizeof({ty})")));
     }
     Ok(n)
+}
+
+/// The progress callback of `c` as a closure (true: go on).
+fn progress_of(c: &QcaSegmentParams) -> impl Fn(f32) -> bool + Sync {
+    let (cb, user) = (c.progress, c.user_data as usize);
+    move |f: f32| -> bool {
+        match cb {
+            // SAFETY: the caller promised a valid callback and user_data for this call
+            Some(f_) => unsafe { f_(f, user as *mut c_void) == 0 },
+            None => true,
+        }
+    }
 }
 
 fn default_params() -> QcaSegmentParams {
@@ -925,15 +943,7 @@ unsafe fn segment_typed<T: Voxels>(
         let vol = T::as_f32(slice(voxels, n, "voxels")?);
         non_null(labels_out, "labels_out")?;
         let (params, c) = segment_params(p)?;
-        let cb = c.progress;
-        let user = c.user_data as usize;
-        let progress = move |f: f32| -> bool {
-            match cb {
-                // SAFETY: the caller promised a valid callback and user_data for this call
-                Some(f_) => unsafe { f_(f, user as *mut c_void) == 0 },
-                None => true,
-            }
-        };
+        let progress = progress_of(&c);
         let timings_n = if c.timings.is_null() { None } else { Some(timings_size(c.timings)?) };
         let seg = m.inner.segment(&vol, d, &params, Some(&progress)).c()?;
         std::ptr::copy_nonoverlapping(seg.labels.as_ptr(), labels_out, n);
@@ -1309,18 +1319,12 @@ pub unsafe extern "C" fn qca_file_info(path: *const c_char, info: *mut QcaImageI
     guard(|| {
         let p = path_arg(path, "path")?;
         non_null(info, "info")?;
-        let size = std::ptr::read_unaligned(info as *const u32) as usize;
-        if size < 4 {
-            return Err(invalid("info->struct_size must be set to sizeof(QcaImageInfo)".into()));
-        }
-        if cuts_a_field(&image_info_fields(), size.min(std::mem::size_of::<QcaImageInfo>())) {
-            return Err(invalid(format!("info->struct_size is {size}, which ends inside a field: set it to sizeof(QcaImageInfo)")));
-        }
+        let n = out_size(info, &image_info_fields(), "info", "QcaImageInfo")?;
         let f = crate::files::FileInput::open(p).c()?;
         let count = |n: usize, what: &str| u32::try_from(n).map_err(|_| invalid(format!("{}: {n} {what}", p.display())));
         let vs = f.voxel_size_um();
         let full = QcaImageInfo {
-            struct_size: std::mem::size_of::<QcaImageInfo>().min(size) as u32,
+            struct_size: n as u32,
             sample_type: 0,
             dims: f.dims(),
             channels: count(f.channels(), "channels")?,
@@ -1332,7 +1336,6 @@ pub unsafe extern "C" fn qca_file_info(path: *const c_char, info: *mut QcaImageI
                 crate::files::FileInput::Zarr(_) => [0; 3],
             },
         };
-        let n = size.min(std::mem::size_of::<QcaImageInfo>());
         std::ptr::copy_nonoverlapping(&full as *const QcaImageInfo as *const u8, info as *mut u8, n);
         Ok(())
     })
@@ -2175,16 +2178,7 @@ pub unsafe extern "C" fn qca_segment_file(
         if capacity > 0 {
             non_null(nuclei, "nuclei")?;
         }
-        let report_n = if report.is_null() {
-            None
-        } else {
-            let size = std::ptr::read_unaligned(report as *const u32) as usize;
-            let n = size.min(std::mem::size_of::<QcaFileReport>());
-            if size < 4 || cuts_a_field(&file_report_fields(), n) {
-                return Err(invalid(format!("report->struct_size is {size}: set it to sizeof(QcaFileReport)")));
-            }
-            Some(n)
-        };
+        let report_n = if report.is_null() { None } else { Some(out_size(report, &file_report_fields(), "report", "QcaFileReport")?) };
         let (params, c) = if p.is_null() { (SegmentParams::default(), default_params()) } else { segment_params(p)? };
         if !c.timings.is_null() {
             return Err(invalid("p->timings: qca_segment_file gives its times in its report; set timings to NULL".into()));
@@ -2196,14 +2190,7 @@ pub unsafe extern "C" fn qca_segment_file(
             (false, None) => crate::blocks::BlockChoice::Auto,
         };
         let options = crate::files::FileOptions { channel: channel as usize, blocks, block, measure: flags & QCA_FILE_MEASURE != 0 };
-        let (cb, user) = (c.progress, c.user_data as usize);
-        let progress = move |f: f32| -> bool {
-            match cb {
-                // SAFETY: the caller promised a valid callback and user_data for this call
-                Some(f_) => unsafe { f_(f, user as *mut c_void) == 0 },
-                None => true,
-            }
-        };
+        let progress = progress_of(&c);
         let r = crate::files::segment_file(&m.inner, input, target, &params, &options, Some(&progress)).c()?;
         let n = capacity.min(r.nuclei.len());
         if n > 0 {
